@@ -1,0 +1,66 @@
+/**
+ * Typed errors. Every error a user can cause names the file, tensor, key or field at fault and
+ * says what would fix it; the CLI prints `message` as one line and exits non-zero, the server
+ * maps `code` to an HTTP status.
+ */
+export class DseekError extends Error {
+  /** Stable machine-readable cause, e.g. `model_format`, `unsupported_config`. */
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A model file (safetensors, GGUF, config.json, tokenizer.json) is missing, truncated or lies about itself. */
+export class ModelFormatError extends DseekError {
+  readonly file: string;
+  constructor(file: string, message: string) {
+    super('model_format', `${file}: ${message}`);
+    this.file = file;
+  }
+}
+
+/** A config value (or GGUF metadata key) that dseek does not support. */
+export class UnsupportedConfigError extends DseekError {
+  readonly field: string;
+  readonly value: unknown;
+  constructor(field: string, value: unknown, hint: string) {
+    super('unsupported_config', `unsupported ${field} = ${JSON.stringify(value)}: ${hint}`);
+    this.field = field;
+    this.value = value;
+  }
+}
+
+/** A tensor is present but has the wrong shape or type for the config. */
+export class TensorShapeError extends DseekError {
+  readonly tensor: string;
+  constructor(tensor: string, message: string) {
+    super('tensor_shape', `tensor ${tensor}: ${message}`);
+    this.tensor = tensor;
+  }
+}
+
+/** A caller passed an argument that cannot work (token id out of range, empty prompt, bad flag). */
+export class InvalidInputError extends DseekError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super('invalid_input', `${field}: ${message}`);
+    this.field = field;
+  }
+}
+
+/** The prompt plus the requested tokens do not fit the context window. */
+export class ContextLengthExceededError extends DseekError {
+  readonly requested: number;
+  readonly limit: number;
+  constructor(requested: number, limit: number) {
+    super(
+      'context_length_exceeded',
+      `this sequence needs ${requested} positions but the context holds ${limit}: shorten the prompt or lower max tokens`,
+    );
+    this.requested = requested;
+    this.limit = limit;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * The kernel interface. Kernels know nothing about models: they see vectors, weight tensors and
+ * shapes. The plain TypeScript reference backend defines the semantics (it is the oracle); a
+ * native backend must agree with it on random inputs.
+ *
+ * Conventions: activations are row-major `[rows][width]` in a Vec (f32, or f64 for a float64
+ * reference run); weights are `Tensor`s in their stored type, shape [rows, cols], `y = W x`.
+ * Accumulation is at least f32.
+ */
+import type { Tensor, Vec } from './tensor.js';
+
+/**
+ * Rows of a key matrix whose first `valueWidth` columns double as the value (MQA with one shared
+ * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits.
+ */
+export interface SharedKvRows {
+  readonly dtype: 'f32' | 'f64' | 'f16';
+  readonly data: Float32Array | Float64Array | Uint16Array;
+  /** Values per row (key width). */
+  readonly width: number;
+}
+
+export interface AttentionShape {
+  /** Query rows (tokens). */
+  readonly queries: number;
+  readonly heads: number;
+  /** Query t attends to key rows [0, contextLengths[t]) — causal masking by length. */
+  readonly contextLengths: Int32Array;
+  /** Multiplier on every q·k logit. */
+  readonly scale: number;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  /** y[t·R + r] = Σ_c W[r, c] · x[t·C + c] for t < tokens, where W is [R, C]. */
+  matmul(y: Vec, x: Vec, w: Tensor, tokens: number): void;
+
+  /** y[t·C + c] = Σ_r W[r, c] · x[t·R + r] for t < tokens (the product with Wᵀ). */
+  matmulTransposed(y: Vec, x: Vec, w: Tensor, tokens: number): void;
+
+  /** y[t·D + i] = x[t·D + i] / sqrt(mean_i(x²) + eps) · weight[i], D = weight length. y may alias x. */
+  rmsNorm(y: Vec, x: Vec, weight: Tensor, eps: number, tokens: number): void;
+
+  /**
+   * Rotate adjacent pairs (2i, 2i+1) of the `2·invFreq.length` values at `offset` in each of `rows`
+   * rows of `stride` values, by angle position·invFreq[i], cos and sin multiplied by `magnitude`.
+   * Row r uses positions[floor(r / rowsPerPosition)].
+   */
+  ropeAdjacent(
+    x: Vec,
+    rows: number,
+    stride: number,
+    offset: number,
+    positions: Int32Array,
+    rowsPerPosition: number,
+    invFreq: Float64Array,
+    magnitude: number,
+  ): void;
+
+  /** In-place softmax of x[offset, offset + n), computed stably (max subtracted). */
+  softmax(x: Vec, offset: number, n: number): void;
+
+  /** y[i] = silu(gate[i]) · up[i] for i < n. y may alias gate. */
+  siluMul(y: Vec, gate: Vec, up: Vec, n: number): void;
+
+  /**
+   * Multi-head attention: q [T][H][Dk], k [N][H][Dk], v [N][H][Dv] → out [T][H][Dv], where query t
+   * sees key rows [0, contextLengths[t]). Softmax in at least f32.
+   */
+  attention(out: Vec, q: Vec, k: Vec, v: Vec, keyWidth: number, valueWidth: number, shape: AttentionShape): void;
+
+  /**
+   * Attention with one key/value head shared by all query heads, keys stored as rows
+   * [a (valueWidth) | b (width − valueWidth)]: for query t and head h,
+   * logit_j = scale · (qa[t,h]·a_j + qb[t,h]·b_j), out[t,h] = Σ_j softmax(logit)_j · a_j.
+   * qa [T][H][valueWidth], qb [T][H][width − valueWidth], out [T][H][valueWidth].
+   */
+  sharedKvAttention(out: Vec, qa: Vec, qb: Vec, kv: SharedKvRows, valueWidth: number, shape: AttentionShape): void;
+
+  /**
+   * Indices of the k largest of x[offset, offset + n) into idx[idxOffset…], largest first, ties to
+   * the lower index. Entries equal to -Infinity are never chosen while finite ones remain.
+   */
+  topK(idx: Int32Array, idxOffset: number, x: Vec, offset: number, n: number, k: number): void;
+}

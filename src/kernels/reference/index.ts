@@ -1,0 +1,195 @@
+/**
+ * The reference backend: plain TypeScript, written for clarity. It is the oracle the native
+ * kernels are tested against, so every loop says exactly what the operation means. JS numbers
+ * are f64, so sums accumulate in f64 and round once when stored into an f32 Vec.
+ */
+import type { AttentionShape, Backend, SharedKvRows } from '../backend.js';
+import { elementCount, elementReader, f16ToF32, type Tensor, type Vec } from '../tensor.js';
+
+function dims2(w: Tensor): [rows: number, cols: number] {
+  const rows = w.shape[0]!;
+  return [rows, elementCount(w.shape) / rows];
+}
+
+/** Reads weight row r into `row` (decoding 16-bit types on the fly; never the whole tensor). */
+function rowDecoder(w: Tensor, cols: number): (r: number, row: Float64Array) => void {
+  const read = elementReader(w);
+  return (r, row) => {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) row[c] = read(base + c);
+  };
+}
+
+function kvRowReader(kv: SharedKvRows): (index: number) => number {
+  if (kv.dtype === 'f16') {
+    const bits = kv.data as Uint16Array;
+    return (i) => f16ToF32(bits[i]!);
+  }
+  const data = kv.data as Float32Array | Float64Array;
+  return (i) => data[i]!;
+}
+
+export const referenceBackend: Backend = {
+  name: 'reference',
+
+  matmul(y, x, w, tokens) {
+    const [rows, cols] = dims2(w);
+    const row = new Float64Array(cols);
+    const decode = rowDecoder(w, cols);
+    for (let r = 0; r < rows; r++) {
+      decode(r, row);
+      for (let t = 0; t < tokens; t++) {
+        const xo = t * cols;
+        let sum = 0;
+        for (let c = 0; c < cols; c++) sum += row[c]! * x[xo + c]!;
+        y[t * rows + r] = sum;
+      }
+    }
+  },
+
+  matmulTransposed(y, x, w, tokens) {
+    const [rows, cols] = dims2(w);
+    const row = new Float64Array(cols);
+    const acc = new Float64Array(tokens * cols);
+    const decode = rowDecoder(w, cols);
+    for (let r = 0; r < rows; r++) {
+      decode(r, row);
+      for (let t = 0; t < tokens; t++) {
+        const xr = x[t * rows + r]!;
+        const ao = t * cols;
+        for (let c = 0; c < cols; c++) acc[ao + c] += row[c]! * xr;
+      }
+    }
+    for (let i = 0; i < tokens * cols; i++) y[i] = acc[i]!;
+  },
+
+  rmsNorm(y, x, weight, eps, tokens) {
+    const dim = elementCount(weight.shape);
+    const wRead = elementReader(weight);
+    for (let t = 0; t < tokens; t++) {
+      const o = t * dim;
+      let sumSq = 0;
+      for (let i = 0; i < dim; i++) sumSq += x[o + i]! * x[o + i]!;
+      const inv = 1 / Math.sqrt(sumSq / dim + eps);
+      for (let i = 0; i < dim; i++) y[o + i] = x[o + i]! * inv * wRead(i);
+    }
+  },
+
+  ropeAdjacent(x, rows, stride, offset, positions, rowsPerPosition, invFreq, magnitude) {
+    const pairs = invFreq.length;
+    for (let r = 0; r < rows; r++) {
+      const pos = positions[Math.floor(r / rowsPerPosition)]!;
+      const base = r * stride + offset;
+      for (let i = 0; i < pairs; i++) {
+        const angle = pos * invFreq[i]!;
+        const cos = Math.cos(angle) * magnitude;
+        const sin = Math.sin(angle) * magnitude;
+        const a = x[base + 2 * i]!;
+        const b = x[base + 2 * i + 1]!;
+        x[base + 2 * i] = a * cos - b * sin;
+        x[base + 2 * i + 1] = a * sin + b * cos;
+      }
+    }
+  },
+
+  softmax(x, offset, n) {
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) max = Math.max(max, x[offset + i]!);
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp(x[offset + i]! - max);
+      x[offset + i] = e;
+      sum += e;
+    }
+    for (let i = 0; i < n; i++) x[offset + i] = x[offset + i]! / sum;
+  },
+
+  siluMul(y, gate, up, n) {
+    for (let i = 0; i < n; i++) {
+      const g = gate[i]!;
+      y[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+    }
+  },
+
+  attention(out, q, k, v, keyWidth, valueWidth, shape) {
+    const { queries, heads, contextLengths, scale } = shape;
+    let maxLen = 0;
+    for (let t = 0; t < queries; t++) maxLen = Math.max(maxLen, contextLengths[t]!);
+    const p = new Float64Array(maxLen);
+    for (let t = 0; t < queries; t++) {
+      const n = contextLengths[t]!;
+      for (let h = 0; h < heads; h++) {
+        const qo = (t * heads + h) * keyWidth;
+        let max = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const ko = (j * heads + h) * keyWidth;
+          let dot = 0;
+          for (let i = 0; i < keyWidth; i++) dot += q[qo + i]! * k[ko + i]!;
+          p[j] = dot * scale;
+          if (p[j]! > max) max = p[j]!;
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          p[j] = Math.exp(p[j]! - max);
+          sum += p[j]!;
+        }
+        const oo = (t * heads + h) * valueWidth;
+        for (let i = 0; i < valueWidth; i++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += p[j]! * v[(j * heads + h) * valueWidth + i]!;
+          out[oo + i] = acc / sum;
+        }
+      }
+    }
+  },
+
+  sharedKvAttention(out, qa, qb, kv, valueWidth, shape) {
+    const { queries, heads, contextLengths, scale } = shape;
+    const width = kv.width;
+    const ropeWidth = width - valueWidth;
+    const read = kvRowReader(kv);
+    let maxLen = 0;
+    for (let t = 0; t < queries; t++) maxLen = Math.max(maxLen, contextLengths[t]!);
+    const p = new Float64Array(maxLen);
+    for (let t = 0; t < queries; t++) {
+      const n = contextLengths[t]!;
+      for (let h = 0; h < heads; h++) {
+        const ao = (t * heads + h) * valueWidth;
+        const bo = (t * heads + h) * ropeWidth;
+        let max = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const ro = j * width;
+          let dot = 0;
+          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * read(ro + i);
+          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * read(ro + valueWidth + i);
+          p[j] = dot * scale;
+          if (p[j]! > max) max = p[j]!;
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          p[j] = Math.exp(p[j]! - max);
+          sum += p[j]!;
+        }
+        for (let i = 0; i < valueWidth; i++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += p[j]! * read(j * width + i);
+          out[ao + i] = acc / sum;
+        }
+      }
+    }
+  },
+
+  topK(idx, idxOffset, x, offset, n, k) {
+    // Selection by repeated scans: k is small (experts per token, groups), n is at most a few hundred.
+    const taken = new Uint8Array(n);
+    for (let s = 0; s < k; s++) {
+      let best = -1;
+      for (let i = 0; i < n; i++) {
+        if (taken[i]) continue;
+        if (best < 0 || x[offset + i]! > x[offset + best]!) best = i;
+      }
+      taken[best] = 1;
+      idx[idxOffset + s] = best;
+    }
+  },
+};

@@ -1,0 +1,191 @@
+/**
+ * Multi-head Latent Attention (DeepSeek-V2 paper §2.1, eq. 9–19; SPEC.md §3).
+ *
+ * Per token t (paper symbols):
+ *   c_t^Q  = W^DQ h_t, normalised            (q_a_proj + q_a_layernorm; Lite: absent)
+ *   q_t    = W^UQ c_t^Q  (or q_proj h_t)      per head [q^C (nope, dn) | q^R (rope, dr)]   eq. 12–13
+ *   [c_t^KV | k_t^R] = W^DKV h_t (kv_a_proj_with_mqa); c_t^KV normalised; k_t^R = RoPE(k_t^R)  eq. 9, 14
+ *   k_h^C  = W^UK_h c^KV, v_h^C = W^UV_h c^KV  (kv_b_proj rows of head h)                    eq. 10–11
+ *   o_h    = Σ_j softmax_j(scale · (q_h^C·k_h^C(j) + q_h^R·k^R(j))) v_h^C(j)                 eq. 16–18
+ *   u_t    = W^O [o_1; …; o_H]                                                                eq. 19
+ * Only [c^KV | k^R] is cached (576 values per token and layer for V2).
+ *
+ * Two equivalent forms:
+ *  - expanded: decompress k^C, v^C of every cached token with kv_b_proj and run ordinary MHA
+ *    (fewer FLOPs per query: prompt chunks);
+ *  - absorbed (paper App. C / §2.1.2): fold W^UK into the query (q_lat,h = W^UK_hᵀ q_h^C), attend
+ *    over the latent rows directly, apply W^UV after attention (reads only the latent cache:
+ *    decoding).
+ */
+import type { Backend } from '../kernels/backend.js';
+import { rowSlice, type Vec } from '../kernels/tensor.js';
+import type { LatentCache } from '../cache/latentCache.js';
+import type { ModelConfig } from './config.js';
+import type { RopeParams } from './rope.js';
+import type { AttentionWeights } from './weights.js';
+import type { Workspace } from './workspace.js';
+
+export type AttentionForm = 'expanded' | 'absorbed';
+
+/**
+ * The original modeling code builds q_a_layernorm and kv_a_layernorm with the default eps 1e-6
+ * rather than rms_norm_eps (SPEC.md §2); identical for V2/V3, different only for eps-1e-5 models.
+ */
+const LATENT_NORM_EPS = 1e-6;
+
+export interface AttentionContext {
+  readonly backend: Backend;
+  readonly config: ModelConfig;
+  readonly rope: RopeParams;
+  readonly ws: Workspace;
+}
+
+/**
+ * out[T][d] = MLA(x[T][d]) for tokens at `positions` (consecutive, ending the cached sequence),
+ * appending their latent rows to layer `layer` of `cache` (reserved by the caller).
+ */
+export function multiHeadLatentAttention(
+  ctx: AttentionContext,
+  w: AttentionWeights,
+  layer: number,
+  x: Vec,
+  positions: Int32Array,
+  cache: LatentCache,
+  form: AttentionForm,
+  out: Vec,
+): void {
+  const { backend, config: c, rope, ws } = ctx;
+  const T = positions.length;
+  const H = c.numAttentionHeads;
+  const dn = c.qkNopeHeadDim;
+  const dr = c.qkRopeHeadDim;
+  const dq = dn + dr;
+  const dc = c.kvLoraRank;
+  const width = dc + dr;
+
+  // Queries [T][H][dn | dr].
+  const q = ws.get('attn.q', T * H * dq);
+  if (w.qProj) {
+    backend.matmul(q, x, w.qProj, T);
+  } else {
+    const cq = ws.get('attn.cq', T * c.qLoraRank!);
+    backend.matmul(cq, x, w.qA!, T);
+    backend.rmsNorm(cq, cq, w.qANorm!, LATENT_NORM_EPS, T);
+    backend.matmul(q, cq, w.qB!, T);
+  }
+  backend.ropeAdjacent(q, T * H, dq, dn, positions, H, rope.invFreq, rope.magnitude);
+
+  // Latent rows [T][c^KV | k^R]: normalise the latent (not k^R), rotate k^R, cache both.
+  const kv = ws.get('attn.kv', T * width);
+  backend.matmul(kv, x, w.kvA, T);
+  for (let t = 0; t < T; t++) {
+    const latent = kv.subarray(t * width, t * width + dc);
+    backend.rmsNorm(latent, latent, w.kvANorm, LATENT_NORM_EPS, 1);
+  }
+  backend.ropeAdjacent(kv, T, width, dc, positions, 1, rope.invFreq, rope.magnitude);
+  for (let t = 0; t < T; t++) cache.writeRow(layer, positions[t]!, kv, t * width);
+
+  const contextLengths = new Int32Array(T);
+  for (let t = 0; t < T; t++) contextLengths[t] = positions[t]! + 1;
+  const shape = { queries: T, heads: H, contextLengths, scale: rope.softmaxScale };
+  const o = ws.get('attn.o', T * H * c.vHeadDim);
+  if (form === 'expanded') expandedAttention(ctx, w, layer, q, cache, shape, o);
+  else absorbedAttention(ctx, w, layer, q, cache, shape, o);
+  backend.matmul(out, o, w.o, T);
+}
+
+interface Shape {
+  readonly queries: number;
+  readonly heads: number;
+  readonly contextLengths: Int32Array;
+  readonly scale: number;
+}
+
+/** Decompress keys and values of the whole visible context with kv_b_proj, then plain MHA. */
+function expandedAttention(
+  ctx: AttentionContext,
+  w: AttentionWeights,
+  layer: number,
+  q: Vec,
+  cache: LatentCache,
+  shape: Shape,
+  o: Vec,
+): void {
+  const { backend, config: c, ws } = ctx;
+  const H = c.numAttentionHeads;
+  const dn = c.qkNopeHeadDim;
+  const dr = c.qkRopeHeadDim;
+  const dv = c.vHeadDim;
+  const dq = dn + dr;
+  const dc = c.kvLoraRank;
+  const width = dc + dr;
+  const N = shape.contextLengths[shape.queries - 1]!;
+
+  const rows = ws.get('attn.rows', N * width);
+  cache.readRows(layer, 0, N, rows);
+  const latents = ws.get('attn.latents', N * dc);
+  for (let j = 0; j < N; j++) latents.set(rows.subarray(j * width, j * width + dc), j * dc);
+  const kvb = ws.get('attn.kvb', N * H * (dn + dv));
+  backend.matmul(kvb, latents, w.kvB, N);
+
+  // k_h(j) = [k^C_h(j) | k^R(j)] (the RoPE key is shared by every head); v_h(j) = v^C_h(j).
+  const k = ws.get('attn.k', N * H * dq);
+  const v = ws.get('attn.v', N * H * dv);
+  for (let j = 0; j < N; j++) {
+    for (let h = 0; h < H; h++) {
+      const src = (j * H + h) * (dn + dv);
+      const kDst = (j * H + h) * dq;
+      k.set(kvb.subarray(src, src + dn), kDst);
+      k.set(rows.subarray(j * width + dc, (j + 1) * width), kDst + dn);
+      v.set(kvb.subarray(src + dn, src + dn + dv), (j * H + h) * dv);
+    }
+  }
+  backend.attention(o, q, k, v, dq, dv, shape);
+}
+
+/** Attend over the latent rows directly, with W^UK folded into the query and W^UV applied after. */
+function absorbedAttention(
+  ctx: AttentionContext,
+  w: AttentionWeights,
+  layer: number,
+  q: Vec,
+  cache: LatentCache,
+  shape: Shape,
+  o: Vec,
+): void {
+  const { backend, config: c, ws } = ctx;
+  const T = shape.queries;
+  const H = c.numAttentionHeads;
+  const dn = c.qkNopeHeadDim;
+  const dr = c.qkRopeHeadDim;
+  const dv = c.vHeadDim;
+  const dq = dn + dr;
+  const dc = c.kvLoraRank;
+
+  const qLat = ws.get('attn.qlat', T * H * dc);
+  const qRope = ws.get('attn.qrope', T * H * dr);
+  const qNopeHead = ws.get('attn.qnope.h', T * dn);
+  const qLatHead = ws.get('attn.qlat.h', T * dc);
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < T; t++) {
+      const src = (t * H + h) * dq;
+      qNopeHead.set(q.subarray(src, src + dn), t * dn);
+      qRope.set(q.subarray(src + dn, src + dq), (t * H + h) * dr);
+    }
+    // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj.
+    backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
+    for (let t = 0; t < T; t++) qLat.set(qLatHead.subarray(t * dc, (t + 1) * dc), (t * H + h) * dc);
+  }
+
+  const oLat = ws.get('attn.olat', T * H * dc);
+  backend.sharedKvAttention(oLat, qLat, qRope, cache.rows(layer), dc, shape);
+
+  // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj.
+  const oLatHead = ws.get('attn.olat.h', T * dc);
+  const oHead = ws.get('attn.o.h', T * dv);
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < T; t++) oLatHead.set(oLat.subarray((t * H + h) * dc, (t * H + h + 1) * dc), t * dc);
+    backend.matmul(oHead, oLatHead, rowSlice(w.kvB, h * (dn + dv) + dn, dv), T);
+    for (let t = 0; t < T; t++) o.set(oHead.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
+  }
+}
