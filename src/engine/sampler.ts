@@ -222,13 +222,22 @@ export class Sampler {
     const weights = this.weights;
     const t = this.temperature;
 
-    // Candidates: every unmasked valid id. Heapify is O(n); afterwards each pop costs O(log n),
-    // so only as many candidates are ordered as top-k / top-p actually need (no full sort).
+    // Candidates: every unmasked valid id.
     let size = 0;
-    for (let i = 0; i < this.vocab; i++) if (work[i]! !== -Infinity) heap[size++] = i;
+    let maxLogit = -Infinity;
+    for (let i = 0; i < this.vocab; i++) {
+      const x = work[i]!;
+      if (x === -Infinity) continue;
+      heap[size++] = i;
+      if (x > maxLogit) maxLogit = x;
+    }
     if (size === 0) throw new InvalidInputError('logits', 'every token is masked (-Infinity)');
-    for (let i = (size >> 1) - 1; i >= 0; i--) this.siftDown(i, size);
-    const maxLogit = work[heap[0]!]!;
+    const k = Math.min(this.topK, size);
+    // Rank order is only needed for top-k / top-p. Heapify is O(n) and each pop O(log n), so
+    // only as many candidates are ordered as those filters actually consume (no full sort).
+    if (k < size || this.topP < 1) {
+      for (let i = (size >> 1) - 1; i >= 0; i--) this.siftDown(i, size);
+    }
     // Weights are exp((x - max) / T): stable softmax numerators. Subtract first, then divide
     // (not multiply by 1/T, which is Infinity for subnormal T and gives 0 × ∞ = NaN at the max),
     // so tiny temperatures give exactly 1 for the max and 0 for the rest.
@@ -242,13 +251,14 @@ export class Sampler {
       return top;
     };
 
-    const k = Math.min(this.topK, size);
     let kept = 0;
     let total = 0;
     if (this.topP < 1) {
       // Softmax normalizer over the top-k set (k = all candidates when top-k is off).
+      // With top-k on, its k candidates are popped first (pops shrink `size`, so decide now).
+      const prePopped = k < size;
       let z = 0;
-      if (k < size) {
+      if (prePopped) {
         for (let j = 0; j < k; j++) {
           const id = pop();
           sorted[j] = id;
@@ -261,7 +271,6 @@ export class Sampler {
       // Top-p (llama.cpp): keep the most likely tokens until their mass reaches topP,
       // including the one that crosses it; at least one token always survives.
       const target = this.topP * z;
-      const prePopped = k < size;
       while (kept < k) {
         if (!prePopped) {
           const id = pop();
@@ -280,8 +289,8 @@ export class Sampler {
         total += weights[kept]!;
       }
     } else {
-      // No truncation by rank: keep every candidate, in heap order (order only affects which
-      // id a given uniform number maps to, and it is deterministic).
+      // No truncation by rank: keep every candidate in id order (order only affects which id a
+      // given uniform number maps to, and it is deterministic).
       for (; kept < size; kept++) {
         sorted[kept] = heap[kept]!;
         weights[kept] = weight(heap[kept]!);

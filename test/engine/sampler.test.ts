@@ -107,6 +107,15 @@ test('topP keeps the smallest set reaching p, renormalized', () => {
   assertClose(frequencies(s, logits, 3), [0, 0.5 / 0.8, 0.3 / 0.8]);
 });
 
+test('topK then topP: top-p cuts within the renormalized top-k set', () => {
+  // top-3 of [0.05, 0.4, 0.1, 0.25, 0.2] → ids 1, 3, 4 with probabilities [0.47, 0.29, 0.24];
+  // topP 0.7: 0.47 < 0.7, 0.76 ≥ 0.7 → keep ids 1 and 3.
+  const probs = [0.05, 0.4, 0.1, 0.25, 0.2];
+  const logits = Float64Array.from(probs, Math.log);
+  const s = new Sampler({ topK: 3, topP: 0.7, seed: 15 }, 5);
+  assertClose(frequencies(s, logits, 5), [0, 0.4 / 0.65, 0, 0.25 / 0.65, 0]);
+});
+
 test('minP drops tokens below minP × the top probability', () => {
   const probs = [0.05, 0.5, 0.3, 0.15];
   const logits = Float64Array.from(probs, Math.log);
