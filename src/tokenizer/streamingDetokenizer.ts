@@ -5,7 +5,7 @@ export class StreamingDetokenizer {
   // A streaming TextDecoder keeps an incomplete multi-byte sequence until the bytes that complete
   // it arrive, so the concatenated output equals tokenizer.decode() of all ids. ignoreBOM keeps a
   // generated U+FEFF instead of silently dropping it at the start, as decode() does.
-  private decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+  private readonly decoder = new TextDecoder('utf-8', { ignoreBOM: true });
   private readonly skipSpecial: boolean;
 
   constructor(

@@ -51,11 +51,11 @@ export function loadTokenizer(folder: string): Tokenizer | null {
   if (!existsSync(jsonPath)) return null;
   const json = readJsonObject(jsonPath);
   const configPath = join(folder, 'tokenizer_config.json');
-  const config = existsSync(configPath) ? readJsonObject(configPath) : null;
+  let config = existsSync(configPath) ? readJsonObject(configPath) : null;
   // Newer transformers save the template beside the config instead of inside it.
   const templatePath = join(folder, 'chat_template.jinja');
-  if (config && config['chat_template'] === undefined && existsSync(templatePath)) {
-    config['chat_template'] = readFileSync(templatePath, 'utf8');
+  if (config?.['chat_template'] === undefined && existsSync(templatePath)) {
+    config = { ...config, chat_template: readFileSync(templatePath, 'utf8') };
   }
   return tokenizerFromJson(json, config, jsonPath);
 }
@@ -282,7 +282,7 @@ class BpeTokenizer implements Tokenizer {
       if (options.skipSpecial && this.isSpecial(id)) continue;
       chunks.push(this.tokenBytes(id));
     }
-    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(Buffer.concat(chunks));
+    return utf8Decoder.decode(Buffer.concat(chunks));
   }
 
   tokenBytes(id: number): Uint8Array {
@@ -406,6 +406,8 @@ const CHAR_TO_BYTE = new Map<number, number>();
 }
 
 const utf8 = new TextEncoder();
+/** Invalid bytes become U+FFFD, as in HF's ByteLevel decoder; ignoreBOM keeps a leading U+FEFF that the text really has. */
+const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 function byteLevelToBytes(text: string): Uint8Array {
   const out: number[] = [];
