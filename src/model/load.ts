@@ -6,7 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { openSafetensors } from '../formats/safetensors.js';
 import { ModelFormatError } from '../errors.js';
 import type { Backend } from '../kernels/backend.js';
-import { referenceBackend } from '../kernels/reference/index.js';
+import { selectBackend } from '../kernels/select.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { readConfigFile, type ModelConfig } from './config.js';
 import { DeepseekModel } from './deepseek.js';
@@ -14,7 +14,7 @@ import { loadWeights } from './weights.js';
 import type { Precision } from './workspace.js';
 
 export interface LoadOptions {
-  /** Kernels to run on (default: the TypeScript reference backend). */
+  /** Kernels to run on (default: native if built, else the TypeScript reference). */
   readonly backend?: Backend;
   /** f64 runs the whole forward pass in float64 (a reference run); default f32. */
   readonly precision?: Precision;
@@ -49,7 +49,7 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
   try {
     const weights = loadWeights(config, source);
     options.signal?.throwIfAborted();
-    const model = new DeepseekModel(config, weights, options.backend ?? referenceBackend, options.precision ?? 'f32');
+    const model = new DeepseekModel(config, weights, options.backend ?? selectBackend(), options.precision ?? 'f32');
     return { path, config, model, tokenizer: loadTokenizer(path) };
   } finally {
     source.close();

@@ -202,11 +202,11 @@ class BpeTokenizer implements Tokenizer {
       this.addedById.set(t.id, t);
       this.addedByText.set(t.content, t);
       const first = t.content[0]!;
-      const list = this.addedByFirstUnit.get(first) ?? [];
-      list.push(t);
-      list.sort((a, b) => b.content.length - a.content.length);
-      this.addedByFirstUnit.set(first, list);
+      const list = this.addedByFirstUnit.get(first);
+      if (list) list.push(t);
+      else this.addedByFirstUnit.set(first, [t]);
     }
+    for (const list of this.addedByFirstUnit.values()) list.sort((a, b) => b.content.length - a.content.length);
     this.vocabSize = maxId + 1;
     this.textById = new Array<string | undefined>(this.vocabSize);
     for (const [text, id] of vocab) this.textById[id] = text;

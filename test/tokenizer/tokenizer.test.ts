@@ -167,6 +167,15 @@ test('loadTokenizer: missing tokenizer.json → null', () => {
   assert.equal(loadTokenizer(join(dir, 'does-not-exist')), null);
 });
 
+test('loadTokenizer: chat_template.jinja beside tokenizer.json supplies the template', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dseek-tok-'));
+  writeFileSync(join(dir, 'tokenizer.json'), readFileSync(join(V3_DIR, 'tokenizer.json')));
+  writeFileSync(join(dir, 'chat_template.jinja'), '{{ bos_token }}{{ messages[0].content }}');
+  const t = loadTokenizer(dir)!;
+  assert.equal(t.chatTemplate, '{{ bos_token }}{{ messages[0].content }}');
+  assert.equal(t.bosId, null); // no tokenizer_config.json: nothing says which token is BOS
+});
+
 test('loadTokenizer: malformed files → ModelFormatError naming the file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-tok-'));
   const jsonPath = join(dir, 'tokenizer.json');

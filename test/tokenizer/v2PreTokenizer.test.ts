@@ -74,7 +74,11 @@ function makeTokenizer(splits: (string | object)[]): Tokenizer {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: [addedToken(bosId, BOS), addedToken(bosId + 1, EOS)],
+    added_tokens: [
+      addedToken(bosId, BOS),
+      addedToken(bosId + 1, EOS),
+      { ...addedToken(bosId + 2, '<mask>'), special: false, lstrip: true, rstrip: true },
+    ],
     normalizer: { type: 'Sequence', normalizers: [] },
     pre_tokenizer: {
       type: 'Sequence',
@@ -110,7 +114,7 @@ test('synthetic V2 tokenizer loads despite the NFC-damaged ranges of the SPEC pa
   assert.throws(() => new RegExp(V2_SPLITS[1]!, 'u'), SyntaxError);
   assert.equal(v2.bosId, bosId);
   assert.equal(v2.eosId, bosId + 1);
-  assert.equal(v2.vocabSize, bosId + 2);
+  assert.equal(v2.vocabSize, bosId + 3);
   assert.equal(v2.addBosToken, true);
   assert.deepEqual(pieces(v2, ' é'), [' é']);
   // Greek Extended is a letter (step 2) but also lies in the CJK step's range U+0800-U+4E00, which
@@ -164,4 +168,11 @@ test('V2: the rendered chat template encodes with a single BOS', () => {
   assert.equal(ids.filter((id) => id === bosId).length, 1);
   assert.equal(v2.decode(ids), prompt);
   assert.equal(v2.encode('hi')[0], bosId);
+});
+
+test('added tokens: lstrip/rstrip eat the neighbouring spaces; special flag from tokenizer.json', () => {
+  assert.deepEqual(pieces(v2, 'hi  <mask>\t hi'), ['hi', '<mask>', 'hi']);
+  assert.equal(v2.isSpecial(bosId + 2), false);
+  assert.equal(v2.isSpecial(bosId), true);
+  assert.equal(v2.decode(v2.encode('a<mask>b', { addBos: false }), { skipSpecial: true }), 'a<mask>b');
 });

@@ -1,0 +1,196 @@
+/*
+ * N-API bindings for the native kernels. Arguments are checked here (types, lengths against the
+ * shapes) so that a wrong call from JavaScript is a thrown error, never a read out of bounds.
+ */
+#include <node_api.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+#define CHECK(call)                                     \
+  do {                                                  \
+    if ((call) != napi_ok) {                            \
+      napi_throw_error(env, NULL, "napi call failed");  \
+      return NULL;                                      \
+    }                                                   \
+  } while (0)
+
+static napi_value fail(napi_env env, const char *msg) {
+  napi_throw_range_error(env, NULL, msg);
+  return NULL;
+}
+
+/* A typed array argument: its data pointer and length in elements. */
+typedef struct {
+  void *data;
+  size_t length;
+  napi_typedarray_type type;
+} view_t;
+
+static int get_view(napi_env env, napi_value v, view_t *out) {
+  bool is_ta = false;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return 0;
+  napi_value buf;
+  size_t offset;
+  return napi_get_typedarray_info(env, v, &out->type, &out->length, &out->data, &buf, &offset) == napi_ok;
+}
+
+static int get_i64(napi_env env, napi_value v, int64_t *out) { return napi_get_value_int64(env, v, out) == napi_ok; }
+static int get_f64(napi_env env, napi_value v, double *out) { return napi_get_value_double(env, v, out) == napi_ok; }
+
+static size_t weight_bytes(int wtype, int64_t elements) { return (size_t)elements * (wtype == WT_F32 ? 4 : 2); }
+
+/* matmul(y, x, w, wtype, rows, cols, tokens, transposed) */
+static napi_value js_matmul(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x, w;
+  int64_t wtype, rows, cols, tokens, transposed;
+  if (argc < 8 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_view(env, a[2], &w) ||
+      !get_i64(env, a[3], &wtype) || !get_i64(env, a[4], &rows) || !get_i64(env, a[5], &cols) ||
+      !get_i64(env, a[6], &tokens) || !get_i64(env, a[7], &transposed))
+    return fail(env, "matmul(y, x, w, wtype, rows, cols, tokens, transposed): bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array || w.type != napi_uint8_array)
+    return fail(env, "matmul: y and x must be Float32Array, w Uint8Array");
+  if (!kernels_supports((int)wtype)) return fail(env, "matmul: unsupported weight type");
+  if (rows < 0 || cols < 0 || tokens < 0) return fail(env, "matmul: negative size");
+  int64_t in = transposed ? rows : cols, outw = transposed ? cols : rows;
+  if (w.length < weight_bytes((int)wtype, rows * cols) || x.length < (size_t)(in * tokens) || y.length < (size_t)(outw * tokens))
+    return fail(env, "matmul: array shorter than the shape");
+  if (transposed) kernel_matmul_t(y.data, x.data, w.data, (int)wtype, rows, cols, tokens);
+  else kernel_matmul(y.data, x.data, w.data, (int)wtype, rows, cols, tokens);
+  return NULL;
+}
+
+/* rmsNorm(y, x, w, wtype, dim, tokens, eps) */
+static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value a[7];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x, w;
+  int64_t wtype, dim, tokens;
+  double eps;
+  if (argc < 7 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_view(env, a[2], &w) ||
+      !get_i64(env, a[3], &wtype) || !get_i64(env, a[4], &dim) || !get_i64(env, a[5], &tokens) || !get_f64(env, a[6], &eps))
+    return fail(env, "rmsNorm: bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array || w.type != napi_uint8_array || !kernels_supports((int)wtype))
+    return fail(env, "rmsNorm: wrong array types");
+  if (dim < 0 || tokens < 0 || w.length < weight_bytes((int)wtype, dim) || x.length < (size_t)(dim * tokens) ||
+      y.length < (size_t)(dim * tokens))
+    return fail(env, "rmsNorm: array shorter than the shape");
+  kernel_rmsnorm(y.data, x.data, w.data, (int)wtype, dim, tokens, (float)eps);
+  return NULL;
+}
+
+/* siluMul(y, gate, up, n) */
+static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value a[4];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, g, u;
+  int64_t n;
+  if (argc < 4 || !get_view(env, a[0], &y) || !get_view(env, a[1], &g) || !get_view(env, a[2], &u) || !get_i64(env, a[3], &n))
+    return fail(env, "siluMul: bad arguments");
+  if (y.type != napi_float32_array || g.type != napi_float32_array || u.type != napi_float32_array)
+    return fail(env, "siluMul: Float32Array expected");
+  if (n < 0 || y.length < (size_t)n || g.length < (size_t)n || u.length < (size_t)n) return fail(env, "siluMul: too short");
+  kernel_silu_mul(y.data, g.data, u.data, n);
+  return NULL;
+}
+
+static int check_ctx(const view_t *ctx, int64_t queries, int64_t max_rows) {
+  if (ctx->type != napi_int32_array || ctx->length < (size_t)queries) return 0;
+  const int32_t *c = ctx->data;
+  for (int64_t t = 0; t < queries; t++)
+    if (c[t] < 0 || c[t] > max_rows) return 0;
+  return 1;
+}
+
+/* attention(out, q, k, v, dk, dv, queries, heads, contextLengths, scale) */
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value a[10];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t out, q, k, v, ctx;
+  int64_t dk, dv, queries, heads;
+  double scale;
+  if (argc < 10 || !get_view(env, a[0], &out) || !get_view(env, a[1], &q) || !get_view(env, a[2], &k) ||
+      !get_view(env, a[3], &v) || !get_i64(env, a[4], &dk) || !get_i64(env, a[5], &dv) || !get_i64(env, a[6], &queries) ||
+      !get_i64(env, a[7], &heads) || !get_view(env, a[8], &ctx) || !get_f64(env, a[9], &scale))
+    return fail(env, "attention: bad arguments");
+  if (out.type != napi_float32_array || q.type != napi_float32_array || k.type != napi_float32_array ||
+      v.type != napi_float32_array || dk <= 0 || dv <= 0 || heads <= 0 || queries < 0)
+    return fail(env, "attention: wrong array types or sizes");
+  int64_t rows = (int64_t)(k.length / (size_t)(heads * dk));
+  int64_t vrows = (int64_t)(v.length / (size_t)(heads * dv));
+  if (vrows < rows) rows = vrows;
+  if (!check_ctx(&ctx, queries, rows) || q.length < (size_t)(queries * heads * dk) || out.length < (size_t)(queries * heads * dv))
+    return fail(env, "attention: context length past the keys, or arrays shorter than the shape");
+  kernel_attention(out.data, q.data, k.data, v.data, dk, dv, queries, heads, ctx.data, (float)scale);
+  return NULL;
+}
+
+/* sharedKvAttention(out, qa, qb, kv, width, va, queries, heads, contextLengths, scale) — kv Float32Array or Uint16Array (f16) */
+static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value a[10];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t out, qa, qb, kv, ctx;
+  int64_t width, va, queries, heads;
+  double scale;
+  if (argc < 10 || !get_view(env, a[0], &out) || !get_view(env, a[1], &qa) || !get_view(env, a[2], &qb) ||
+      !get_view(env, a[3], &kv) || !get_i64(env, a[4], &width) || !get_i64(env, a[5], &va) || !get_i64(env, a[6], &queries) ||
+      !get_i64(env, a[7], &heads) || !get_view(env, a[8], &ctx) || !get_f64(env, a[9], &scale))
+    return fail(env, "sharedKvAttention: bad arguments");
+  int kvtype = kv.type == napi_float32_array ? 0 : kv.type == napi_uint16_array ? 1 : -1;
+  if (kvtype < 0 || out.type != napi_float32_array || qa.type != napi_float32_array || qb.type != napi_float32_array ||
+      width <= 0 || va <= 0 || va > width || heads <= 0 || queries < 0)
+    return fail(env, "sharedKvAttention: wrong array types or sizes");
+  int64_t rows = (int64_t)(kv.length / (size_t)width);
+  if (!check_ctx(&ctx, queries, rows) || qa.length < (size_t)(queries * heads * va) ||
+      qb.length < (size_t)(queries * heads * (width - va)) || out.length < (size_t)(queries * heads * va))
+    return fail(env, "sharedKvAttention: context length past the rows, or arrays shorter than the shape");
+  kernel_shared_kv_attention(out.data, qa.data, qb.data, kv.data, kvtype, width, va, queries, heads, ctx.data, (float)scale);
+  return NULL;
+}
+
+static napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int64_t n;
+  if (argc < 1 || !get_i64(env, a[0], &n) || n < 1 || n > 1024) return fail(env, "setThreads: expected 1..1024");
+  if (pool_set_threads((int)n) != 0) return fail(env, "setThreads: could not start threads");
+  return NULL;
+}
+
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value obj, simd, threads;
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_create_string_utf8(env, kernels_simd_name(), NAPI_AUTO_LENGTH, &simd));
+  CHECK(napi_create_int32(env, pool_threads(), &threads));
+  CHECK(napi_set_named_property(env, obj, "simd", simd));
+  CHECK(napi_set_named_property(env, obj, "threads", threads));
+  return obj;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  kernels_init();
+  napi_property_descriptor props[] = {
+      {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},
+      {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
+      {"siluMul", NULL, js_silu_mul, NULL, NULL, NULL, napi_default, NULL},
+      {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"sharedKvAttention", NULL, js_shared_kv_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
+      {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

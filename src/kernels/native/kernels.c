@@ -1,0 +1,415 @@
+/*
+ * Native kernels: the same operations as src/kernels/reference (the oracle they are tested
+ * against), with SIMD inner loops chosen at run time — AVX2+FMA+F16C on x86-64, NEON on ARM64,
+ * portable scalar otherwise — and the outer loops split over the thread pool.
+ *
+ * Accumulation is f32 (in 8-lane partial sums combined in a fixed order), so a result depends
+ * only on its inputs, never on the thread count.
+ */
+#include "kernels.h"
+#include "threadpool.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define DSEEK_X86 1
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define DSEEK_NEON 1
+#endif
+
+/* ---------- scalar conversions (IEEE binary16, bfloat16) ---------- */
+
+static inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else { /* subnormal: renormalise */
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        exp--;
+      }
+      mant &= 0x3ff;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* ---------- dot products: sum_i a[i] * x[i], a in the weight type ---------- */
+
+static float dot_f32_scalar(const float *a, const float *x, int64_t n) {
+  float s[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) s[l] += a[i + l] * x[i + l];
+  float sum = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+  for (; i < n; i++) sum += a[i] * x[i];
+  return sum;
+}
+
+static float dot_f16_scalar(const uint16_t *a, const float *x, int64_t n) {
+  float sum = 0;
+  for (int64_t i = 0; i < n; i++) sum += f16_to_f32(a[i]) * x[i];
+  return sum;
+}
+
+static float dot_bf16_scalar(const uint16_t *a, const float *x, int64_t n) {
+  float sum = 0;
+  for (int64_t i = 0; i < n; i++) sum += bf16_to_f32(a[i]) * x[i];
+  return sum;
+}
+
+#ifdef DSEEK_X86
+TARGET_AVX2 static inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+TARGET_AVX2 static inline __m256 load_f16x8(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+TARGET_AVX2 static inline __m256 load_bf16x8(const uint16_t *p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+#define DOT_AVX2(NAME, T, LOAD)                                                   \
+  TARGET_AVX2 static float NAME(const T *a, const float *x, int64_t n) {          \
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();                    \
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();                    \
+    int64_t i = 0;                                                                \
+    for (; i + 32 <= n; i += 32) {                                                \
+      s0 = _mm256_fmadd_ps(LOAD(a + i), _mm256_loadu_ps(x + i), s0);              \
+      s1 = _mm256_fmadd_ps(LOAD(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);      \
+      s2 = _mm256_fmadd_ps(LOAD(a + i + 16), _mm256_loadu_ps(x + i + 16), s2);    \
+      s3 = _mm256_fmadd_ps(LOAD(a + i + 24), _mm256_loadu_ps(x + i + 24), s3);    \
+    }                                                                             \
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LOAD(a + i), _mm256_loadu_ps(x + i), s0); \
+    float sum = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3))); \
+    for (; i < n; i++) sum += SCALAR_##NAME(a[i]) * x[i];                        \
+    return sum;                                                                   \
+  }
+
+#define SCALAR_dot_f32_avx2(v) (v)
+#define SCALAR_dot_f16_avx2(v) f16_to_f32(v)
+#define SCALAR_dot_bf16_avx2(v) bf16_to_f32(v)
+#define LOAD_F32(p) _mm256_loadu_ps(p)
+DOT_AVX2(dot_f32_avx2, float, LOAD_F32)
+DOT_AVX2(dot_f16_avx2, uint16_t, load_f16x8)
+DOT_AVX2(dot_bf16_avx2, uint16_t, load_bf16x8)
+
+/* y[i] += p * a[i] */
+TARGET_AVX2 static void axpy_f32_avx2(float *y, float p, const float *a, int64_t n) {
+  __m256 vp = _mm256_set1_ps(p);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vp, _mm256_loadu_ps(a + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += p * a[i];
+}
+
+TARGET_AVX2 static void axpy_f16_avx2(float *y, float p, const uint16_t *a, int64_t n) {
+  __m256 vp = _mm256_set1_ps(p);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vp, load_f16x8(a + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += p * f16_to_f32(a[i]);
+}
+#endif
+
+#ifdef DSEEK_NEON
+static float dot_f32_neon(const float *a, const float *x, int64_t n) {
+  float32x4_t s0 = vdupq_n_f32(0), s1 = vdupq_n_f32(0);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(x + i));
+    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(x + i + 4));
+  }
+  float sum = vaddvq_f32(vaddq_f32(s0, s1));
+  for (; i < n; i++) sum += a[i] * x[i];
+  return sum;
+}
+#endif
+
+static void axpy_f32_scalar(float *y, float p, const float *a, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += p * a[i];
+}
+static void axpy_f16_scalar(float *y, float p, const uint16_t *a, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += p * f16_to_f32(a[i]);
+}
+
+/* ---------- dispatch ---------- */
+
+typedef float (*dot_fn)(const void *a, const float *x, int64_t n);
+static dot_fn dot_f32, dot_f16, dot_bf16;
+static void (*axpy_f32)(float *, float, const float *, int64_t);
+static void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
+static const char *simd_name = "scalar";
+
+void kernels_init(void) {
+  dot_f32 = (dot_fn)dot_f32_scalar;
+  dot_f16 = (dot_fn)dot_f16_scalar;
+  dot_bf16 = (dot_fn)dot_bf16_scalar;
+  axpy_f32 = axpy_f32_scalar;
+  axpy_f16 = axpy_f16_scalar;
+#ifdef DSEEK_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+      !getenv("DSEEK_NO_SIMD")) {
+    dot_f32 = (dot_fn)dot_f32_avx2;
+    dot_f16 = (dot_fn)dot_f16_avx2;
+    dot_bf16 = (dot_fn)dot_bf16_avx2;
+    axpy_f32 = axpy_f32_avx2;
+    axpy_f16 = axpy_f16_avx2;
+    simd_name = "avx2";
+  }
+#endif
+#ifdef DSEEK_NEON
+  if (!getenv("DSEEK_NO_SIMD")) {
+    dot_f32 = (dot_fn)dot_f32_neon;
+    simd_name = "neon";
+  }
+#endif
+}
+
+const char *kernels_simd_name(void) { return simd_name; }
+
+int kernels_supports(int wtype) { return wtype == WT_F32 || wtype == WT_F16 || wtype == WT_BF16; }
+
+static size_t type_size(int wtype) { return wtype == WT_F32 ? 4 : 2; }
+
+static dot_fn dot_for(int wtype) { return wtype == WT_F32 ? dot_f32 : wtype == WT_F16 ? dot_f16 : dot_bf16; }
+
+/* Decode `n` weights of any type into f32. */
+static void decode_row(const uint8_t *row, int wtype, int64_t n, float *out) {
+  if (wtype == WT_F32) {
+    memcpy(out, row, (size_t)n * 4);
+  } else {
+    const uint16_t *h = (const uint16_t *)row;
+    for (int64_t i = 0; i < n; i++) out[i] = wtype == WT_F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
+  }
+}
+
+/* ---------- matmul: rows split over threads; each weight row read once for all tokens ---------- */
+
+typedef struct {
+  float *y;
+  const float *x;
+  const uint8_t *w;
+  int wtype;
+  int64_t rows, cols, tokens;
+} matmul_ctx;
+
+static void matmul_task(void *p, int64_t start, int64_t end) {
+  matmul_ctx *c = p;
+  size_t row_bytes = (size_t)c->cols * type_size(c->wtype);
+  dot_fn dot = dot_for(c->wtype);
+  /* For several tokens, decode a 16-bit row once and reuse it from cache. */
+  float *scratch = NULL;
+  if (c->tokens > 2 && c->wtype != WT_F32) {
+    scratch = malloc((size_t)c->cols * sizeof(float));
+    if (scratch) dot = dot_f32;
+  }
+  for (int64_t r = start; r < end; r++) {
+    const void *row = c->w + (size_t)r * row_bytes;
+    if (scratch) {
+      decode_row(row, c->wtype, c->cols, scratch);
+      row = scratch;
+    }
+    for (int64_t t = 0; t < c->tokens; t++) c->y[t * c->rows + r] = dot(row, c->x + t * c->cols, c->cols);
+  }
+  free(scratch);
+}
+
+void kernel_matmul(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
+  matmul_ctx c = {y, x, w, wtype, rows, cols, tokens};
+  /* ~64 KB of weights per chunk keeps the dispatch cost negligible. */
+  int64_t grain = 1 + (int64_t)(65536 / ((size_t)cols * type_size(wtype) + 1));
+  pool_run(matmul_task, &c, rows, grain);
+}
+
+/* Wᵀx: each thread owns a range of output columns and walks all rows (deterministic order). */
+typedef struct {
+  float *y;
+  const float *x;
+  const uint8_t *w;
+  int wtype;
+  int64_t rows, cols, tokens;
+} matmul_t_ctx;
+
+static void matmul_t_task(void *p, int64_t start, int64_t end) {
+  matmul_t_ctx *c = p;
+  int64_t width = end - start;
+  size_t row_bytes = (size_t)c->cols * type_size(c->wtype);
+  float *row = malloc((size_t)width * sizeof(float));
+  if (!row) abort();
+  for (int64_t t = 0; t < c->tokens; t++)
+    for (int64_t j = start; j < end; j++) c->y[t * c->cols + j] = 0;
+  for (int64_t r = 0; r < c->rows; r++) {
+    const uint8_t *src = c->w + (size_t)r * row_bytes + (size_t)start * type_size(c->wtype);
+    decode_row(src, c->wtype, width, row);
+    for (int64_t t = 0; t < c->tokens; t++) axpy_f32(c->y + t * c->cols + start, c->x[t * c->rows + r], row, width);
+  }
+  free(row);
+}
+
+void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
+  matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
+  pool_run(matmul_t_task, &c, cols, 64);
+}
+
+/* ---------- elementwise ---------- */
+
+void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps) {
+  float *weight = malloc((size_t)dim * sizeof(float));
+  if (!weight) abort();
+  decode_row(w, wtype, dim, weight);
+  for (int64_t t = 0; t < tokens; t++) {
+    const float *xt = x + t * dim;
+    float *yt = y + t * dim;
+    double sum = 0; /* the sum of squares in f64: it is one pass and exactness is cheap here */
+    for (int64_t i = 0; i < dim; i++) sum += (double)xt[i] * xt[i];
+    float inv = (float)(1.0 / sqrt(sum / (double)dim + eps));
+    for (int64_t i = 0; i < dim; i++) yt[i] = xt[i] * inv * weight[i];
+  }
+  free(weight);
+}
+
+void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float g = gate[i];
+    y[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+/* ---------- attention ---------- */
+
+typedef struct {
+  float *out;
+  const float *q, *k, *v;
+  int64_t dk, dv, heads;
+  const int32_t *ctx;
+  float scale;
+} attention_ctx;
+
+static void attention_task(void *p, int64_t start, int64_t end) {
+  attention_ctx *c = p;
+  int64_t max_n = 0;
+  for (int64_t th = start; th < end; th++) {
+    int64_t n = c->ctx[th / c->heads];
+    if (n > max_n) max_n = n;
+  }
+  float *s = malloc((size_t)(max_n > 0 ? max_n : 1) * sizeof(float));
+  if (!s) abort();
+  for (int64_t th = start; th < end; th++) {
+    int64_t t = th / c->heads, h = th % c->heads, n = c->ctx[t];
+    const float *qh = c->q + th * c->dk;
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+      s[j] = dot_f32(c->k + (j * c->heads + h) * c->dk, qh, c->dk) * c->scale;
+      if (s[j] > max) max = s[j];
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+      s[j] = expf(s[j] - max);
+      sum += s[j];
+    }
+    float *o = c->out + th * c->dv;
+    memset(o, 0, (size_t)c->dv * sizeof(float));
+    for (int64_t j = 0; j < n; j++) axpy_f32(o, s[j], c->v + (j * c->heads + h) * c->dv, c->dv);
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < c->dv; i++) o[i] *= inv;
+  }
+  free(s);
+}
+
+void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
+                      int64_t heads, const int32_t *ctx, float scale) {
+  attention_ctx c = {out, q, k, v, dk, dv, heads, ctx, scale};
+  pool_run(attention_task, &c, queries * heads, 1);
+}
+
+typedef struct {
+  float *out;
+  const float *qa, *qb;
+  const void *kv;
+  int kvtype;
+  int64_t width, va, heads;
+  const int32_t *ctx;
+  float scale;
+} shared_kv_ctx;
+
+static void shared_kv_task(void *p, int64_t start, int64_t end) {
+  shared_kv_ctx *c = p;
+  int64_t vb = c->width - c->va;
+  int64_t max_n = 0;
+  for (int64_t th = start; th < end; th++) {
+    int64_t n = c->ctx[th / c->heads];
+    if (n > max_n) max_n = n;
+  }
+  float *s = malloc((size_t)(max_n > 0 ? max_n : 1) * sizeof(float));
+  if (!s) abort();
+  for (int64_t th = start; th < end; th++) {
+    int64_t n = c->ctx[th / c->heads];
+    const float *qa = c->qa + th * c->va;
+    const float *qb = c->qb + th * vb;
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+      float dot;
+      if (c->kvtype == 0) {
+        const float *row = (const float *)c->kv + j * c->width;
+        dot = dot_f32(row, qa, c->va) + dot_f32(row + c->va, qb, vb);
+      } else {
+        const uint16_t *row = (const uint16_t *)c->kv + j * c->width;
+        dot = dot_f16(row, qa, c->va) + dot_f16(row + c->va, qb, vb);
+      }
+      s[j] = dot * c->scale;
+      if (s[j] > max) max = s[j];
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < n; j++) {
+      s[j] = expf(s[j] - max);
+      sum += s[j];
+    }
+    float *o = c->out + th * c->va;
+    memset(o, 0, (size_t)c->va * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+      if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)c->kv + j * c->width, c->va);
+      else axpy_f16(o, s[j], (const uint16_t *)c->kv + j * c->width, c->va);
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < c->va; i++) o[i] *= inv;
+  }
+  free(s);
+}
+
+void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *kv, int kvtype, int64_t width,
+                                int64_t va, int64_t queries, int64_t heads, const int32_t *ctx, float scale) {
+  shared_kv_ctx c = {out, qa, qb, kv, kvtype, width, va, heads, ctx, scale};
+  pool_run(shared_kv_task, &c, queries * heads, 1);
+}

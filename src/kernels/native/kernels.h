@@ -1,0 +1,32 @@
+#ifndef DSEEK_KERNELS_H
+#define DSEEK_KERNELS_H
+#include <stdint.h>
+
+/* Weight types, numbered as GGML numbers them (ggml.h `enum ggml_type`). */
+enum weight_type {
+  WT_F32 = 0,
+  WT_F16 = 1,
+  WT_BF16 = 30,
+};
+
+/* Which SIMD path the kernels take: chosen once from the CPU's features. */
+const char *kernels_simd_name(void);
+void kernels_init(void);
+
+/* 1 if the weight type is supported by the native kernels. */
+int kernels_supports(int wtype);
+
+/* y[t*rows + r] = sum_c W[r, c] * x[t*cols + c]. */
+void kernel_matmul(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens);
+/* y[t*cols + c] = sum_r W[r, c] * x[t*rows + r]. */
+void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens);
+void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps);
+void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n);
+/* q [T][H][dk], k [N][H][dk], v [N][H][dv] -> out [T][H][dv]; query t sees rows [0, ctx[t]). */
+void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
+                      int64_t heads, const int32_t *ctx, float scale);
+/* One shared key/value head: rows [a (va) | b (width - va)], f32 (kvtype 0) or f16 bits (kvtype 1). */
+void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *kv, int kvtype, int64_t width,
+                                int64_t va, int64_t queries, int64_t heads, const int32_t *ctx, float scale);
+
+#endif

@@ -1,0 +1,14 @@
+#ifndef DSEEK_THREADPOOL_H
+#define DSEEK_THREADPOOL_H
+#include <stdint.h>
+
+/* Processes indices [start, end) of a job. */
+typedef void (*pool_task_fn)(void *ctx, int64_t start, int64_t end);
+
+/* Runs fn over [0, n) in chunks of `grain` indices on all pool threads; returns when done. */
+void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain);
+/* Sets the total thread count (the caller included). Returns 0 on success. */
+int pool_set_threads(int threads);
+int pool_threads(void);
+
+#endif

@@ -1,0 +1,153 @@
+/**
+ * Differential tests: every native kernel against the reference backend on random inputs,
+ * including sizes that are not multiples of the SIMD width and single-row cases; thread counts
+ * 1, 2 and more than the cores give bit-identical results.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createNativeBackend, nativeLoadError } from '../../src/kernels/native/index.js';
+import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
+import type { Backend } from '../../src/kernels/backend.js';
+import { f32ToBf16, f32ToF16, type DType, type Tensor } from '../../src/kernels/tensor.js';
+
+const native = createNativeBackend(2);
+const skip = native ? false : `native addon unavailable: ${nativeLoadError()}`;
+
+let seed = 12345;
+function rand(): number {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return seed / 2 ** 32 - 0.5;
+}
+function randomVec(n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => rand() * 2 * scale);
+}
+function randomTensor(dtype: DType, rows: number, cols: number): Tensor {
+  const values = randomVec(rows * cols);
+  if (dtype === 'f32') return { dtype, shape: [rows, cols], data: new Uint8Array(values.buffer) };
+  const bits = Uint16Array.from(values, (v) => (dtype === 'f16' ? f32ToF16(v) : f32ToBf16(v)));
+  return { dtype, shape: [rows, cols], data: new Uint8Array(bits.buffer) };
+}
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let max = 0;
+  let scale = 1e-6;
+  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max / scale;
+}
+
+const sizes: Array<[number, number, number]> = [
+  [1, 1, 1],
+  [7, 13, 1],
+  [33, 65, 3],
+  [100, 257, 2],
+  [64, 512, 5],
+  [3, 1000, 1],
+];
+
+for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+  test(`matmul and Wᵀx agree with the reference (${dtype})`, { skip }, () => {
+    const nb = native as Backend;
+    for (const [rows, cols, tokens] of sizes) {
+      const w = randomTensor(dtype, rows, cols);
+      const x = randomVec(cols * tokens);
+      const yr = new Float32Array(rows * tokens);
+      const yn = new Float32Array(rows * tokens);
+      ref.matmul(yr, x, w, tokens);
+      nb.matmul(yn, x, w, tokens);
+      assert.ok(maxRelDiff(yn, yr) < 1e-5, `matmul ${rows}x${cols}x${tokens}: ${maxRelDiff(yn, yr)}`);
+      const xt = randomVec(rows * tokens);
+      const tr = new Float32Array(cols * tokens);
+      const tn = new Float32Array(cols * tokens);
+      ref.matmulTransposed(tr, xt, w, tokens);
+      nb.matmulTransposed(tn, xt, w, tokens);
+      assert.ok(maxRelDiff(tn, tr) < 1e-5, `Wᵀx ${rows}x${cols}x${tokens}: ${maxRelDiff(tn, tr)}`);
+    }
+  });
+}
+
+test('rmsNorm and siluMul agree with the reference', { skip }, () => {
+  const nb = native as Backend;
+  for (const dim of [1, 5, 64, 129]) {
+    const w = randomTensor('bf16', 1, dim);
+    const norm = { ...w, shape: [dim] };
+    const x = randomVec(dim * 3, 4);
+    const a = new Float32Array(dim * 3);
+    const b = new Float32Array(dim * 3);
+    ref.rmsNorm(a, x, norm, 1e-6, 3);
+    nb.rmsNorm(b, x, norm, 1e-6, 3);
+    assert.ok(maxRelDiff(b, a) < 1e-6);
+    const g = randomVec(dim, 10);
+    const u = randomVec(dim);
+    ref.siluMul(a, g, u, dim);
+    nb.siluMul(b, g, u, dim);
+    assert.ok(maxRelDiff(b.subarray(0, dim), a.subarray(0, dim)) < 1e-6);
+  }
+});
+
+test('attention and shared-KV attention agree with the reference', { skip }, () => {
+  const nb = native as Backend;
+  for (const [queries, heads, dk, dv, rows] of [
+    [1, 1, 3, 2, 1],
+    [4, 3, 24, 16, 9],
+    [1, 16, 576, 512, 37],
+    [5, 2, 9, 7, 5],
+  ] as const) {
+    const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - queries + t + 1);
+    const shape = { queries, heads, contextLengths, scale: 0.17 };
+    const q = randomVec(queries * heads * dk);
+    const k = randomVec(rows * heads * dk);
+    const v = randomVec(rows * heads * dv);
+    const a = new Float32Array(queries * heads * dv);
+    const b = new Float32Array(queries * heads * dv);
+    ref.attention(a, q, k, v, dk, dv, shape);
+    nb.attention(b, q, k, v, dk, dv, shape);
+    assert.ok(maxRelDiff(b, a) < 1e-5, `attention ${queries}/${heads}/${dk}/${dv}`);
+
+    const width = dk;
+    const va = dv <= dk ? dv : dk;
+    const qa = randomVec(queries * heads * va);
+    const qb = randomVec(queries * heads * (width - va));
+    const kv32 = randomVec(rows * width);
+    const kv16 = Uint16Array.from(kv32, (x) => f32ToF16(x));
+    for (const kv of [
+      { dtype: 'f32' as const, data: kv32, width },
+      { dtype: 'f16' as const, data: kv16, width },
+    ]) {
+      const ra = new Float32Array(queries * heads * va);
+      const na = new Float32Array(queries * heads * va);
+      ref.sharedKvAttention(ra, qa, qb, kv, va, shape);
+      nb.sharedKvAttention(na, qa, qb, kv, va, shape);
+      assert.ok(maxRelDiff(na, ra) < 1e-5, `shared-kv ${kv.dtype} ${queries}/${heads}/${width}`);
+    }
+  }
+});
+
+test('results do not depend on the thread count', { skip }, () => {
+  const w = randomTensor('f16', 301, 77);
+  const x = randomVec(77 * 4);
+  const outputs = [1, 2, 7].map((threads) => {
+    const nb = createNativeBackend(threads) as Backend;
+    const y = new Float32Array(301 * 4);
+    nb.matmul(y, x, w, 4);
+    return y;
+  });
+  assert.deepEqual(outputs[1], outputs[0]);
+  assert.deepEqual(outputs[2], outputs[0]);
+  createNativeBackend(2);
+});
+
+test('the addon rejects calls whose arrays are shorter than the shape', { skip }, () => {
+  const nb = native as Backend;
+  const w = randomTensor('f32', 4, 4);
+  assert.throws(() => nb.matmul(new Float32Array(3), new Float32Array(4), w, 1), RangeError);
+  assert.throws(
+    () =>
+      nb.attention(new Float32Array(2), new Float32Array(2), new Float32Array(2), new Float32Array(2), 2, 2, {
+        queries: 1,
+        heads: 1,
+        contextLengths: Int32Array.of(5),
+        scale: 1,
+      }),
+    RangeError,
+  );
+});
