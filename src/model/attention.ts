@@ -40,9 +40,20 @@ export interface AttentionContext {
   readonly ws: Workspace;
 }
 
+/** A run of consecutive tokens of one sequence inside a batch. */
+export interface SequenceSlice {
+  /** Index of the slice's first token in the batch. */
+  readonly start: number;
+  readonly count: number;
+  /** The sequence's cache; the slice's tokens take positions cache.length … cache.length+count−1. */
+  readonly cache: LatentCache;
+  readonly form: AttentionForm;
+}
+
 /**
- * out[T][d] = MLA(x[T][d]) for tokens at `positions` (consecutive, ending the cached sequence),
- * appending their latent rows to layer `layer` of `cache` (reserved by the caller).
+ * out[T][d] = MLA(x[T][d]) for a batch of token slices, each continuing its own sequence, at
+ * `positions`; appends every token's latent row to layer `layer` of its slice's cache (reserved
+ * by the caller). Projections run once over the whole batch; attention runs per sequence.
  */
 export function multiHeadLatentAttention(
   ctx: AttentionContext,
@@ -50,8 +61,7 @@ export function multiHeadLatentAttention(
   layer: number,
   x: Vec,
   positions: Int32Array,
-  cache: LatentCache,
-  form: AttentionForm,
+  slices: readonly SequenceSlice[],
   out: Vec,
 ): void {
   const { backend, config: c, rope, ws } = ctx;
@@ -60,6 +70,7 @@ export function multiHeadLatentAttention(
   const dn = c.qkNopeHeadDim;
   const dr = c.qkRopeHeadDim;
   const dq = dn + dr;
+  const dv = c.vHeadDim;
   const dc = c.kvLoraRank;
   const width = dc + dr;
 
@@ -83,15 +94,53 @@ export function multiHeadLatentAttention(
     backend.rmsNorm(latent, latent, w.kvANorm, LATENT_NORM_EPS, 1);
   }
   backend.ropeAdjacent(kv, T, width, dc, positions, 1, rope.invFreq, rope.magnitude);
-  for (let t = 0; t < T; t++) cache.writeRow(layer, positions[t]!, kv, t * width);
+  for (const s of slices) {
+    for (let t = s.start; t < s.start + s.count; t++) s.cache.writeRow(layer, positions[t]!, kv, t * width);
+  }
 
-  const contextLengths = new Int32Array(T);
-  for (let t = 0; t < T; t++) contextLengths[t] = positions[t]! + 1;
-  const shape = { queries: T, heads: H, contextLengths, scale: rope.softmaxScale };
-  const o = ws.get('attn.o', T * H * c.vHeadDim);
-  if (form === 'expanded') expandedAttention(ctx, w, layer, q, cache, shape, o);
-  else absorbedAttention(ctx, w, layer, q, cache, shape, o);
+  const o = ws.get('attn.o', T * H * dv);
+  const shapeOf = (s: SequenceSlice): Shape => ({
+    queries: s.count,
+    heads: H,
+    contextLengths: Int32Array.from({ length: s.count }, (_, i) => positions[s.start + i]! + 1),
+    scale: rope.softmaxScale,
+  });
+  const absorbed = slices.filter((s) => s.form === 'absorbed');
+  for (const s of slices) {
+    if (s.form !== 'expanded') continue;
+    const q1 = q.subarray(s.start * H * dq, (s.start + s.count) * H * dq);
+    const o1 = o.subarray(s.start * H * dv, (s.start + s.count) * H * dv);
+    expandedAttention(ctx, w, layer, q1, s.cache, shapeOf(s), o1);
+  }
+  if (absorbed.length > 0) {
+    // Gather the absorbed slices' queries so the W^UK / W^UV products run once for all of them.
+    const contiguous = absorbed.length === slices.length;
+    const Ta = absorbed.reduce((n, s) => n + s.count, 0);
+    const qa = contiguous ? q : ws.get('attn.q.absorbed', Ta * H * dq);
+    const oa = contiguous ? o : ws.get('attn.o.absorbed', Ta * H * dv);
+    const parts: AbsorbedPart[] = [];
+    let offset = 0;
+    for (const s of absorbed) {
+      if (!contiguous) qa.set(q.subarray(s.start * H * dq, (s.start + s.count) * H * dq), offset * H * dq);
+      parts.push({ offset: contiguous ? s.start : offset, cache: s.cache, shape: shapeOf(s) });
+      offset += s.count;
+    }
+    absorbedAttention(ctx, w, layer, qa, Ta, parts, oa);
+    if (!contiguous) {
+      for (const [i, s] of absorbed.entries()) {
+        const from = parts[i]!.offset * H * dv;
+        o.set(oa.subarray(from, from + s.count * H * dv), s.start * H * dv);
+      }
+    }
+  }
   backend.matmul(out, o, w.o, T);
+}
+
+interface AbsorbedPart {
+  /** First query row of this sequence in the gathered absorbed batch. */
+  readonly offset: number;
+  readonly cache: LatentCache;
+  readonly shape: Shape;
 }
 
 interface Shape {
@@ -143,18 +192,20 @@ function expandedAttention(
   backend.attention(o, q, k, v, dq, dv, shape);
 }
 
-/** Attend over the latent rows directly, with W^UK folded into the query and W^UV applied after. */
+/**
+ * Attend over the latent rows directly, with W^UK folded into the query and W^UV applied after.
+ * q holds `T` query rows (possibly of several sequences, `parts`); each part attends to its own cache.
+ */
 function absorbedAttention(
   ctx: AttentionContext,
   w: AttentionWeights,
   layer: number,
   q: Vec,
-  cache: LatentCache,
-  shape: Shape,
+  T: number,
+  parts: readonly AbsorbedPart[],
   o: Vec,
 ): void {
   const { backend, config: c, ws } = ctx;
-  const T = shape.queries;
   const H = c.numAttentionHeads;
   const dn = c.qkNopeHeadDim;
   const dr = c.qkRopeHeadDim;
@@ -178,7 +229,18 @@ function absorbedAttention(
   }
 
   const oLat = ws.get('attn.olat', T * H * dc);
-  backend.sharedKvAttention(oLat, qLat, qRope, cache.rows(layer), dc, shape);
+  for (const part of parts) {
+    const from = part.offset * H;
+    const to = (part.offset + part.shape.queries) * H;
+    backend.sharedKvAttention(
+      oLat.subarray(from * dc, to * dc),
+      qLat.subarray(from * dc, to * dc),
+      qRope.subarray(from * dr, to * dr),
+      part.cache.rows(layer),
+      dc,
+      part.shape,
+    );
+  }
 
   // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj.
   const oLatHead = ws.get('attn.olat.h', T * dc);

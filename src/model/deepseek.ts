@@ -9,7 +9,7 @@ import { LatentCache, type LatentCacheDType } from '../cache/latentCache.js';
 import { InvalidInputError } from '../errors.js';
 import { latentWidth, type ModelConfig } from './config.js';
 import { ropeParams, type RopeParams } from './rope.js';
-import { multiHeadLatentAttention, type AttentionForm } from './attention.js';
+import { multiHeadLatentAttention, type AttentionForm, type SequenceSlice } from './attention.js';
 import { moeForward, swiglu, type RoutingObserver } from './moe.js';
 import type { ModelWeights } from './weights.js';
 import { Workspace, type Precision } from './workspace.js';
@@ -21,6 +21,14 @@ export interface ForwardOptions {
   readonly logits?: 'last' | 'all';
   /** Called with each MoE layer's routing decisions. */
   readonly onRouting?: RoutingObserver;
+}
+
+/** One sequence's share of a batched forward pass. */
+export interface BatchItem {
+  readonly tokens: readonly number[];
+  readonly cache: LatentCache;
+  /** Which of this item's positions get logits (default: the last). */
+  readonly logits?: 'last' | 'all';
 }
 
 export interface CacheOptions {
@@ -61,19 +69,45 @@ export class DeepseekModel {
    * scratch space: valid until the next forward call.
    */
   forward(tokens: readonly number[], cache: LatentCache, options: ForwardOptions = {}): Vec {
+    return this.forwardBatch([{ tokens, cache, logits: options.logits ?? 'last' }], options);
+  }
+
+  /**
+   * Run several sequences in one pass: every weight is read once for all their tokens (the
+   * projections, the experts) while attention stays per sequence. Returns the requested logits
+   * rows of each item, concatenated in order ([rows][vocab_size], scratch as for forward).
+   */
+  forwardBatch(items: readonly BatchItem[], options: Omit<ForwardOptions, 'logits'> = {}): Vec {
     const c = this.config;
-    const T = tokens.length;
-    if (T === 0) throw new InvalidInputError('tokens', 'empty: give at least one token id');
-    for (const id of tokens) {
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
-        throw new InvalidInputError('tokens', `token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+    if (items.length === 0) throw new InvalidInputError('batch', 'empty: give at least one sequence');
+    const caches = new Set<LatentCache>();
+    for (const item of items) {
+      if (item.tokens.length === 0) throw new InvalidInputError('tokens', 'empty: give at least one token id');
+      if (caches.has(item.cache)) throw new InvalidInputError('batch', 'a sequence appears twice in one batch');
+      caches.add(item.cache);
+      for (const id of item.tokens) {
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+          throw new InvalidInputError('tokens', `token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+        }
       }
     }
-    cache.reserve(T);
-    const start = cache.length;
+    for (const item of items) item.cache.reserve(item.tokens.length);
+
+    const T = items.reduce((n, item) => n + item.tokens.length, 0);
     const positions = new Int32Array(T);
-    for (let t = 0; t < T; t++) positions[t] = start + t;
-    const form: AttentionForm = options.attention && options.attention !== 'auto' ? options.attention : T > 1 ? 'expanded' : 'absorbed';
+    const tokens = new Int32Array(T);
+    const slices: SequenceSlice[] = [];
+    let start = 0;
+    for (const item of items) {
+      const n = item.tokens.length;
+      for (let i = 0; i < n; i++) {
+        positions[start + i] = item.cache.length + i;
+        tokens[start + i] = item.tokens[i]!;
+      }
+      const form: AttentionForm = options.attention && options.attention !== 'auto' ? options.attention : n > 1 ? 'expanded' : 'absorbed';
+      slices.push({ start, count: n, cache: item.cache, form });
+      start += n;
+    }
 
     const { backend, ws } = this;
     const d = c.hiddenSize;
@@ -85,21 +119,27 @@ export class DeepseekModel {
     const ctx = { backend, config: c, rope: this.rope, ws };
     this.weights.layers.forEach((layer, l) => {
       backend.rmsNorm(normed, h, layer.attnNorm, c.rmsNormEps, T);
-      multiHeadLatentAttention(ctx, layer.attention, l, normed, positions, cache, form, branch);
+      multiHeadLatentAttention(ctx, layer.attention, l, normed, positions, slices, branch);
       for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
       backend.rmsNorm(normed, h, layer.ffnNorm, c.rmsNormEps, T);
       if (layer.moe) moeForward(ctx, layer.moe, normed, T, branch, l, options.onRouting);
       else swiglu(ctx, layer.dense!, normed, T, branch);
       for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
     });
-    cache.commit(T);
+    for (const item of items) item.cache.commit(item.tokens.length);
 
-    const rows = options.logits === 'all' ? T : 1;
-    const last = h.subarray((T - rows) * d, T * d);
-    const final = ws.get('final', rows * d);
-    backend.rmsNorm(final, last, this.weights.norm, c.rmsNormEps, rows);
-    const logits = ws.get('logits', rows * c.vocabSize);
-    backend.matmul(logits, final, this.weights.lmHead, rows);
+    // Final norm and lm_head only for the rows whose logits were asked for.
+    const rows: number[] = [];
+    slices.forEach((s, i) => {
+      if (items[i]!.logits === 'all') for (let t = s.start; t < s.start + s.count; t++) rows.push(t);
+      else rows.push(s.start + s.count - 1);
+    });
+    const last = ws.get('last', rows.length * d);
+    rows.forEach((t, r) => last.set(h.subarray(t * d, (t + 1) * d), r * d));
+    const final = ws.get('final', rows.length * d);
+    backend.rmsNorm(final, last, this.weights.norm, c.rmsNormEps, rows.length);
+    const logits = ws.get('logits', rows.length * c.vocabSize);
+    backend.matmul(logits, final, this.weights.lmHead, rows.length);
     return logits;
   }
 }

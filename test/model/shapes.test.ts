@@ -11,10 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel } from '../../src/model/load.js';
+import { referenceBackend } from '../../src/kernels/reference/index.js';
+import { createNativeBackend } from '../../src/kernels/native/index.js';
+import type { Backend } from '../../src/kernels/backend.js';
 import { naiveLogits, naiveSoftmaxScale, readWeightsF64, type RouteTrace } from './naiveReference.js';
 import { writeRandomModel } from './randomModel.js';
 
 type Vec = Float32Array | Float64Array;
+
+/** The reference kernels always, the native ones when the addon is built. */
+const backends: Backend[] = [referenceBackend];
+const native = createNativeBackend(2);
+if (native) backends.push(native);
 
 const goldenRoot = fileURLToPath(new URL('../../../../shared/golden/', import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), 'dseek-shapes-'));
@@ -169,7 +177,7 @@ const cases: Case[] = [
     dtypes: ['f16'],
   },
   {
-    // no experts at all: every layer dense; YaRN with mscale = mscale_all_dim
+    // no experts at all: every layer dense; YaRN (newer `rope_type` key) with mscale = mscale_all_dim
     name: 'all dense yarn',
     overrides: {
       n_routed_experts: null,
@@ -179,15 +187,16 @@ const cases: Case[] = [
       q_lora_rank: 12,
       num_hidden_layers: 2,
       rope_theta: 50000,
-      rope_scaling: yarn48({ mscale: 0.707, mscale_all_dim: 0.707 }),
+      rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 8, mscale: 0.707, mscale_all_dim: 0.707 },
     },
     seed: 4,
   },
   {
     // V2 code with norm_topk_prob true: normalise and do NOT scale; no shared experts; one layer,
-    // all MoE; rms_norm_eps 1e-5
+    // all MoE; rms_norm_eps 1e-5; the original config default's "gready" spelling
     name: 'v2 norm-not-scale single layer',
     overrides: {
+      topk_method: 'gready',
       num_hidden_layers: 1,
       first_k_dense_replace: 0,
       n_shared_experts: 0,
@@ -243,9 +252,11 @@ const cases: Case[] = [
     expectMaskMatters: true,
   },
   {
-    // V2 top-1 with norm_topk_prob true: the original code only normalises when k > 1, so it scales
+    // V2 top-1 with norm_topk_prob true: the original code only normalises when k > 1, so it scales;
+    // topk_method absent (→ plain top-k)
     name: 'v2 top-1 norm flag',
     overrides: {
+      topk_method: undefined,
       num_hidden_layers: 2,
       first_k_dense_replace: 0,
       num_experts_per_tok: 1,
@@ -286,126 +297,128 @@ for (const c of cases) {
     return prepared;
   };
 
-  test(`${c.name}: routers pick the naive reference's experts and weights; the case exercises its router`, (t) => {
-    const { config, tokens, routes } = prepare();
-    const { model } = loadModel(dir, { precision: 'f64' });
-    const seen = new Map<number, { tokens: number; k: number; experts: Int32Array; weights: Float64Array }>();
-    model.forward(tokens, model.createCache(), {
-      onRouting: (l, r) => seen.set(l, { tokens: r.tokens, k: r.k, experts: Int32Array.from(r.experts), weights: Float64Array.from(r.weights) }),
-    });
-    assert.deepEqual([...seen.keys()].sort(), [...routes.keys()].sort(), 'MoE layers');
-    const sameSet = (a: number[], b: number[]): boolean => [...a].sort().join() === [...b].sort().join();
-    let differsUngrouped = 0;
-    let differsGroupRule = 0;
-    let differsUnbiased = 0;
-    let differsZeroMask = 0;
-    const distinct = new Set<string>();
-    for (const [l, perToken] of routes) {
-      const r = seen.get(l)!;
-      assert.equal(r.tokens, tokens.length);
-      perToken.forEach((want, tok) => {
-        const got = new Map<number, number>();
-        for (let i = 0; i < r.k; i++) got.set(r.experts[tok * r.k + i]!, r.weights[tok * r.k + i]!);
-        assert.deepEqual([...got.keys()].sort(), [...want.experts].sort(), `layer ${l} token ${tok} experts`);
-        want.experts.forEach((e, i) => {
-          const w = want.weights[i]!;
-          assert.ok(Math.abs(got.get(e)! - w) <= 1e-12 * Math.max(1, Math.abs(w)), `layer ${l} token ${tok} expert ${e}: weight ${got.get(e)} want ${w}`);
+  for (const backend of backends) {
+    test(`${c.name} on ${backend.name}: routers pick the naive reference's experts and weights; the case exercises its router`, (t) => {
+      const { config, tokens, routes } = prepare();
+      const { model } = loadModel(dir, { precision: 'f64', backend });
+      const seen = new Map<number, { tokens: number; k: number; experts: Int32Array; weights: Float64Array }>();
+      model.forward(tokens, model.createCache(), {
+        onRouting: (l, r) => seen.set(l, { tokens: r.tokens, k: r.k, experts: Int32Array.from(r.experts), weights: Float64Array.from(r.weights) }),
+      });
+      assert.deepEqual([...seen.keys()].sort(), [...routes.keys()].sort(), 'MoE layers');
+      const sameSet = (a: number[], b: number[]): boolean => [...a].sort().join() === [...b].sort().join();
+      let differsUngrouped = 0;
+      let differsGroupRule = 0;
+      let differsUnbiased = 0;
+      let differsZeroMask = 0;
+      const distinct = new Set<string>();
+      for (const [l, perToken] of routes) {
+        const r = seen.get(l)!;
+        assert.equal(r.tokens, tokens.length);
+        perToken.forEach((want, tok) => {
+          const got = new Map<number, number>();
+          for (let i = 0; i < r.k; i++) got.set(r.experts[tok * r.k + i]!, r.weights[tok * r.k + i]!);
+          assert.deepEqual([...got.keys()].sort(), [...want.experts].sort(), `layer ${l} token ${tok} experts`);
+          want.experts.forEach((e, i) => {
+            const w = want.weights[i]!;
+            assert.ok(Math.abs(got.get(e)! - w) <= 1e-12 * Math.max(1, Math.abs(w)), `layer ${l} token ${tok} expert ${e}: weight ${got.get(e)} want ${w}`);
+          });
+          distinct.add([...want.experts].sort().join());
+          if (!sameSet(want.experts, want.alternatives.ungrouped)) differsUngrouped++;
+          if (want.alternatives.otherGroupRule && !sameSet(want.experts, want.alternatives.otherGroupRule)) differsGroupRule++;
+          if (want.alternatives.unbiased && !sameSet(want.experts, want.alternatives.unbiased)) differsUnbiased++;
+          if (want.alternatives.zeroMasked && !sameSet(want.experts, want.alternatives.zeroMasked)) differsZeroMask++;
         });
-        distinct.add([...want.experts].sort().join());
-        if (!sameSet(want.experts, want.alternatives.ungrouped)) differsUngrouped++;
-        if (want.alternatives.otherGroupRule && !sameSet(want.experts, want.alternatives.otherGroupRule)) differsGroupRule++;
-        if (want.alternatives.unbiased && !sameSet(want.experts, want.alternatives.unbiased)) differsUnbiased++;
-        if (want.alternatives.zeroMasked && !sameSet(want.experts, want.alternatives.zeroMasked)) differsZeroMask++;
-      });
-    }
-    const decisions = [...routes.values()].reduce((n, r) => n + r.length, 0);
-    t.diagnostic(`${decisions} routing decisions, ${distinct.size} distinct expert sets; differ if ungrouped ${differsUngrouped}, with the other group rule ${differsGroupRule}, unbiased ${differsUnbiased}, with 0 instead of −∞ masks ${differsZeroMask}`);
-    if (decisions > 0) assert.ok(distinct.size > 2, 'routing should vary between tokens');
-    const method = config['topk_method'];
-    const grouped = (method === 'group_limited_greedy' || method === 'noaux_tc') && (config['topk_group'] as number) < (config['n_group'] as number);
-    if (grouped) {
-      assert.ok(differsUngrouped > 0, 'group limiting should change some choices');
-      assert.ok(differsGroupRule > 0, 'the group score rule (max vs top-2 sum) should change some choices');
-    }
-    if (method === 'noaux_tc') assert.ok(differsUnbiased > 0, 'e_score_correction_bias should change some choices');
-    if (c.expectMaskMatters) assert.ok(differsZeroMask > 0, 'masking dropped groups with 0 instead of −∞ should change some choices');
-  });
+      }
+      const decisions = [...routes.values()].reduce((n, r) => n + r.length, 0);
+      t.diagnostic(`${decisions} routing decisions, ${distinct.size} distinct expert sets; differ if ungrouped ${differsUngrouped}, with the other group rule ${differsGroupRule}, unbiased ${differsUnbiased}, with 0 instead of −∞ masks ${differsZeroMask}`);
+      if (decisions > 0) assert.ok(distinct.size > 2, 'routing should vary between tokens');
+      const method = config['topk_method'];
+      const grouped = (method === 'group_limited_greedy' || method === 'noaux_tc') && (config['topk_group'] as number) < (config['n_group'] as number);
+      if (grouped) {
+        assert.ok(differsUngrouped > 0, 'group limiting should change some choices');
+        assert.ok(differsGroupRule > 0, 'the group score rule (max vs top-2 sum) should change some choices');
+      }
+      if (method === 'noaux_tc') assert.ok(differsUnbiased > 0, 'e_score_correction_bias should change some choices');
+      if (c.expectMaskMatters) assert.ok(differsZeroMask > 0, 'masking dropped groups with 0 instead of −∞ should change some choices');
+    });
 
-  test(`${c.name}: f64 full-sequence logits match the naive reference (auto/expanded/absorbed)`, (t) => {
-    const { tokens, want, vocab, scale } = prepare();
-    assert.ok(scale > 0.5 && scale < 100, `logit scale ${scale} should be O(1)`);
-    const { model } = loadModel(dir, { precision: 'f64' });
-    const observed: string[] = [];
-    for (const attention of ['auto', 'expanded', 'absorbed'] as const) {
-      const got = Float64Array.from(model.forward(tokens, model.createCache(), { logits: 'all', attention }));
-      const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
-      observed.push(`${attention} ${(diff / scale).toExponential(1)}`);
-      assert.ok(diff <= 1e-9 * scale, `${attention}: max |diff| ${diff} (max |logit| ${scale}); ${worstPosition(got, want, vocab)}`);
-    }
-    t.diagnostic(`max |logit| ${scale.toFixed(2)}; max |diff| / max |logit|: ${observed.join(', ')}`);
-  });
+    test(`${c.name} on ${backend.name}: f64 full-sequence logits match the naive reference (auto/expanded/absorbed)`, (t) => {
+      const { tokens, want, vocab, scale } = prepare();
+      assert.ok(scale > 0.5 && scale < 100, `logit scale ${scale} should be O(1)`);
+      const { model } = loadModel(dir, { precision: 'f64', backend });
+      const observed: string[] = [];
+      for (const attention of ['auto', 'expanded', 'absorbed'] as const) {
+        const got = Float64Array.from(model.forward(tokens, model.createCache(), { logits: 'all', attention }));
+        const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
+        observed.push(`${attention} ${(diff / scale).toExponential(1)}`);
+        assert.ok(diff <= 1e-9 * scale, `${attention}: max |diff| ${diff} (max |logit| ${scale}); ${worstPosition(got, want, vocab)}`);
+      }
+      t.diagnostic(`max |logit| ${scale.toFixed(2)}; max |diff| / max |logit|: ${observed.join(', ')}`);
+    });
 
-  test(`${c.name}: f64 token-by-token decode and chunked prefill match every position`, (t) => {
-    const { tokens, want, vocab, scale } = prepare();
-    const { model } = loadModel(dir, { precision: 'f64' });
-    let worst = 0;
-    for (const attention of ['auto', 'expanded', 'absorbed'] as const) {
+    test(`${c.name} on ${backend.name}: f64 token-by-token decode and chunked prefill match every position`, (t) => {
+      const { tokens, want, vocab, scale } = prepare();
+      const { model } = loadModel(dir, { precision: 'f64', backend });
+      let worst = 0;
+      for (const attention of ['auto', 'expanded', 'absorbed'] as const) {
+        const cache = model.createCache();
+        tokens.forEach((token, pos) => {
+          const got = model.forward([token], cache, { attention });
+          const diff = maxAbsDiff(got, want, vocab, pos, 1);
+          worst = Math.max(worst, diff);
+          assert.ok(diff <= 1e-9 * scale, `${attention} decode position ${pos}: max |diff| ${diff}`);
+        });
+      }
+      // prefill in uneven chunks through one cache, all rows returned
       const cache = model.createCache();
-      tokens.forEach((token, pos) => {
-        const got = model.forward([token], cache, { attention });
-        const diff = maxAbsDiff(got, want, vocab, pos, 1);
+      let at = 0;
+      for (const n of [7, 1, 5, tokens.length - 13]) {
+        const got = model.forward(tokens.slice(at, at + n), cache, { logits: 'all' });
+        const diff = maxAbsDiff(got, want, vocab, at, n);
         worst = Math.max(worst, diff);
-        assert.ok(diff <= 1e-9 * scale, `${attention} decode position ${pos}: max |diff| ${diff}`);
+        assert.ok(diff <= 1e-9 * scale, `chunk at ${at} (+${n}): max |diff| ${diff}`);
+        at += n;
+      }
+      t.diagnostic(`worst max |diff| / max |logit| over decode and chunks: ${(worst / scale).toExponential(1)}`);
+    });
+
+    test(`${c.name} on ${backend.name}: f32 logits within 1e-4 (prefill, decode)`, (t) => {
+      const { tokens, want, vocab } = prepare();
+      const { model } = loadModel(dir, { precision: 'f32', backend });
+      const observed: string[] = [];
+      for (const attention of ['expanded', 'absorbed'] as const) {
+        const got = Float32Array.from(model.forward(tokens, model.createCache(), { logits: 'all', attention }));
+        const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
+        observed.push(`${attention} ${diff.toExponential(1)}`);
+        assert.ok(diff < 1e-4, `${attention}: max |diff| ${diff}; ${worstPosition(got, want, vocab)}`);
+      }
+      const cache = model.createCache();
+      let worst = 0;
+      tokens.forEach((token, pos) => {
+        const diff = maxAbsDiff(model.forward([token], cache), want, vocab, pos, 1);
+        worst = Math.max(worst, diff);
+        assert.ok(diff < 1e-4, `decode position ${pos}: max |diff| ${diff}`);
+      });
+      t.diagnostic(`f32 max |diff|: ${observed.join(', ')}, decode ${worst.toExponential(1)}`);
+    });
+
+    for (const dtype of c.dtypes ?? []) {
+      test(`${c.name} on ${backend.name}: ${dtype} weights load and match the naive reference on the rounded weights`, (t) => {
+        const { tokens, vocab } = prepare();
+        const dDir = `${dir}-${dtype}-${backend.name}`;
+        const config = writeRandomModel(dDir, c.overrides, { seed: c.seed, dtype, mtpLayer: c.mtpLayer ?? false });
+        const want = naiveLogits(config, readWeightsF64(dDir), tokens);
+        const scale = maxAbs(want);
+        const { model } = loadModel(dDir, { precision: 'f64', backend });
+        const got = Float64Array.from(model.forward(tokens, model.createCache(), { logits: 'all' }));
+        const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
+        assert.ok(diff <= 1e-9 * scale, `f64: max |diff| ${diff}; ${worstPosition(got, want, vocab)}`);
+        const { model: m32 } = loadModel(dDir, { precision: 'f32', backend });
+        const diff32 = maxAbsDiff(m32.forward(tokens, m32.createCache(), { logits: 'all' }), want, vocab, 0, tokens.length);
+        assert.ok(diff32 < 1e-4, `f32: max |diff| ${diff32}`);
+        t.diagnostic(`f64 max |diff| / max |logit| ${(diff / scale).toExponential(1)}, f32 max |diff| ${diff32.toExponential(1)}`);
       });
     }
-    // prefill in uneven chunks through one cache, all rows returned
-    const cache = model.createCache();
-    let at = 0;
-    for (const n of [7, 1, 5, tokens.length - 13]) {
-      const got = model.forward(tokens.slice(at, at + n), cache, { logits: 'all' });
-      const diff = maxAbsDiff(got, want, vocab, at, n);
-      worst = Math.max(worst, diff);
-      assert.ok(diff <= 1e-9 * scale, `chunk at ${at} (+${n}): max |diff| ${diff}`);
-      at += n;
-    }
-    t.diagnostic(`worst max |diff| / max |logit| over decode and chunks: ${(worst / scale).toExponential(1)}`);
-  });
-
-  test(`${c.name}: f32 logits within 1e-4 (prefill, decode)`, (t) => {
-    const { tokens, want, vocab } = prepare();
-    const { model } = loadModel(dir, { precision: 'f32' });
-    const observed: string[] = [];
-    for (const attention of ['expanded', 'absorbed'] as const) {
-      const got = Float32Array.from(model.forward(tokens, model.createCache(), { logits: 'all', attention }));
-      const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
-      observed.push(`${attention} ${diff.toExponential(1)}`);
-      assert.ok(diff < 1e-4, `${attention}: max |diff| ${diff}; ${worstPosition(got, want, vocab)}`);
-    }
-    const cache = model.createCache();
-    let worst = 0;
-    tokens.forEach((token, pos) => {
-      const diff = maxAbsDiff(model.forward([token], cache), want, vocab, pos, 1);
-      worst = Math.max(worst, diff);
-      assert.ok(diff < 1e-4, `decode position ${pos}: max |diff| ${diff}`);
-    });
-    t.diagnostic(`f32 max |diff|: ${observed.join(', ')}, decode ${worst.toExponential(1)}`);
-  });
-
-  for (const dtype of c.dtypes ?? []) {
-    test(`${c.name}: ${dtype} weights load and match the naive reference on the rounded weights`, (t) => {
-      const { tokens, vocab } = prepare();
-      const dDir = `${dir}-${dtype}`;
-      const config = writeRandomModel(dDir, c.overrides, { seed: c.seed, dtype, mtpLayer: c.mtpLayer ?? false });
-      const want = naiveLogits(config, readWeightsF64(dDir), tokens);
-      const scale = maxAbs(want);
-      const { model } = loadModel(dDir, { precision: 'f64' });
-      const got = Float64Array.from(model.forward(tokens, model.createCache(), { logits: 'all' }));
-      const diff = maxAbsDiff(got, want, vocab, 0, tokens.length);
-      assert.ok(diff <= 1e-9 * scale, `f64: max |diff| ${diff}; ${worstPosition(got, want, vocab)}`);
-      const { model: m32 } = loadModel(dDir, { precision: 'f32' });
-      const diff32 = maxAbsDiff(m32.forward(tokens, m32.createCache(), { logits: 'all' }), want, vocab, 0, tokens.length);
-      assert.ok(diff32 < 1e-4, `f32: max |diff| ${diff32}`);
-      t.diagnostic(`f64 max |diff| / max |logit| ${(diff / scale).toExponential(1)}, f32 max |diff| ${diff32.toExponential(1)}`);
-    });
   }
 }
