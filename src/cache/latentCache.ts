@@ -4,14 +4,15 @@
  * k_t^R (DeepSeek-V2 paper §2.1.3: (d_c + d_h^R)·l elements per token). Never expanded per-head
  * keys or values.
  *
- * Rows are stored in f32 (default, exact), f16 (half the memory) or f64 (float64 reference runs).
- * Storage grows by doubling up to `maxTokens`, so appending a token never allocates per token.
+ * Rows live in pages from a PagePool (f32 by default; f16 halves the memory; f64 for float64
+ * reference runs). A sequence can start from shared full pages of a common prefix (`adoptPrefix`);
+ * it only ever writes past them, into pages of its own.
  */
 import type { SharedKvRows } from '../kernels/backend.js';
 import { f32ToF16, f16ToF32, type Vec } from '../kernels/tensor.js';
-import { ContextLengthExceededError } from '../errors.js';
+import { checkContext, PagePool, type LatentCacheDType, type Page } from './pagePool.js';
 
-export type LatentCacheDType = 'f32' | 'f16' | 'f64';
+export type { LatentCacheDType } from './pagePool.js';
 
 export interface LatentCacheOptions {
   readonly layers: number;
@@ -20,29 +21,37 @@ export interface LatentCacheOptions {
   /** The context window: positions beyond it are refused. */
   readonly maxTokens: number;
   readonly dtype?: LatentCacheDType;
-  /** Initial capacity in tokens (grows by doubling). */
-  readonly initialTokens?: number;
+  /** Tokens per page (default 64). */
+  readonly pageTokens?: number;
+  /** Share pages with other sequences through this pool (its layers, width, dtype win). */
+  readonly pool?: PagePool;
 }
-
-type Storage = Float32Array | Float64Array | Uint16Array;
 
 export class LatentCache {
   readonly layers: number;
   readonly width: number;
   readonly maxTokens: number;
   readonly dtype: LatentCacheDType;
+  readonly pool: PagePool;
+  private readonly pages: Page[] = [];
   /** Tokens whose rows are complete in every layer. */
   private committed = 0;
-  private capacity: number;
-  private storage: Storage[];
+  private released = false;
 
   constructor(options: LatentCacheOptions) {
-    this.layers = options.layers;
-    this.width = options.width;
+    this.pool =
+      options.pool ??
+      new PagePool({
+        layers: options.layers,
+        width: options.width,
+        pageTokens: options.pageTokens ?? 64,
+        dtype: options.dtype ?? 'f32',
+        maxPages: Infinity,
+      });
+    this.layers = this.pool.layers;
+    this.width = this.pool.width;
+    this.dtype = this.pool.dtype;
     this.maxTokens = options.maxTokens;
-    this.dtype = options.dtype ?? 'f32';
-    this.capacity = Math.min(Math.max(options.initialTokens ?? 64, 1), this.maxTokens);
-    this.storage = Array.from({ length: this.layers }, () => this.allocate(this.capacity));
   }
 
   /** Number of cached tokens (= the position of the next token). */
@@ -50,9 +59,13 @@ export class LatentCache {
     return this.committed;
   }
 
+  get pageTokens(): number {
+    return this.pool.pageTokens;
+  }
+
   /** Bytes one token occupies across all layers. */
   get bytesPerToken(): number {
-    return this.layers * this.width * (this.dtype === 'f16' ? 2 : this.dtype === 'f32' ? 4 : 8);
+    return this.pool.bytesPerPage / this.pool.pageTokens;
   }
 
   /** Values held for the committed tokens: length × layers × width. */
@@ -60,31 +73,46 @@ export class LatentCache {
     return this.committed * this.layers * this.width;
   }
 
-  /** Make room for `count` more tokens after the committed ones (throws past the context window). */
+  /** The pages holding this sequence's rows, in order (shared prefix pages first). */
+  get pageList(): readonly Page[] {
+    return this.pages;
+  }
+
+  /**
+   * Start an empty sequence from full pages of a shared prefix (each retained here).
+   * The prefix covers pages.length × pageTokens tokens.
+   */
+  adoptPrefix(pages: readonly Page[]): void {
+    if (this.committed !== 0 || this.pages.length !== 0) throw new RangeError('adoptPrefix needs an empty cache');
+    checkContext(pages.length * this.pool.pageTokens, this.maxTokens);
+    for (const p of pages) {
+      this.pool.retain(p);
+      this.pages.push(p);
+    }
+    this.committed = pages.length * this.pool.pageTokens;
+  }
+
+  /** Make room for `count` more tokens after the committed ones (throws past the context window or the budget). */
   reserve(count: number): void {
+    if (this.released) throw new RangeError('latent cache: used after release');
     const needed = this.committed + count;
-    if (needed > this.maxTokens) throw new ContextLengthExceededError(needed, this.maxTokens);
-    if (needed <= this.capacity) return;
-    let cap = this.capacity;
-    while (cap < needed) cap *= 2;
-    cap = Math.min(cap, this.maxTokens);
-    this.storage = this.storage.map((old) => {
-      const grown = this.allocate(cap);
-      grown.set(old.subarray(0, this.committed * this.width) as never);
-      return grown;
-    });
-    this.capacity = cap;
+    checkContext(needed, this.maxTokens);
+    const pagesNeeded = Math.ceil(needed / this.pool.pageTokens);
+    while (this.pages.length < pagesNeeded) this.pages.push(this.pool.allocate());
   }
 
   /**
    * Write the row for token position `pos` in `layer` from src[srcOffset, srcOffset + width).
-   * The position must lie in reserved space; it becomes visible to readers of the layer at once
-   * but counts in `length` only after `commit`.
+   * The position must be reserved and past the committed tokens; it becomes visible to readers
+   * of the layer at once but counts in `length` only after `commit`.
    */
   writeRow(layer: number, pos: number, src: Vec, srcOffset: number): void {
-    if (pos >= this.capacity) throw new RangeError(`latent cache: position ${pos} not reserved`);
-    const dst = this.storage[layer]!;
-    const o = pos * this.width;
+    const P = this.pool.pageTokens;
+    const page = this.pages[Math.floor(pos / P)];
+    if (!page || pos < this.committed) throw new RangeError(`latent cache: position ${pos} is not writable`);
+    if (page.refs > 1) throw new RangeError(`latent cache: page ${page.id} is shared and read-only`);
+    const dst = page.layers[layer]!;
+    const o = (pos % P) * this.width;
     if (this.dtype === 'f16') {
       for (let i = 0; i < this.width; i++) dst[o + i] = f32ToF16(src[srcOffset + i]!);
     } else {
@@ -94,35 +122,52 @@ export class LatentCache {
 
   /** Mark `count` more tokens complete in every layer. */
   commit(count: number): void {
-    if (this.committed + count > this.capacity) throw new RangeError('latent cache: commit past reserved space');
+    if (this.committed + count > this.pages.length * this.pool.pageTokens) {
+      throw new RangeError('latent cache: commit past reserved space');
+    }
     this.committed += count;
   }
 
-  /** Drop tokens after the first `length` (e.g. to re-run from a shared prefix). */
+  /** Drop tokens after the first `length`, releasing pages no longer needed. */
   truncate(length: number): void {
     if (length < 0 || length > this.committed) throw new RangeError(`latent cache: cannot truncate to ${length}`);
     this.committed = length;
+    const keep = Math.ceil(length / this.pool.pageTokens);
+    while (this.pages.length > keep) this.pool.release(this.pages.pop()!);
+    const last = this.pages[this.pages.length - 1];
+    if (last && last.refs > 1 && length % this.pool.pageTokens !== 0) {
+      // A shared page cut mid-way would be written next: keep a private copy instead.
+      const copy = this.pool.allocate();
+      last.layers.forEach((l, i) => copy.layers[i]!.set(l as never));
+      this.pool.release(last);
+      this.pages[this.pages.length - 1] = copy;
+    }
+  }
+
+  /** Give every page back to the pool; the cache cannot be used afterwards. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const p of this.pages) this.pool.release(p);
+    this.pages.length = 0;
+    this.committed = 0;
   }
 
   /** The rows of one layer (reserved positions included) as the attention kernels read them. */
   rows(layer: number): SharedKvRows {
-    return { dtype: this.dtype, data: this.storage[layer]!, width: this.width };
+    return { dtype: this.dtype, width: this.width, pageRows: this.pool.pageTokens, pages: this.pages.map((p) => p.layers[layer]!) };
   }
 
   /** Copy `count` rows from position `start` of a layer into dst as numbers (for the expanded attention form). */
   readRows(layer: number, start: number, count: number, dst: Vec): void {
-    const src = this.storage[layer]!;
-    const n = count * this.width;
-    const o = start * this.width;
-    if (this.dtype === 'f16') {
-      for (let i = 0; i < n; i++) dst[i] = f16ToF32(src[o + i]!);
-    } else {
-      for (let i = 0; i < n; i++) dst[i] = src[o + i]!;
+    const P = this.pool.pageTokens;
+    const w = this.width;
+    for (let j = 0; j < count; j++) {
+      const pos = start + j;
+      const src = this.pages[Math.floor(pos / P)]!.layers[layer]!;
+      const o = (pos % P) * w;
+      if (this.dtype === 'f16') for (let i = 0; i < w; i++) dst[j * w + i] = f16ToF32(src[o + i]!);
+      else for (let i = 0; i < w; i++) dst[j * w + i] = src[o + i]!;
     }
-  }
-
-  private allocate(tokens: number): Storage {
-    const n = tokens * this.width;
-    return this.dtype === 'f16' ? new Uint16Array(n) : this.dtype === 'f32' ? new Float32Array(n) : new Float64Array(n);
   }
 }

@@ -11,11 +11,13 @@ import type { Tensor, Vec } from './tensor.js';
 
 /**
  * Rows of a key matrix whose first `valueWidth` columns double as the value (MQA with one shared
- * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits.
+ * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits, in
+ * pages of `pageRows` rows: row j is at pages[⌊j / pageRows⌋][(j mod pageRows) · width …].
  */
 export interface SharedKvRows {
   readonly dtype: 'f32' | 'f64' | 'f16';
-  readonly data: Float32Array | Float64Array | Uint16Array;
+  readonly pages: ReadonlyArray<Float32Array | Float64Array | Uint16Array>;
+  readonly pageRows: number;
   /** Values per row (key width). */
   readonly width: number;
 }

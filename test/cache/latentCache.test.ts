@@ -2,9 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LatentCache } from '../../src/cache/latentCache.js';
 import { ContextLengthExceededError } from '../../src/errors.js';
+import { CacheFullError, PagePool } from '../../src/cache/pagePool.js';
 
-test('rows round-trip, grow by doubling and keep earlier rows', () => {
-  const cache = new LatentCache({ layers: 2, width: 5, maxTokens: 100, initialTokens: 2 });
+test('rows round-trip across pages', () => {
+  const cache = new LatentCache({ layers: 2, width: 5, maxTokens: 100, pageTokens: 2 });
   const row = new Float32Array(5);
   for (let pos = 0; pos < 9; pos++) {
     cache.reserve(1);
@@ -43,4 +44,33 @@ test('the context window is enforced with a typed error', () => {
   cache.truncate(1);
   assert.equal(cache.length, 1);
   cache.reserve(2);
+});
+
+test('sequences share the full pages of a common prefix and never write into them', () => {
+  const pool = new PagePool({ layers: 1, width: 2, pageTokens: 2, dtype: 'f32', maxPages: 4 });
+  const a = new LatentCache({ layers: 1, width: 2, maxTokens: 8, pool });
+  a.reserve(4);
+  for (let pos = 0; pos < 4; pos++) a.writeRow(0, pos, Float32Array.of(pos, -pos), 0);
+  a.commit(4);
+  assert.equal(pool.pagesInUse, 2);
+  const b = new LatentCache({ layers: 1, width: 2, maxTokens: 8, pool });
+  b.adoptPrefix(a.pageList.slice(0, 2));
+  assert.equal(b.length, 4);
+  assert.equal(pool.pagesInUse, 2, 'shared, not copied');
+  assert.throws(() => b.writeRow(0, 3, Float32Array.of(9, 9), 0), RangeError);
+  b.reserve(1);
+  b.writeRow(0, 4, Float32Array.of(4, -4), 0);
+  b.commit(1);
+  assert.equal(pool.pagesInUse, 3);
+  const out = new Float32Array(10);
+  b.readRows(0, 0, 5, out);
+  assert.deepEqual(Array.from(out), [0, -0, 1, -1, 2, -2, 3, -3, 4, -4]);
+  // The budget: a fourth page fits, a fifth does not.
+  const c = new LatentCache({ layers: 1, width: 2, maxTokens: 8, pool });
+  c.reserve(2);
+  assert.throws(() => c.reserve(3), CacheFullError);
+  a.release();
+  b.release();
+  c.release();
+  assert.equal(pool.pagesInUse, 0);
 });

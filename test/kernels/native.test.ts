@@ -109,9 +109,20 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     const qb = randomVec(queries * heads * (width - va));
     const kv32 = randomVec(rows * width);
     const kv16 = Uint16Array.from(kv32, (x) => f32ToF16(x));
+    // Pages of 4 rows (the last one partly used), as the latent cache hands them over.
+    const pageRows = 4;
+    const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
+      const pages: T[] = [];
+      for (let r = 0; r < rows; r += pageRows) {
+        const page = new (all.constructor as new (n: number) => T)(pageRows * width);
+        page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
+        pages.push(page);
+      }
+      return pages;
+    };
     for (const kv of [
-      { dtype: 'f32' as const, data: kv32, width },
-      { dtype: 'f16' as const, data: kv16, width },
+      { dtype: 'f32' as const, pages: paged(kv32), pageRows, width },
+      { dtype: 'f16' as const, pages: paged(kv16), pageRows, width },
     ]) {
       const ra = new Float32Array(queries * heads * va);
       const na = new Float32Array(queries * heads * va);

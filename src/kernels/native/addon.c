@@ -4,6 +4,7 @@
  */
 #include <node_api.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -133,27 +134,54 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* sharedKvAttention(out, qa, qb, kv, width, va, queries, heads, contextLengths, scale) — kv Float32Array or Uint16Array (f16) */
+/* sharedKvAttention(out, qa, qb, pages, pageRows, width, va, queries, heads, contextLengths, scale):
+   pages is an array of Float32Array (f32 rows) or Uint16Array (f16 rows), each pageRows × width. */
 static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value a[10];
+  size_t argc = 11;
+  napi_value a[11];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  view_t out, qa, qb, kv, ctx;
-  int64_t width, va, queries, heads;
+  view_t out, qa, qb, ctx;
+  int64_t page_rows, width, va, queries, heads;
   double scale;
-  if (argc < 10 || !get_view(env, a[0], &out) || !get_view(env, a[1], &qa) || !get_view(env, a[2], &qb) ||
-      !get_view(env, a[3], &kv) || !get_i64(env, a[4], &width) || !get_i64(env, a[5], &va) || !get_i64(env, a[6], &queries) ||
-      !get_i64(env, a[7], &heads) || !get_view(env, a[8], &ctx) || !get_f64(env, a[9], &scale))
+  bool is_array = false;
+  if (argc < 11 || !get_view(env, a[0], &out) || !get_view(env, a[1], &qa) || !get_view(env, a[2], &qb) ||
+      napi_is_array(env, a[3], &is_array) != napi_ok || !is_array || !get_i64(env, a[4], &page_rows) ||
+      !get_i64(env, a[5], &width) || !get_i64(env, a[6], &va) || !get_i64(env, a[7], &queries) || !get_i64(env, a[8], &heads) ||
+      !get_view(env, a[9], &ctx) || !get_f64(env, a[10], &scale))
     return fail(env, "sharedKvAttention: bad arguments");
-  int kvtype = kv.type == napi_float32_array ? 0 : kv.type == napi_uint16_array ? 1 : -1;
-  if (kvtype < 0 || out.type != napi_float32_array || qa.type != napi_float32_array || qb.type != napi_float32_array ||
+  if (out.type != napi_float32_array || qa.type != napi_float32_array || qb.type != napi_float32_array || page_rows <= 0 ||
       width <= 0 || va <= 0 || va > width || heads <= 0 || queries < 0)
     return fail(env, "sharedKvAttention: wrong array types or sizes");
-  int64_t rows = (int64_t)(kv.length / (size_t)width);
+  uint32_t page_count = 0;
+  CHECK(napi_get_array_length(env, a[3], &page_count));
+  const void **pages = malloc((page_count ? page_count : 1) * sizeof(void *));
+  if (!pages) return fail(env, "sharedKvAttention: out of memory");
+  int kvtype = -1;
+  for (uint32_t i = 0; i < page_count; i++) {
+    napi_value el;
+    view_t page;
+    if (napi_get_element(env, a[3], i, &el) != napi_ok || !get_view(env, el, &page) || page.length < (size_t)(page_rows * width)) {
+      free(pages);
+      return fail(env, "sharedKvAttention: each page must be a typed array of pageRows × width values");
+    }
+    int t = page.type == napi_float32_array ? 0 : page.type == napi_uint16_array ? 1 : -1;
+    if (t < 0 || (kvtype >= 0 && t != kvtype)) {
+      free(pages);
+      return fail(env, "sharedKvAttention: pages must all be Float32Array or all Uint16Array");
+    }
+    kvtype = t;
+    pages[i] = page.data;
+  }
+  int64_t rows = (int64_t)page_count * page_rows;
   if (!check_ctx(&ctx, queries, rows) || qa.length < (size_t)(queries * heads * va) ||
-      qb.length < (size_t)(queries * heads * (width - va)) || out.length < (size_t)(queries * heads * va))
+      qb.length < (size_t)(queries * heads * (width - va)) || out.length < (size_t)(queries * heads * va)) {
+    free(pages);
     return fail(env, "sharedKvAttention: context length past the rows, or arrays shorter than the shape");
-  kernel_shared_kv_attention(out.data, qa.data, qb.data, kv.data, kvtype, width, va, queries, heads, ctx.data, (float)scale);
+  }
+  if (queries > 0 && rows > 0)
+    kernel_shared_kv_attention(out.data, qa.data, qb.data, pages, page_rows, kvtype, width, va, queries, heads, ctx.data,
+                               (float)scale);
+  free(pages);
   return NULL;
 }
 

@@ -16,7 +16,7 @@ interface NativeAddon {
   rmsNorm(y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, dim: number, tokens: number, eps: number): void;
   siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, dk: number, dv: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
-  sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, kv: Float32Array | Uint16Array, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
+  sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   setThreads(n: number): void;
   info(): { simd: string; threads: number };
 }
@@ -107,8 +107,8 @@ export function createNativeBackend(threads = defaultThreads()): Backend | null 
       if (!isF32(out) || !isF32(qa) || !isF32(qb) || kv.dtype === 'f64') {
         return ref.sharedKvAttention(out, qa, qb, kv, valueWidth, shape);
       }
-      const rows = kv.data as Float32Array | Uint16Array;
-      n.sharedKvAttention(out, qa, qb, rows, kv.width, valueWidth, shape.queries, shape.heads, shape.contextLengths, shape.scale);
+      const pages = kv.pages as ReadonlyArray<Float32Array | Uint16Array>;
+      n.sharedKvAttention(out, qa, qb, pages, kv.pageRows, kv.width, valueWidth, shape.queries, shape.heads, shape.contextLengths, shape.scale);
     },
   };
 }

@@ -357,7 +357,8 @@ void kernel_attention(float *out, const float *q, const float *k, const float *v
 typedef struct {
   float *out;
   const float *qa, *qb;
-  const void *kv;
+  const void *const *pages;
+  int64_t page_rows;
   int kvtype;
   int64_t width, va, heads;
   const int32_t *ctx;
@@ -381,11 +382,12 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float max = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
       float dot;
+      int64_t offset = (j % c->page_rows) * c->width;
       if (c->kvtype == 0) {
-        const float *row = (const float *)c->kv + j * c->width;
+        const float *row = (const float *)c->pages[j / c->page_rows] + offset;
         dot = dot_f32(row, qa, c->va) + dot_f32(row + c->va, qb, vb);
       } else {
-        const uint16_t *row = (const uint16_t *)c->kv + j * c->width;
+        const uint16_t *row = (const uint16_t *)c->pages[j / c->page_rows] + offset;
         dot = dot_f16(row, qa, c->va) + dot_f16(row + c->va, qb, vb);
       }
       s[j] = dot * c->scale;
@@ -399,8 +401,9 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float *o = c->out + th * c->va;
     memset(o, 0, (size_t)c->va * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
-      if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)c->kv + j * c->width, c->va);
-      else axpy_f16(o, s[j], (const uint16_t *)c->kv + j * c->width, c->va);
+      int64_t offset = (j % c->page_rows) * c->width;
+      if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)c->pages[j / c->page_rows] + offset, c->va);
+      else axpy_f16(o, s[j], (const uint16_t *)c->pages[j / c->page_rows] + offset, c->va);
     }
     float inv = 1.0f / sum;
     for (int64_t i = 0; i < c->va; i++) o[i] *= inv;
@@ -408,8 +411,9 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
   free(s);
 }
 
-void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *kv, int kvtype, int64_t width,
-                                int64_t va, int64_t queries, int64_t heads, const int32_t *ctx, float scale) {
-  shared_kv_ctx c = {out, qa, qb, kv, kvtype, width, va, heads, ctx, scale};
+void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *pages, int64_t page_rows,
+                                int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
+                                float scale) {
+  shared_kv_ctx c = {out, qa, qb, pages, page_rows, kvtype, width, va, heads, ctx, scale};
   pool_run(shared_kv_task, &c, queries * heads, 1);
 }

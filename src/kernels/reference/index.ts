@@ -20,13 +20,13 @@ function rowDecoder(w: Tensor, cols: number): (r: number, row: Float64Array) => 
   };
 }
 
-function kvRowReader(kv: SharedKvRows): (index: number) => number {
+/** Value i of row j of paged shared-KV rows, as a number. */
+function kvReader(kv: SharedKvRows): (j: number, i: number) => number {
+  const { pages, pageRows, width } = kv;
   if (kv.dtype === 'f16') {
-    const bits = kv.data as Uint16Array;
-    return (i) => f16ToF32(bits[i]!);
+    return (j, i) => f16ToF32((pages[Math.floor(j / pageRows)] as Uint16Array)[(j % pageRows) * width + i]!);
   }
-  const data = kv.data as Float32Array | Float64Array;
-  return (i) => data[i]!;
+  return (j, i) => pages[Math.floor(j / pageRows)]![(j % pageRows) * width + i]!;
 }
 
 export const referenceBackend: Backend = {
@@ -147,7 +147,7 @@ export const referenceBackend: Backend = {
     const { queries, heads, contextLengths, scale } = shape;
     const width = kv.width;
     const ropeWidth = width - valueWidth;
-    const read = kvRowReader(kv);
+    const read = kvReader(kv);
     let maxLen = 0;
     for (let t = 0; t < queries; t++) maxLen = Math.max(maxLen, contextLengths[t]!);
     const p = new Float64Array(maxLen);
@@ -158,10 +158,9 @@ export const referenceBackend: Backend = {
         const bo = (t * heads + h) * ropeWidth;
         let max = -Infinity;
         for (let j = 0; j < n; j++) {
-          const ro = j * width;
           let dot = 0;
-          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * read(ro + i);
-          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * read(ro + valueWidth + i);
+          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * read(j, i);
+          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * read(j, valueWidth + i);
           p[j] = dot * scale;
           if (p[j]! > max) max = p[j]!;
         }
@@ -172,7 +171,7 @@ export const referenceBackend: Backend = {
         }
         for (let i = 0; i < valueWidth; i++) {
           let acc = 0;
-          for (let j = 0; j < n; j++) acc += p[j]! * read(j * width + i);
+          for (let j = 0; j < n; j++) acc += p[j]! * read(j, i);
           out[ao + i] = acc / sum;
         }
       }
