@@ -15,9 +15,10 @@ import { checkContext, PagePool, type LatentCacheDType, type Page } from './page
 export type { LatentCacheDType } from './pagePool.js';
 
 export interface LatentCacheOptions {
-  readonly layers: number;
-  /** Values per token and layer: kv_lora_rank + qk_rope_head_dim. */
-  readonly width: number;
+  /** Layers (needed without a pool). */
+  readonly layers?: number;
+  /** Values per token and layer: kv_lora_rank + qk_rope_head_dim (needed without a pool). */
+  readonly width?: number;
   /** The context window: positions beyond it are refused. */
   readonly maxTokens: number;
   readonly dtype?: LatentCacheDType;
@@ -39,11 +40,14 @@ export class LatentCache {
   private released = false;
 
   constructor(options: LatentCacheOptions) {
+    if (!options.pool && (options.layers === undefined || options.width === undefined)) {
+      throw new RangeError('LatentCache needs a pool, or layers and width');
+    }
     this.pool =
       options.pool ??
       new PagePool({
-        layers: options.layers,
-        width: options.width,
+        layers: options.layers!,
+        width: options.width!,
         pageTokens: options.pageTokens ?? 64,
         dtype: options.dtype ?? 'f32',
         maxPages: Infinity,
@@ -79,16 +83,13 @@ export class LatentCache {
   }
 
   /**
-   * Start an empty sequence from full pages of a shared prefix (each retained here).
-   * The prefix covers pages.length × pageTokens tokens.
+   * Start an empty sequence from full pages of a shared prefix, taking over one reference to each
+   * (as PrefixCache.lookup hands them out). The prefix covers pages.length × pageTokens tokens.
    */
   adoptPrefix(pages: readonly Page[]): void {
     if (this.committed !== 0 || this.pages.length !== 0) throw new RangeError('adoptPrefix needs an empty cache');
     checkContext(pages.length * this.pool.pageTokens, this.maxTokens);
-    for (const p of pages) {
-      this.pool.retain(p);
-      this.pages.push(p);
-    }
+    for (const p of pages) this.pages.push(p);
     this.committed = pages.length * this.pool.pageTokens;
   }
 

@@ -136,7 +136,7 @@ export class Sampler {
    *   pass only the generated tokens for OpenAI's frequency/presence semantics, or prompt +
    *   generated for llama.cpp's (whose penalty window also covers the prompt).
    */
-  sample(logits: Float32Array | Float64Array, history: readonly number[]): number {
+  sample(logits: Float32Array | Float64Array, history: readonly number[], allow?: (token: number) => boolean): number {
     const n = this.vocab;
     if (logits.length < n) {
       throw new InvalidInputError('logits', `row has ${logits.length} entries but the vocabulary has ${n}`);
@@ -151,9 +151,17 @@ export class Sampler {
       work[i] = x;
     }
     this.applyPenalties(history);
+    if (!allow) return this.temperature === 0 ? this.argmax() : this.draw();
 
-    if (this.temperature === 0) return this.argmax();
-    return this.draw();
+    // Constrained decoding: redraw without a rejected token a few times (cheap when the model
+    // mostly agrees with the constraint), then mask every disallowed token and draw once more.
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const pick = this.temperature === 0 ? this.argmax() : this.draw();
+      if (allow(pick)) return pick;
+      work[pick] = -Infinity;
+    }
+    for (let i = 0; i < n; i++) if (work[i] !== -Infinity && !allow(i)) work[i] = -Infinity;
+    return this.temperature === 0 ? this.argmax() : this.draw();
   }
 
   /** Penalties over the last penaltyLastN ids of history, each distinct id once (llama.cpp semantics). */

@@ -27,8 +27,8 @@ export interface ForwardOptions {
 export interface BatchItem {
   readonly tokens: readonly number[];
   readonly cache: LatentCache;
-  /** Which of this item's positions get logits (default: the last). */
-  readonly logits?: 'last' | 'all';
+  /** Which of this item's positions get logits (default: the last; none for a prompt chunk that is not the end). */
+  readonly logits?: 'last' | 'all' | 'none';
 }
 
 export interface CacheOptions {
@@ -131,9 +131,11 @@ export class DeepseekModel {
     // Final norm and lm_head only for the rows whose logits were asked for.
     const rows: number[] = [];
     slices.forEach((s, i) => {
-      if (items[i]!.logits === 'all') for (let t = s.start; t < s.start + s.count; t++) rows.push(t);
-      else rows.push(s.start + s.count - 1);
+      const want = items[i]!.logits ?? 'last';
+      if (want === 'all') for (let t = s.start; t < s.start + s.count; t++) rows.push(t);
+      else if (want === 'last') rows.push(s.start + s.count - 1);
     });
+    if (rows.length === 0) return ws.get('logits', 0);
     const last = ws.get('last', rows.length * d);
     rows.forEach((t, r) => last.set(h.subarray(t * d, (t + 1) * d), r * d));
     const final = ws.get('final', rows.length * d);

@@ -54,6 +54,7 @@ test('sequences share the full pages of a common prefix and never write into the
   a.commit(4);
   assert.equal(pool.pagesInUse, 2);
   const b = new LatentCache({ layers: 1, width: 2, maxTokens: 8, pool });
+  for (const p of a.pageList) pool.retain(p);
   b.adoptPrefix(a.pageList.slice(0, 2));
   assert.equal(b.length, 4);
   assert.equal(pool.pagesInUse, 2, 'shared, not copied');

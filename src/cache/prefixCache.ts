@@ -1,0 +1,149 @@
+/**
+ * Prefix sharing: a tree over token ids in whole pages. Each node stands for one page of tokens
+ * following its parent's; it holds that page (a reference counted in the pool), so a request
+ * whose prompt starts with a cached path adopts those pages instead of recomputing them. Leaves
+ * are evicted least-recently-used when the pool needs room. Optionally backed by a DiskCache,
+ * which persists each unit under a hash of the whole prefix ending there.
+ */
+import { createHash } from 'node:crypto';
+import type { Page, PagePool } from './pagePool.js';
+import type { DiskCache } from './diskCache.js';
+
+interface Node {
+  readonly page: Page | null; // null only at the root
+  readonly parent: Node | null;
+  readonly children: Map<string, Node>;
+  readonly key: string;
+  /** Hash of every token from the start through this node's page (disk cache key). */
+  readonly prefixHash: string;
+  lastUsed: number;
+}
+
+function chunkKey(tokens: readonly number[], start: number, count: number): string {
+  return tokens.slice(start, start + count).join(',');
+}
+
+/** Chained content hash: H(parent hash ‖ this page's token ids). */
+function chainHash(parent: string, tokens: readonly number[], start: number, count: number): string {
+  const ids = Int32Array.from(tokens.slice(start, start + count));
+  return createHash('sha256').update(parent).update(new Uint8Array(ids.buffer)).digest('hex');
+}
+
+export class PrefixCache {
+  private readonly root: Node = { page: null, parent: null, children: new Map(), key: '', prefixHash: '', lastUsed: 0 };
+  private clock = 0;
+  private nodes = 0;
+
+  constructor(private readonly pool: PagePool) {}
+
+  /** Tokens held in memory by the tree. */
+  get tokens(): number {
+    return this.nodes * this.pool.pageTokens;
+  }
+
+  /**
+   * Pages of the longest cached prefix of `tokens` of at most `maxTokens` tokens, in whole pages,
+   * first from memory, then continued from `disk`. Each returned page is retained once for the
+   * caller (who passes them to LatentCache.adoptPrefix), so eviction cannot take them meanwhile.
+   */
+  lookup(tokens: readonly number[], maxTokens: number, disk: DiskCache | null = null): Page[] {
+    const P = this.pool.pageTokens;
+    const pages: Page[] = [];
+    let node = this.root;
+    const now = ++this.clock;
+    for (let start = 0; start + P <= Math.min(tokens.length, maxTokens); start += P) {
+      const key = chunkKey(tokens, start, P);
+      let child = node.children.get(key);
+      if (!child && disk) child = this.loadFromDisk(node, tokens, start, disk) ?? undefined;
+      if (!child) break;
+      child.lastUsed = now;
+      this.pool.retain(child.page!);
+      pages.push(child.page!);
+      node = child;
+    }
+    return pages;
+  }
+
+  /**
+   * Remember the full pages of a sequence: `pages[k]` holds tokens [kP, (k+1)P) of `tokens`.
+   * Pages already in the tree are kept (theirs and ours hold the same rows); new nodes are also
+   * written to `disk`.
+   */
+  insert(tokens: readonly number[], pages: readonly Page[], disk: DiskCache | null = null): void {
+    const P = this.pool.pageTokens;
+    const full = Math.min(Math.floor(tokens.length / P), pages.length);
+    let node = this.root;
+    const now = ++this.clock;
+    for (let k = 0; k < full; k++) {
+      const key = chunkKey(tokens, k * P, P);
+      let child = node.children.get(key);
+      if (!child) {
+        const page = pages[k]!;
+        this.pool.retain(page);
+        child = { page, parent: node, children: new Map(), key, prefixHash: chainHash(node.prefixHash, tokens, k * P, P), lastUsed: now };
+        node.children.set(key, child);
+        this.nodes++;
+        disk?.write(child.prefixHash, page);
+      }
+      child.lastUsed = now;
+      node = child;
+    }
+  }
+
+  /** Release up to `pages` least-recently-used leaves that no running sequence holds. Returns how many. */
+  evict(pages: number): number {
+    let freed = 0;
+    while (freed < pages) {
+      let victim: Node | null = null;
+      const visit = (n: Node): void => {
+        for (const c of n.children.values()) {
+          if (c.children.size === 0) {
+            if (c.page!.refs === 1 && (!victim || c.lastUsed < victim.lastUsed)) victim = c;
+          } else visit(c);
+        }
+      };
+      visit(this.root);
+      if (!victim) break;
+      const v: Node = victim;
+      v.parent!.children.delete(v.key);
+      this.nodes--;
+      this.pool.release(v.page!);
+      freed++;
+    }
+    return freed;
+  }
+
+  /** Drop every node (releasing the tree's references). */
+  clear(): void {
+    const drop = (n: Node): void => {
+      for (const c of n.children.values()) {
+        drop(c);
+        this.pool.release(c.page!);
+      }
+      n.children.clear();
+    };
+    drop(this.root);
+    this.nodes = 0;
+  }
+
+  private loadFromDisk(parent: Node, tokens: readonly number[], start: number, disk: DiskCache): Node | null {
+    const P = this.pool.pageTokens;
+    const prefixHash = chainHash(parent.prefixHash, tokens, start, P);
+    if (!disk.has(prefixHash)) return null;
+    let page: Page;
+    try {
+      page = this.pool.allocate();
+    } catch {
+      return null; // no room: compute instead
+    }
+    if (!disk.read(prefixHash, page)) {
+      this.pool.release(page);
+      return null;
+    }
+    const key = chunkKey(tokens, start, P);
+    const node: Node = { page, parent, children: new Map(), key, prefixHash, lastUsed: this.clock };
+    parent.children.set(key, node);
+    this.nodes++;
+    return node;
+  }
+}

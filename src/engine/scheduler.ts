@@ -1,0 +1,404 @@
+/**
+ * Continuous batching. Every step runs one batched forward pass over all running sequences:
+ * one token for each decoding sequence plus prompt chunks (up to `chunkTokens` tokens in all),
+ * so a long prompt is processed in pieces between other sequences' decode steps instead of
+ * stalling them. Sequences join and leave the batch at every step. Prompt prefixes are taken
+ * from the prefix cache (memory, then disk) in whole pages.
+ */
+import type { DeepseekModel, BatchItem } from '../model/deepseek.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { StreamingDetokenizer } from '../tokenizer/streamingDetokenizer.js';
+import { LatentCache } from '../cache/latentCache.js';
+import { CacheFullError, PagePool, type LatentCacheDType } from '../cache/pagePool.js';
+import { PrefixCache } from '../cache/prefixCache.js';
+import type { DiskCache } from '../cache/diskCache.js';
+import { ContextLengthExceededError, DseekError, InvalidInputError } from '../errors.js';
+import type { Vec } from '../kernels/tensor.js';
+import { Sampler } from './sampler.js';
+import { StopStringMatcher } from './stopStrings.js';
+import { JsonConstraint } from './jsonConstraint.js';
+import { endOfSequenceIds } from './generate.js';
+import type { EngineEvent, EngineRequest, EngineStats, FinishReason, TokenLogprob } from './types.js';
+
+export class QueueFullError extends DseekError {
+  constructor(limit: number) {
+    super('queue_full', `the request queue is full (${limit} waiting): retry later`);
+  }
+}
+
+export interface SchedulerOptions {
+  /** Sequences decoding at once. */
+  readonly maxSequences?: number;
+  /** Requests waiting beyond the running ones before new ones are refused. */
+  readonly maxQueue?: number;
+  /** Prompt tokens processed per step across all sequences. */
+  readonly chunkTokens?: number;
+  /** Context window per sequence. */
+  readonly contextLength?: number;
+  readonly cacheType?: LatentCacheDType;
+  /** Tokens per cache page (= prefix-cache unit). */
+  readonly pageTokens?: number;
+  /** Latent-cache memory budget in bytes (running sequences plus the prefix cache). */
+  readonly cacheBudgetBytes?: number;
+  /** Keep prompt prefixes in memory for reuse (default true). */
+  readonly prefixCache?: boolean;
+  readonly diskCache?: DiskCache | null;
+  readonly log?: (line: string) => void;
+}
+
+type Sink = (event: EngineEvent) => void;
+
+interface Sequence {
+  readonly id: number;
+  readonly request: EngineRequest;
+  readonly sink: Sink;
+  readonly submittedAt: number;
+  /** Prompt (and, after a preemption, generated) tokens not yet in the cache. */
+  pending: number[];
+  /** Every token of the sequence so far: prompt then generated. */
+  readonly tokens: number[];
+  readonly generated: number[];
+  cache: LatentCache | null;
+  sampler: Sampler;
+  detokenizer: StreamingDetokenizer | null;
+  stops: StopStringMatcher;
+  json: JsonConstraint | null;
+  cachedTokens: number;
+  started: boolean;
+  firstTokenAt: number;
+  cancelled: boolean;
+  /** Text held back by the stop matcher and detokenizer is delivered with `done`. */
+  text: string;
+}
+
+export class Scheduler {
+  readonly pool: PagePool;
+  readonly contextLength: number;
+  private readonly maxSequences: number;
+  private readonly maxQueue: number;
+  private readonly chunkTokens: number;
+  private readonly prefix: PrefixCache | null;
+  private readonly disk: DiskCache | null;
+  private readonly log: (line: string) => void;
+  private readonly eos: Set<number>;
+  private readonly validVocab: number;
+  private readonly queue: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private nextId = 1;
+
+  constructor(
+    readonly model: DeepseekModel,
+    readonly tokenizer: Tokenizer | null,
+    options: SchedulerOptions = {},
+  ) {
+    const c = model.config;
+    this.maxSequences = options.maxSequences ?? 16;
+    this.maxQueue = options.maxQueue ?? 64;
+    this.chunkTokens = options.chunkTokens ?? 256;
+    this.contextLength = Math.min(options.contextLength ?? 4096, c.maxPositionEmbeddings);
+    const width = c.kvLoraRank + c.qkRopeHeadDim;
+    const dtype = model.precision === 'f64' ? 'f64' : (options.cacheType ?? 'f16');
+    const pageTokens = options.pageTokens ?? 64;
+    const bytes = dtype === 'f16' ? 2 : dtype === 'f32' ? 4 : 8;
+    const pageBytes = c.numHiddenLayers * pageTokens * width * bytes;
+    // Default budget: every running sequence at full context, plus as much again for prefixes.
+    const budget = options.cacheBudgetBytes ?? 2 * this.maxSequences * Math.ceil(this.contextLength / pageTokens) * pageBytes;
+    const maxPages = Math.floor(budget / pageBytes);
+    if (maxPages < Math.ceil(this.contextLength / pageTokens)) {
+      throw new InvalidInputError('cache budget', `${budget} bytes cannot hold one sequence of ${this.contextLength} tokens (${pageBytes} bytes per ${pageTokens}-token page)`);
+    }
+    this.pool = new PagePool({ layers: c.numHiddenLayers, width, pageTokens, dtype, maxPages });
+    this.prefix = options.prefixCache === false ? null : new PrefixCache(this.pool);
+    if (this.prefix) this.pool.reclaim = (n) => this.prefix!.evict(n);
+    this.disk = options.diskCache ?? null;
+    this.log = options.log ?? (() => {});
+    this.eos = endOfSequenceIds(model, tokenizer);
+    this.validVocab = tokenizer ? Math.min(tokenizer.vocabSize, c.vocabSize) : c.vocabSize;
+  }
+
+  /** Queue a request; its events go to `sink`. Throws for a request that can never run. */
+  submit(request: EngineRequest, sink: Sink): number {
+    if (request.prompt.length === 0) throw new InvalidInputError('prompt', 'empty: give at least one token');
+    for (const id of request.prompt) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.model.config.vocabSize) {
+        throw new InvalidInputError('prompt', `token id ${id} is outside the vocabulary [0, ${this.model.config.vocabSize})`);
+      }
+    }
+    if (request.prompt.length >= this.contextLength) {
+      throw new ContextLengthExceededError(request.prompt.length + 1, this.contextLength);
+    }
+    if (!Number.isSafeInteger(request.maxTokens) || request.maxTokens < 1) {
+      throw new InvalidInputError('max_tokens', `must be an integer ≥ 1, got ${request.maxTokens}`);
+    }
+    if (request.stop?.length && !this.tokenizer) throw new InvalidInputError('stop', 'stop strings need a tokenizer');
+    // Requests beyond the free running slots wait; at most maxQueue of them.
+    const freeSlots = Math.max(0, this.maxSequences - this.running.length);
+    if (this.queue.length >= this.maxQueue + freeSlots) throw new QueueFullError(this.maxQueue);
+    const seq: Sequence = {
+      id: this.nextId++,
+      request,
+      sink,
+      submittedAt: performance.now(),
+      pending: [...request.prompt],
+      tokens: [...request.prompt],
+      generated: [],
+      cache: null,
+      sampler: new Sampler(request.sampling, this.validVocab),
+      detokenizer: this.tokenizer ? new StreamingDetokenizer(this.tokenizer, { skipSpecial: true }) : null,
+      stops: new StopStringMatcher([...(request.stop ?? [])]),
+      json: request.jsonMode ? new JsonConstraint() : null,
+      cachedTokens: 0,
+      started: false,
+      firstTokenAt: 0,
+      cancelled: false,
+      text: '',
+    };
+    this.queue.push(seq);
+    sink({ type: 'queued', position: this.queue.length - 1 });
+    return seq.id;
+  }
+
+  /** Cancel a request: it ends with finish reason `cancelled` at the next step, its pages freed. */
+  cancel(id: number): void {
+    const q = this.queue.findIndex((s) => s.id === id);
+    if (q >= 0) {
+      const [seq] = this.queue.splice(q, 1);
+      this.finish(seq!, 'cancelled');
+      return;
+    }
+    const seq = this.running.find((s) => s.id === id);
+    if (seq) seq.cancelled = true;
+  }
+
+  hasWork(): boolean {
+    return this.queue.length > 0 || this.running.length > 0;
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.running.length,
+      queued: this.queue.length,
+      cacheBytesInUse: this.pool.bytesInUse,
+      cacheBytesBudget: this.pool.maxPages * this.pool.bytesPerPage,
+      prefixCacheTokens: this.prefix ? this.prefix.tokens : 0,
+      diskCacheBytes: this.disk ? this.disk.bytes : 0,
+    };
+  }
+
+  /** One batched forward pass and its sampling. Returns false when there was nothing to do. */
+  step(): boolean {
+    for (const seq of [...this.running]) if (seq.cancelled) this.finish(seq, 'cancelled');
+    this.admit();
+    if (this.running.length === 0) return false;
+
+    // Sequences with one token to run (decoding, or a prompt whose prefix came from the cache)
+    // first, then prompt chunks within the token budget.
+    const batch: Array<{ seq: Sequence; tokens: number[]; last: boolean }> = [];
+    for (const seq of this.running) if (seq.pending.length === 1) batch.push({ seq, tokens: seq.pending, last: true });
+    let budget = this.chunkTokens;
+    for (const seq of this.running) {
+      if (seq.pending.length <= 1 || budget <= 0) continue;
+      const n = Math.min(seq.pending.length, budget);
+      budget -= n;
+      batch.push({ seq, tokens: seq.pending.slice(0, n), last: n === seq.pending.length });
+    }
+    if (batch.length === 0) return false;
+
+    // Reserve cache pages; on a full budget, preempt the youngest sequence (it resumes later).
+    for (let i = 0; i < batch.length; i++) {
+      const item = batch[i]!;
+      for (;;) {
+        try {
+          item.seq.cache!.reserve(item.tokens.length);
+          break;
+        } catch (err) {
+          if (!(err instanceof CacheFullError) || this.running.length <= 1) throw err;
+          const victim = this.preemptYoungest();
+          const at = batch.findIndex((b) => b.seq === victim);
+          if (at >= 0) batch.splice(at, 1);
+          if (victim === item.seq) {
+            i--;
+            break;
+          }
+          if (at >= 0 && at < i) i--;
+        }
+      }
+    }
+    if (batch.length === 0) return true;
+
+    const items: BatchItem[] = batch.map((b) => ({ tokens: b.tokens, cache: b.seq.cache!, logits: b.last ? 'last' : 'none' }));
+    const logits = this.model.forwardBatch(items);
+    const V = this.model.config.vocabSize;
+    let row = 0;
+    for (const b of batch) {
+      const seq = b.seq;
+      seq.pending = seq.pending.slice(b.tokens.length);
+      if (!b.last) continue;
+      const rowLogits = logits.subarray(row * V, (row + 1) * V);
+      row++;
+      if (seq.generated.length === 0 && seq.tokens.length === seq.request.prompt.length) this.rememberPrefix(seq);
+      this.sampleNext(seq, rowLogits);
+    }
+    return true;
+  }
+
+  /** Cancel everything (shutdown). */
+  cancelAll(): void {
+    for (const seq of [...this.queue]) this.cancel(seq.id);
+    for (const seq of this.running) seq.cancelled = true;
+    for (const seq of [...this.running]) this.finish(seq, 'cancelled');
+  }
+
+  private admit(): void {
+    while (this.queue.length > 0 && this.running.length < this.maxSequences) {
+      const seq = this.queue[0]!;
+      // Admit only when its prompt fits beside the running sequences (after evicting cached
+      // prefixes): otherwise admitting would only preempt someone. Alone, it always fits.
+      const needed = Math.ceil((seq.pending.length + 1) / this.pool.pageTokens);
+      const free = () => this.pool.maxPages - this.pool.pagesInUse;
+      if (free() < needed && this.prefix) this.prefix.evict(needed - free());
+      if (free() < needed && this.running.length > 0) break;
+      const cache = new LatentCache({ maxTokens: this.contextLength, pool: this.pool });
+      // Reuse whole pages of a cached prefix, always leaving ≥ 1 token to compute (for its logits).
+      if (this.prefix && seq.cachedTokens === 0 && !seq.started) {
+        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk);
+        if (pages.length > 0) {
+          cache.adoptPrefix(pages);
+          seq.cachedTokens = cache.length;
+          seq.pending = seq.pending.slice(cache.length);
+        }
+      }
+      seq.cache = cache;
+      this.queue.shift();
+      this.running.push(seq);
+      if (!seq.started) {
+        seq.started = true;
+        seq.sink({ type: 'started', promptTokens: seq.request.prompt.length, cachedTokens: seq.cachedTokens });
+      }
+      this.queue.forEach((q, i) => q.sink({ type: 'queued', position: i }));
+    }
+  }
+
+  /** Give the youngest running sequence's pages back and queue it to resume (recomputing its tokens). */
+  private preemptYoungest(): Sequence {
+    const seq = this.running.pop()!;
+    this.log(`cache full: preempting request ${seq.id} (${seq.tokens.length} tokens) to resume later`);
+    seq.cache!.release();
+    seq.cache = null;
+    seq.pending = [...seq.tokens]; // prompt, generated tokens and the one sampled but not yet run
+    this.queue.unshift(seq);
+    return seq;
+  }
+
+  private sampleNext(seq: Sequence, logits: Vec): void {
+    const r = seq.request;
+    let token: number;
+    try {
+      token = seq.json ? this.sampleJson(seq, logits) : seq.sampler.sample(logits, seq.tokens);
+    } catch (err) {
+      if (err instanceof InvalidInputError && seq.json) {
+        // No token continues the JSON: nothing valid can follow.
+        this.finish(seq, 'stop');
+        return;
+      }
+      throw err;
+    }
+    if (seq.generated.length === 0) seq.firstTokenAt = performance.now();
+    seq.generated.push(token);
+    seq.tokens.push(token);
+    if (this.eos.has(token) && !r.ignoreEos) {
+      this.finish(seq, 'stop');
+      return;
+    }
+    const event: { type: 'token'; token: number; text: string; logprob?: TokenLogprob; topLogprobs?: TokenLogprob[] } = {
+      type: 'token',
+      token,
+      text: '',
+    };
+    if (r.topLogprobs !== undefined) {
+      const lp = this.logprobs(logits, token, r.topLogprobs);
+      event.logprob = lp.chosen;
+      event.topLogprobs = lp.top;
+    }
+    seq.json?.advance(this.tokenizer!.tokenBytes(token));
+    let stopped = false;
+    if (seq.detokenizer) {
+      const piece = seq.stops.push(seq.detokenizer.push(token));
+      event.text = piece.emit;
+      seq.text += piece.emit;
+      stopped = piece.stopped;
+    }
+    seq.sink(event);
+    if (stopped || seq.json?.complete) this.finish(seq, 'stop', stopped);
+    else if (seq.generated.length >= r.maxTokens || seq.tokens.length >= this.contextLength) this.finish(seq, 'length');
+    else seq.pending = [token];
+  }
+
+  private sampleJson(seq: Sequence, logits: Vec): number {
+    const tok = this.tokenizer!;
+    const json = seq.json!;
+    return seq.sampler.sample(logits, seq.tokens, (id) => !tok.isSpecial(id) && json.accepts(tok.tokenBytes(id)));
+  }
+
+  /** log-softmax of the raw model logits (temperature 1, before penalties) over the valid vocabulary. */
+  private logprobs(logits: Vec, chosen: number, top: number): { chosen: TokenLogprob; top: TokenLogprob[] } {
+    const n = this.validVocab;
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) max = Math.max(max, logits[i]!);
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += Math.exp(logits[i]! - max);
+    const logZ = max + Math.log(sum);
+    const entry = (id: number): TokenLogprob => {
+      const bytes = this.tokenizer ? this.tokenizer.tokenBytes(id) : new Uint8Array();
+      return { token: id, text: new TextDecoder().decode(bytes), bytes: Array.from(bytes), logprob: logits[id]! - logZ };
+    };
+    const best: number[] = [];
+    for (let k = 0; k < top; k++) {
+      let pick = -1;
+      for (let i = 0; i < n; i++) {
+        if (best.includes(i)) continue;
+        if (pick < 0 || logits[i]! > logits[pick]!) pick = i;
+      }
+      if (pick < 0) break;
+      best.push(pick);
+    }
+    return { chosen: entry(chosen), top: best.map(entry) };
+  }
+
+  /** Put the prompt's full pages into the prefix cache ("end of the user input" unit). */
+  private rememberPrefix(seq: Sequence): void {
+    if (!this.prefix || !seq.cache) return;
+    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk);
+  }
+
+  private finish(seq: Sequence, reason: FinishReason, stoppedByString = false): void {
+    const i = this.running.indexOf(seq);
+    if (i >= 0) this.running.splice(i, 1);
+    let tail = '';
+    if (seq.detokenizer && !stoppedByString && reason !== 'cancelled') {
+      const rest = seq.stops.push(seq.detokenizer.flush());
+      tail = rest.emit + (rest.stopped ? '' : seq.stops.flush());
+    }
+    if (seq.cache) {
+      // "End of the model output" unit: the whole conversation so far, for the next turn.
+      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk);
+      seq.cache.release();
+      seq.cache = null;
+    }
+    const now = performance.now();
+    const promptTokens = seq.request.prompt.length;
+    seq.sink({
+      type: 'done',
+      finishReason: reason,
+      text: tail,
+      usage: {
+        promptTokens,
+        completionTokens: seq.generated.length,
+        promptCacheHitTokens: seq.cachedTokens,
+        promptCacheMissTokens: promptTokens - seq.cachedTokens,
+      },
+      timeToFirstTokenS: seq.firstTokenAt ? (seq.firstTokenAt - seq.submittedAt) / 1000 : (now - seq.submittedAt) / 1000,
+      generationS: seq.firstTokenAt ? (now - seq.firstTokenAt) / 1000 : 0,
+    });
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The engine's worker thread: loads the model and runs the scheduler loop here, so the HTTP
+ * event loop never runs model code. Speaks a small message protocol with workerEngine.ts.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { join } from 'node:path';
+import { loadModel } from '../model/load.js';
+import { modelFingerprint } from '../model/fingerprint.js';
+import { selectBackend } from '../kernels/select.js';
+import { DiskCache } from '../cache/diskCache.js';
+import { Scheduler } from './scheduler.js';
+import { SchedulerLoop } from './localEngine.js';
+import type { WorkerInit, ToWorker, FromWorker } from './workerProtocol.js';
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+const post = (m: FromWorker) => port.postMessage(m);
+const log = (line: string) => post({ type: 'log', line });
+
+try {
+  const loaded = loadModel(init.modelPath, { backend: selectBackend(init.backend, init.threads), precision: 'f32' });
+  const c = loaded.config;
+  const cacheType = init.scheduler.cacheType ?? 'f16';
+  const pageTokens = init.scheduler.pageTokens ?? 64;
+  const disk = init.diskCacheDir
+    ? new DiskCache({
+        dir: join(init.diskCacheDir, modelFingerprint(init.modelPath).slice(0, 16)),
+        fingerprint: modelFingerprint(init.modelPath),
+        layers: c.numHiddenLayers,
+        width: c.kvLoraRank + c.qkRopeHeadDim,
+        pageTokens,
+        dtype: cacheType,
+        maxBytes: init.diskCacheMaxBytes,
+        log,
+      })
+    : null;
+  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, diskCache: disk, log });
+  const loop = new SchedulerLoop(scheduler);
+  /** The engine's request ids → the scheduler's. */
+  const idMap = new Map<number, number>();
+  let lastStats = 0;
+  loop.afterStep = () => {
+    const now = Date.now();
+    if (now - lastStats > 100 || !scheduler.hasWork()) {
+      lastStats = now;
+      post({ type: 'stats', stats: scheduler.stats() });
+    }
+  };
+  port.on('message', (m: ToWorker) => {
+    if (m.type === 'submit') {
+      try {
+        const sid = scheduler.submit(m.request, (event) => {
+          if (event.type === 'done') idMap.delete(m.id);
+          post({ type: 'event', id: m.id, event });
+        });
+        idMap.set(m.id, sid);
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        post({ type: 'error', id: m.id, error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+      }
+      loop.kick();
+    } else if (m.type === 'cancel') {
+      const sid = idMap.get(m.id);
+      if (sid !== undefined) scheduler.cancel(sid);
+      loop.kick();
+    } else if (m.type === 'close') {
+      void loop.drain(m.deadlineMs).then(() => post({ type: 'closed' }));
+    }
+  });
+  post({
+    type: 'ready',
+    info: {
+      backend: loaded.model.backend.name,
+      contextLength: scheduler.contextLength,
+      cacheBytesBudget: scheduler.pool.maxPages * scheduler.pool.bytesPerPage,
+      cacheBytesPerToken: scheduler.pool.bytesPerPage / scheduler.pool.pageTokens,
+      diskCacheDir: disk ? disk.dir : null,
+    },
+  });
+} catch (err) {
+  const e = err as Error & { code?: string };
+  post({ type: 'fatal', error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+}

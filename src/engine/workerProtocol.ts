@@ -1,0 +1,53 @@
+/** Messages between the engine worker thread and its host (structured-clone data only). */
+import type { BackendChoice } from '../kernels/select.js';
+import type { LatentCacheDType } from '../cache/pagePool.js';
+import type { EngineEvent, EngineRequest, EngineStats } from './types.js';
+
+export interface WorkerSchedulerOptions {
+  readonly maxSequences?: number;
+  readonly maxQueue?: number;
+  readonly chunkTokens?: number;
+  readonly contextLength?: number;
+  readonly cacheType?: LatentCacheDType;
+  readonly pageTokens?: number;
+  readonly cacheBudgetBytes?: number;
+  readonly prefixCache?: boolean;
+}
+
+export interface WorkerInit {
+  readonly modelPath: string;
+  readonly backend: BackendChoice;
+  readonly threads: number;
+  readonly scheduler: WorkerSchedulerOptions;
+  /** null: no disk cache. */
+  readonly diskCacheDir: string | null;
+  readonly diskCacheMaxBytes: number;
+}
+
+export interface EngineInfo {
+  readonly backend: string;
+  readonly contextLength: number;
+  readonly cacheBytesBudget: number;
+  readonly cacheBytesPerToken: number;
+  readonly diskCacheDir: string | null;
+}
+
+export interface SerializedError {
+  readonly name: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+export type ToWorker =
+  | { readonly type: 'submit'; readonly id: number; readonly request: EngineRequest }
+  | { readonly type: 'cancel'; readonly id: number }
+  | { readonly type: 'close'; readonly deadlineMs: number };
+
+export type FromWorker =
+  | { readonly type: 'ready'; readonly info: EngineInfo }
+  | { readonly type: 'fatal'; readonly error: SerializedError }
+  | { readonly type: 'event'; readonly id: number; readonly event: EngineEvent }
+  | { readonly type: 'error'; readonly id: number; readonly error: SerializedError }
+  | { readonly type: 'stats'; readonly stats: EngineStats }
+  | { readonly type: 'log'; readonly line: string }
+  | { readonly type: 'closed' };
