@@ -19,6 +19,9 @@ import { nearestInt } from './common.js';
 export const GROUP_MAX_EPS = 1e-15;
 
 const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > hi ? hi : v);
+/** Scratch levels (sub-blocks are at most 32 elements; the quantisers are never re-entered). */
+const levels = new Int32Array(32);
+const aux = new Uint8Array(32);
 
 /**
  * Symmetric levels for x[from, from+n): writes L[i] = l + nmax ∈ [0, 2·nmax) and returns the scale
@@ -33,29 +36,24 @@ export function symmetricScale(x: Float32Array, from: number, n: number, nmax: n
   }
   // Least squares with weights w = x² for a fixed grid: scale = Σw·x·l / Σw·l², and the fit is
   // better the larger (Σw·x·l)² / Σw·l².
-  const fit = (iscale: number, store: boolean): { sumlx: number; suml2: number } => {
+  let scale = 0;
+  let best = -1;
+  for (let step = 0; step <= 18; step++) {
+    // First the grid of nmax levels itself, then nmax + 0.1·k for k = −9..−1, 1..9 (the reference's order).
+    const k = step === 0 ? 0 : step <= 9 ? step - 10 : step - 9;
+    const iscale = -(nmax + 0.1 * k) / max;
     let sumlx = 0;
     let suml2 = 0;
     for (let i = from; i < from + n; i++) {
       const v = x[i]!;
       const l = clamp(nearestInt(iscale * v), -nmax, nmax - 1);
-      if (store) L[i] = l + nmax;
       const w = v * v;
       sumlx += w * v * l;
       suml2 += w * l * l;
     }
-    return { sumlx, suml2 };
-  };
-  const first = fit(-nmax / max, true);
-  let scale = first.suml2 !== 0 ? first.sumlx / first.suml2 : 0;
-  let best = scale * first.sumlx;
-  for (let step = -9; step <= 9; step++) {
-    if (step === 0) continue;
-    const iscale = -(nmax + 0.1 * step) / max;
-    const { sumlx, suml2 } = fit(iscale, false);
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      fit(iscale, true);
-      scale = sumlx / suml2;
+    if (step === 0 || (suml2 > 0 && sumlx * sumlx > best * suml2)) {
+      for (let i = from; i < from + n; i++) L[i] = clamp(nearestInt(iscale * x[i]!), -nmax, nmax - 1) + nmax;
+      scale = suml2 !== 0 ? sumlx / suml2 : 0;
       best = scale * sumlx;
     }
   }
@@ -71,7 +69,7 @@ export function symmetricScaleRefined(x: Float32Array, from: number, n: number, 
     return 0;
   }
   const iscale = -nmax / max;
-  const l = new Int32Array(n);
+  const l = levels;
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
@@ -141,7 +139,6 @@ export function affineScale(
     L.fill(0, from, from + n);
     return [0, -lo];
   }
-  const err = (d: number): number => (mad ? Math.abs(d) : d * d);
   let iscale = nmax / (hi - lo);
   let scale = 1 / iscale;
   let min = lo;
@@ -150,9 +147,9 @@ export function affineScale(
     const v = x[from + i]!;
     const l = clamp(nearestInt(iscale * (v - lo)), 0, nmax);
     L[from + i] = l;
-    bestError += weights[i]! * err(scale * l + lo - v);
+    const diff = scale * l + lo - v;
+    bestError += weights[i]! * (mad ? Math.abs(diff) : diff * diff);
   }
-  const aux = new Uint8Array(n);
   for (let k = 0; k <= nstep; k++) {
     iscale = (rmin + rdelta * k + nmax) / (hi - lo);
     let sumL = 0;
@@ -177,9 +174,12 @@ export function affineScale(
       s = sumXL / sumL2;
     }
     let e = 0;
-    for (let i = 0; i < n; i++) e += weights[i]! * err(s * aux[i]! + m - x[from + i]!);
+    for (let i = 0; i < n; i++) {
+      const diff = s * aux[i]! + m - x[from + i]!;
+      e += weights[i]! * (mad ? Math.abs(diff) : diff * diff);
+    }
     if (e < bestError) {
-      L.set(aux, from);
+      L.set(aux.subarray(0, n), from);
       bestError = e;
       scale = s;
       min = m;
