@@ -27,7 +27,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { InvalidInputError, ModelFormatError, TensorShapeError } from '../errors.js';
-import { bytesPerElement, elementCount, type DType, type Tensor } from '../kernels/tensor.js';
+import { bytesPerElement, elementCount, isFloatType, type DType, type Tensor } from '../kernels/tensor.js';
 
 /** Where the model loader gets its weights: safetensors now, GGUF later. */
 export interface WeightSource {
@@ -59,7 +59,7 @@ const DTYPE_BITS: ReadonlyMap<string, number> = new Map([
 ]);
 
 const LOADED: ReadonlyMap<string, DType> = new Map([['F32', 'f32'], ['F16', 'f16'], ['BF16', 'bf16']]);
-const STORED_NAME: Readonly<Record<DType, string>> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+const STORED_NAME: Readonly<Partial<Record<DType, string>>> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
 /** One tensor of one file: where its bytes are, absolute in the file. */
 interface Entry {
@@ -408,6 +408,9 @@ export function writeSafetensors(
   for (const [name, t] of list) {
     if (name === '__metadata__') throw new InvalidInputError('tensors', '"__metadata__" is reserved and cannot name a tensor');
     if (Object.hasOwn(header, name)) throw new InvalidInputError('tensors', `tensor ${JSON.stringify(name)} is given twice`);
+    if (!isFloatType(t.dtype)) {
+      throw new InvalidInputError('tensors', `tensor ${JSON.stringify(name)} is ${t.dtype}: safetensors stores F32, F16 and BF16 only`);
+    }
     const size = elementCount(t.shape) * bytesPerElement(t.dtype);
     if (t.data.byteLength !== size) {
       throw new TensorShapeError(name, `${t.data.byteLength} bytes of data but shape [${t.shape.join(', ')}] of ${t.dtype} needs ${size}`);

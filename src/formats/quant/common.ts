@@ -3,7 +3,7 @@
  * the two rounding rules ggml's reference quantisers use.
  */
 import { InvalidInputError } from '../../errors.js';
-import { f16ToF32, f32ToF16 } from '../../kernels/tensor.js';
+import { f16ToF32, f32ToF16 } from '../../kernels/float16.js';
 
 /** Where dequantised values go: f32 normally, f64 for a float64 reference run. */
 export type OutVec = Float32Array | Float64Array;

@@ -25,7 +25,7 @@
  * Q4_1/Q5_1 while |min| ≪ 2^11·d; the K-quants re-run their search and promise no bit-exactness.
  */
 import { InvalidInputError } from '../../errors.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../kernels/tensor.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../kernels/float16.js';
 import type { BlockCodec, OutVec } from './common.js';
 import { q2_k, q3_k, q4_k, q5_k, q6_k } from './kquants.js';
 import { q4_0, q4_1, q5_0, q5_1, q8_0 } from './legacy.js';

@@ -4,20 +4,16 @@
  * are f64, so sums accumulate in f64 and round once when stored into an f32 Vec.
  */
 import type { AttentionShape, Backend, SharedKvRows } from '../backend.js';
-import { elementCount, elementReader, f16ToF32, type Tensor, type Vec } from '../tensor.js';
+import { decodeRow, elementCount, f16ToF32, type Tensor, type Vec } from '../tensor.js';
 
 function dims2(w: Tensor): [rows: number, cols: number] {
   const rows = w.shape[0]!;
   return [rows, elementCount(w.shape) / rows];
 }
 
-/** Reads weight row r into `row` (decoding 16-bit types on the fly; never the whole tensor). */
+/** Reads weight row r into `row` (decoding 16-bit and block types on the fly; never the whole tensor). */
 function rowDecoder(w: Tensor, cols: number): (r: number, row: Float64Array) => void {
-  const read = elementReader(w);
-  return (r, row) => {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) row[c] = read(base + c);
-  };
+  return (r, row) => decodeRow(w, r * cols, cols, row);
 }
 
 /** Value i of row j of paged shared-KV rows, as a number. */
@@ -65,13 +61,14 @@ export const referenceBackend: Backend = {
 
   rmsNorm(y, x, weight, eps, tokens) {
     const dim = elementCount(weight.shape);
-    const wRead = elementReader(weight);
+    const wRow = new Float64Array(dim);
+    decodeRow(weight, 0, dim, wRow);
     for (let t = 0; t < tokens; t++) {
       const o = t * dim;
       let sumSq = 0;
       for (let i = 0; i < dim; i++) sumSq += x[o + i]! * x[o + i]!;
       const inv = 1 / Math.sqrt(sumSq / dim + eps);
-      for (let i = 0; i < dim; i++) y[o + i] = x[o + i]! * inv * wRead(i);
+      for (let i = 0; i < dim; i++) y[o + i] = x[o + i]! * inv * wRow[i]!;
     }
   },
 

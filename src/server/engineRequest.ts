@@ -1,0 +1,54 @@
+/** Validated OpenAI fields → the engine's requests, one per choice. */
+import type { SamplingOptions } from '../engine/sampler.js';
+import type { EngineRequest } from '../engine/types.js';
+import { HttpError } from './httpError.js';
+import type { ChatBody, CompletionBody } from './schemas.js';
+
+type Common = ChatBody | CompletionBody;
+
+/** The model field is optional (lenient), but naming another model is a 404, as OpenAI answers. */
+export function checkModel(body: Common, modelName: string): void {
+  if (body.model != null && body.model !== modelName) {
+    throw new HttpError(404, `the model ${JSON.stringify(body.model)} does not exist: this server serves ${JSON.stringify(modelName)}`, 'invalid_request_error', 'model', 'model_not_found');
+  }
+}
+
+/** max_completion_tokens is OpenAI's newer name for max_tokens; it wins when both are sent. */
+export function requestedMaxTokens(body: Common): number | undefined {
+  return body.max_completion_tokens ?? body.max_tokens ?? undefined;
+}
+
+export function samplingOf(body: Common): SamplingOptions {
+  const s: { -readonly [K in keyof SamplingOptions]: SamplingOptions[K] } = {};
+  if (body.temperature != null) s.temperature = body.temperature;
+  if (body.top_p != null) s.topP = body.top_p;
+  if (body.top_k != null) s.topK = body.top_k;
+  if (body.min_p != null) s.minP = body.min_p;
+  if (body.frequency_penalty != null) s.frequencyPenalty = body.frequency_penalty;
+  if (body.presence_penalty != null) s.presencePenalty = body.presence_penalty;
+  if (body.repetition_penalty != null) s.repetitionPenalty = body.repetition_penalty;
+  return s;
+}
+
+/**
+ * n requests for the n choices. With a seed, choice i uses seed + i: reproducible, yet the
+ * choices differ (n identical answers would be useless).
+ */
+export function engineRequests(body: Common, prompt: readonly number[], maxTokens: number, topLogprobs: number | undefined): EngineRequest[] {
+  const n = body.n ?? 1;
+  const stop = body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  const sampling = samplingOf(body);
+  return Array.from({ length: n }, (_, i): EngineRequest => ({
+    prompt,
+    maxTokens,
+    sampling: body.seed != null ? { ...sampling, seed: choiceSeed(body.seed, i) } : sampling,
+    ...(stop !== undefined && { stop }),
+    ...(topLogprobs !== undefined && { topLogprobs }),
+    ...(body.response_format?.type === 'json_object' && { jsonMode: true }),
+  }));
+}
+
+/** seed + i, stepping down instead at the top of the safe-integer range. */
+function choiceSeed(seed: number, i: number): number {
+  return Number.isSafeInteger(seed + i) ? seed + i : seed - i;
+}

@@ -1,0 +1,97 @@
+/**
+ * Server metrics in the Prometheus text exposition format (version 0.0.4). Hand-written rather
+ * than a client library: a few counters and two histograms do not justify a dependency.
+ */
+import type { EngineStats } from '../engine/types.js';
+
+export type CancelReason = 'client_disconnect' | 'timeout' | 'shutdown';
+
+const TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private total = 0;
+  constructor(readonly buckets: readonly number[]) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(x: number): void {
+    this.buckets.forEach((b, i) => {
+      if (x <= b) this.counts[i]!++;
+    });
+    this.sum += x;
+    this.total++;
+  }
+  lines(name: string, labels: string): string[] {
+    const sep = labels ? ',' : '';
+    const out = this.buckets.map((b, i) => `${name}_bucket{${labels}${sep}le="${b}"} ${this.counts[i]}`);
+    out.push(`${name}_bucket{${labels}${sep}le="+Inf"} ${this.total}`);
+    const braces = labels ? `{${labels}}` : '';
+    out.push(`${name}_sum${braces} ${this.sum}`, `${name}_count${braces} ${this.total}`);
+    return out;
+  }
+}
+
+export class Metrics {
+  private readonly requests = new Map<string, number>();
+  private readonly cancellations = new Map<CancelReason, number>();
+  private readonly durations = new Map<string, Histogram>();
+  private readonly ttft = new Histogram(TTFT_BUCKETS);
+  private promptTokens = 0;
+  private completionTokens = 0;
+  private cacheHitTokens = 0;
+  private cacheMissTokens = 0;
+  private cost = 0;
+
+  constructor(private readonly currency: string) {}
+
+  /** One finished HTTP exchange; `route` is the matched route pattern (bounded label values). */
+  request(route: string, status: number, seconds: number): void {
+    const key = `route="${route}",status="${status}"`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    let h = this.durations.get(route);
+    if (!h) this.durations.set(route, (h = new Histogram(DURATION_BUCKETS)));
+    h.observe(seconds);
+  }
+
+  firstToken(seconds: number): void {
+    this.ttft.observe(seconds);
+  }
+
+  tokens(prompt: number, completion: number, cacheHit: number, cacheMiss: number, cost: number): void {
+    this.promptTokens += prompt;
+    this.completionTokens += completion;
+    this.cacheHitTokens += cacheHit;
+    this.cacheMissTokens += cacheMiss;
+    this.cost += cost;
+  }
+
+  cancelled(reason: CancelReason): void {
+    this.cancellations.set(reason, (this.cancellations.get(reason) ?? 0) + 1);
+  }
+
+  render(stats: EngineStats | null): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string, lines: string[]) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
+    };
+    metric('dseek_http_requests_total', 'counter', 'HTTP requests by route and status code.', [...this.requests].map(([k, v]) => `dseek_http_requests_total{${k}} ${v}`));
+    metric('dseek_prompt_tokens_total', 'counter', 'Prompt tokens billed.', [`dseek_prompt_tokens_total ${this.promptTokens}`]);
+    metric('dseek_completion_tokens_total', 'counter', 'Generated tokens billed.', [`dseek_completion_tokens_total ${this.completionTokens}`]);
+    metric('dseek_prompt_cache_hit_tokens_total', 'counter', 'Prompt tokens served from the prefix cache.', [`dseek_prompt_cache_hit_tokens_total ${this.cacheHitTokens}`]);
+    metric('dseek_prompt_cache_miss_tokens_total', 'counter', 'Prompt tokens computed (not in the prefix cache).', [`dseek_prompt_cache_miss_tokens_total ${this.cacheMissTokens}`]);
+    metric('dseek_cost_total', 'counter', 'Summed cost of all responses at the configured price table.', [`dseek_cost_total{currency="${this.currency}"} ${this.cost}`]);
+    metric('dseek_cancellations_total', 'counter', 'Requests aborted before the end, by cause.', (['client_disconnect', 'timeout', 'shutdown'] as const).map((r) => `dseek_cancellations_total{reason="${r}"} ${this.cancellations.get(r) ?? 0}`));
+    if (stats) {
+      metric('dseek_queue_depth', 'gauge', 'Sequences waiting in the engine queue.', [`dseek_queue_depth ${stats.queued}`]);
+      metric('dseek_running_sequences', 'gauge', 'Sequences the engine is running.', [`dseek_running_sequences ${stats.running}`]);
+      metric('dseek_cache_bytes_in_use', 'gauge', 'Latent-cache bytes in use.', [`dseek_cache_bytes_in_use ${stats.cacheBytesInUse}`]);
+      metric('dseek_cache_bytes_budget', 'gauge', 'Latent-cache byte budget.', [`dseek_cache_bytes_budget ${stats.cacheBytesBudget}`]);
+      metric('dseek_prefix_cache_tokens', 'gauge', 'Tokens held in the prefix cache.', [`dseek_prefix_cache_tokens ${stats.prefixCacheTokens}`]);
+    }
+    metric('dseek_time_to_first_token_seconds', 'histogram', 'Time from request arrival to the first generated token.', this.ttft.lines('dseek_time_to_first_token_seconds', ''));
+    metric('dseek_request_duration_seconds', 'histogram', 'Time from request arrival to the end of the response, by route.', [...this.durations].flatMap(([route, h]) => h.lines('dseek_request_duration_seconds', `route="${route}"`)));
+    return out.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Request → prompt token ids. Tokenising here, in the server process, keeps the engine's worker
+ * busy with the model only, and lets the context-length check answer before anything is queued.
+ */
+import { renderChat, type ChatMessage } from '../tokenizer/chatTemplate.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { badRequest } from './httpError.js';
+import type { ChatMessageBody } from './schemas.js';
+
+export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[]): number[] {
+  if (!tokenizer.chatTemplate) {
+    throw badRequest('messages', 'the served model has no chat template; use /v1/completions with a raw prompt');
+  }
+  const plain: ChatMessage[] = messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === 'string' ? m.content : m.content === null ? '' : m.content.map((p) => p.text).join(''),
+  }));
+  const text = renderChat(tokenizer.chatTemplate, plain, {
+    bosToken: tokenText(tokenizer, tokenizer.bosId),
+    eosToken: tokenText(tokenizer, tokenizer.eosId),
+    addGenerationPrompt: true,
+  });
+  // The template's special tokens (BOS, role markers) must parse. User text that spells a special
+  // token also parses here — as in every HF-template server; the template has no way to escape it.
+  return tokenizer.encode(text);
+}
+
+function tokenText(tokenizer: Tokenizer, id: number | null): string {
+  return id === null ? '' : new TextDecoder().decode(tokenizer.tokenBytes(id));
+}
+
+export const FIM_BEGIN = '<｜fim▁begin｜>';
+export const FIM_HOLE = '<｜fim▁hole｜>';
+export const FIM_END = '<｜fim▁end｜>';
+
+/**
+ * A raw completion prompt: text is untrusted, so special-token spellings stay plain text
+ * (parseSpecial false); token-id prompts are taken as given after a range check. With `suffix`,
+ * builds DeepSeek-Coder's fill-in-the-middle prompt `<｜fim▁begin｜>prompt<｜fim▁hole｜>suffix<｜fim▁end｜>`.
+ */
+export function completionPromptIds(tokenizer: Tokenizer, prompt: string | readonly number[], suffix: string | null | undefined): number[] {
+  if (typeof prompt !== 'string') {
+    const bad = prompt.findIndex((id) => id >= tokenizer.vocabSize);
+    if (bad >= 0) throw badRequest('prompt', `prompt[${bad}] = ${prompt[bad]} is not a token id: ids run from 0 to ${tokenizer.vocabSize - 1}`);
+    if (suffix != null) throw badRequest('suffix', 'suffix needs a string prompt, not token ids');
+    return [...prompt];
+  }
+  if (suffix == null) {
+    const ids = tokenizer.encode(prompt, { parseSpecial: false });
+    if (ids.length === 0) throw badRequest('prompt', 'prompt must not be empty');
+    return ids;
+  }
+  const [begin, hole, end] = [FIM_BEGIN, FIM_HOLE, FIM_END].map((t) => tokenizer.tokenId(t));
+  if (begin === undefined || hole === undefined || end === undefined) {
+    throw badRequest('suffix', `suffix (fill-in-the-middle) is not available: the served model's tokenizer has no ${FIM_BEGIN}, ${FIM_HOLE} and ${FIM_END} tokens`);
+  }
+  const plain = (text: string) => tokenizer.encode(text, { parseSpecial: false, addBos: false });
+  const bos = tokenizer.addBosToken && tokenizer.bosId !== null ? [tokenizer.bosId] : [];
+  return [...bos, begin, ...plain(prompt), hole, ...plain(suffix), end];
+}
+
+/**
+ * The engine's token budget for this request: prompt + max tokens must fit the context.
+ * Without max_tokens the answer may use the rest of the context, so only the prompt must fit.
+ */
+export function tokenBudget(promptLength: number, maxTokens: number | null | undefined, contextLength: number, promptParam: string): number {
+  if (promptLength >= contextLength) {
+    throw badRequest(
+      promptParam,
+      `the prompt is ${promptLength} tokens but the context holds ${contextLength}, leaving no room to generate: shorten the ${promptParam}`,
+      'context_length_exceeded',
+    );
+  }
+  if (maxTokens == null) return contextLength - promptLength;
+  if (promptLength + maxTokens > contextLength) {
+    throw badRequest(
+      'max_tokens',
+      `the prompt (${promptLength} tokens) plus max_tokens (${maxTokens}) is ${promptLength + maxTokens}, more than the context of ${contextLength}: lower max_tokens to at most ${contextLength - promptLength}`,
+      'context_length_exceeded',
+    );
+  }
+  return maxTokens;
+}

@@ -1,0 +1,125 @@
+/**
+ * The part chat and text completions share: run the engine requests, then answer with one JSON
+ * object or a stream of chunks. The endpoint supplies the object shapes (a Formatter).
+ */
+import type { EngineRequest } from '../engine/types.js';
+import { Generation, type ChoiceState, type Update } from './generation.js';
+import { HttpError } from './httpError.js';
+import type { CancelReason } from './metrics.js';
+import { costOf, type Cost } from './prices.js';
+import type { ParsedRequest, RouteResponse, ServerContext, SseSink } from './types.js';
+
+/** OpenAI's usage object plus DeepSeek's cache fields and our cost. */
+export interface BilledUsage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+  readonly prompt_cache_hit_tokens: number;
+  readonly prompt_cache_miss_tokens: number;
+  readonly cost: Cost;
+}
+
+export type Delta = Extract<Update, { kind: 'delta' }>;
+export type Finish = Extract<Update, { kind: 'finish' }>;
+
+export interface Formatter {
+  /** The whole non-streamed response. */
+  final(choices: readonly ChoiceState[], usage: BilledUsage): unknown;
+  /** A chunk sent for each choice before any other (chat: the role; completions: the echoed prompt), or null. */
+  opening(choice: number): unknown;
+  delta(update: Delta): unknown;
+  finish(update: Finish): unknown;
+  /** The last chunk, `choices: []` with usage (stream_options.include_usage). */
+  usage(usage: BilledUsage): unknown;
+}
+
+export interface Plan {
+  readonly requests: readonly EngineRequest[];
+  readonly promptTokens: number;
+  readonly stream: boolean;
+  readonly includeUsage: boolean;
+}
+
+/** The client went away: there is nobody to answer. The server writes nothing more. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super('the client disconnected');
+    this.name = 'ClientGoneError';
+  }
+}
+
+export async function respond(ctx: ServerContext, req: ParsedRequest, plan: Plan, fmt: Formatter): Promise<RouteResponse> {
+  if (ctx.maxQueue !== undefined && ctx.engine.stats().queued + plan.requests.length > ctx.maxQueue) {
+    throw new HttpError(429, `the server is busy: its queue holds ${ctx.maxQueue} requests; retry shortly`, 'rate_limit_error', null, 'queue_full', { 'retry-after': '1' });
+  }
+  const gen = new Generation(ctx.engine, plan.requests, req.signal, () => ctx.metrics.firstToken((performance.now() - req.receivedAt) / 1000));
+  let handedOver = false;
+  try {
+    await gen.ready();
+    // Nothing generated yet, so nothing to finish with: an error status is the honest answer.
+    if (gen.interruptedBy !== null && gen.completionTokens() === 0) throw interruptedError(gen.interruptedBy);
+
+    if (!plan.stream) {
+      for await (const _ of gen.updates());
+      if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
+      if (gen.interruptedBy !== null && gen.completionTokens() === 0) throw interruptedError(gen.interruptedBy);
+      return { kind: 'json', status: 200, body: fmt.final(gen.choices, billedUsage(ctx, gen, plan.promptTokens)) };
+    }
+    handedOver = true;
+    return { kind: 'sse', run: (sink) => stream(ctx, gen, plan, fmt, sink).finally(() => finish(ctx, gen, plan)) };
+  } finally {
+    if (!handedOver) finish(ctx, gen, plan);
+  }
+}
+
+async function stream(ctx: ServerContext, gen: Generation, plan: Plan, fmt: Formatter, sink: SseSink): Promise<void> {
+  // While waiting in the queue nothing else flows; comments keep proxies and clients from timing out.
+  const keepAlive = setInterval(() => gen.anyQueued() && sink.comment('keep-alive'), ctx.keepAliveMs);
+  try {
+    for (const c of gen.choices) {
+      const opening = fmt.opening(c.index);
+      if (opening !== null) sink.data(opening);
+    }
+    if (gen.anyQueued()) sink.comment('keep-alive');
+    for await (const u of gen.updates()) sink.data(u.kind === 'delta' ? fmt.delta(u) : fmt.finish(u));
+    if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
+    if (plan.includeUsage) sink.data(fmt.usage(billedUsage(ctx, gen, plan.promptTokens)));
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
+/** Cancels leftovers and books the tokens of any request the engine actually worked on. */
+function finish(ctx: ServerContext, gen: Generation, plan: Plan): void {
+  gen.dispose();
+  if (!gen.choices.some((c) => c.started || c.usage !== null)) return;
+  const u = billedUsage(ctx, gen, plan.promptTokens);
+  ctx.metrics.tokens(u.prompt_tokens, u.completion_tokens, u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens, u.cost.total);
+}
+
+/**
+ * With n > 1 the prompt is billed once (as OpenAI does); its cache split is the first choice's,
+ * so hit + miss = prompt_tokens holds.
+ */
+function billedUsage(ctx: ServerContext, gen: Generation, promptTokens: number): BilledUsage {
+  const first = gen.choices[0]!;
+  const hit = Math.min(promptTokens, Math.max(0, first.usage?.promptCacheHitTokens ?? first.cachedTokens));
+  const miss = promptTokens - hit;
+  const completion = gen.completionTokens();
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completion,
+    total_tokens: promptTokens + completion,
+    prompt_cache_hit_tokens: hit,
+    prompt_cache_miss_tokens: miss,
+    cost: costOf(ctx.prices, hit, miss, completion),
+  };
+}
+
+function interruptedError(reason: CancelReason): Error {
+  if (reason === 'client_disconnect') return new ClientGoneError();
+  if (reason === 'timeout') {
+    return new HttpError(408, 'the request timed out before the model produced any output; retry, or ask for fewer tokens', 'timeout_error', null, 'request_timeout');
+  }
+  return new HttpError(503, 'the server is shutting down; retry on another instance', 'server_error', null, 'server_shutting_down');
+}

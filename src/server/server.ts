@@ -1,0 +1,236 @@
+/**
+ * The OpenAI-compatible HTTP server on node:http: routing, auth, per-request abort (client gone,
+ * timeout, shutdown), response writing and graceful shutdown. Routes stay free of node:http.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Engine } from '../engine/types.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { readJsonBody } from './body.js';
+import { HttpError, toHttpError } from './httpError.js';
+import { Metrics, type CancelReason } from './metrics.js';
+import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from './prices.js';
+import { ClientGoneError } from './respond.js';
+import { chatRoute } from './routes/chat.js';
+import { completionsRoute } from './routes/completions.js';
+import { healthRoute, metricsRoute, modelsRoute, webRoute } from './routes/info.js';
+import type { Route, RouteResponse, ServerContext } from './types.js';
+
+export interface ServerOptions {
+  readonly engine: Engine;
+  readonly tokenizer: Tokenizer;
+  /** The id clients pass as `model` and GET /v1/models lists. */
+  readonly modelName: string;
+  /** Context window in tokens: prompt + max_tokens must fit. */
+  readonly contextLength: number;
+  /** When set, /v1/* and /metrics need `Authorization: Bearer <apiKey>`. */
+  readonly apiKey?: string;
+  /** Default: DeepSeek-V2's launch prices. */
+  readonly prices?: PriceTable;
+  /** Default 10 minutes. */
+  readonly requestTimeoutMs?: number;
+  /** Refuse (429) new requests once this many sequences wait in the engine queue. Default: the engine decides. */
+  readonly maxQueue?: number;
+  /** Default: lines to stderr. */
+  readonly log?: (line: string) => void;
+  /** Interval of SSE keep-alive comments while queued. Default 5 s. */
+  readonly keepAliveMs?: number;
+  /** Folder with the chat page (index.html). Default: the repository's web/. */
+  readonly webRoot?: string;
+}
+
+export interface DseekServer {
+  /** Starts listening; port 0 picks a free port. Resolves with the base URL, e.g. http://127.0.0.1:8080. */
+  listen(port: number, host?: string): Promise<{ url: string }>;
+  /** Stops accepting, lets in-flight requests finish for up to `deadlineMs`, then aborts them. */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+/** After the shutdown deadline, how long aborted requests get to write their last bytes. */
+const SHUTDOWN_GRACE_MS = 1000;
+
+export function createServer(options: ServerOptions): DseekServer {
+  const log = options.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  const prices = options.prices ?? DEEPSEEK_V2_LAUNCH_PRICES;
+  const ctx: ServerContext = {
+    engine: options.engine,
+    tokenizer: options.tokenizer,
+    modelName: options.modelName,
+    contextLength: options.contextLength,
+    prices,
+    metrics: new Metrics(prices.currency),
+    log,
+    keepAliveMs: options.keepAliveMs ?? 5000,
+    maxQueue: options.maxQueue,
+    webRoot: options.webRoot ?? fileURLToPath(new URL('../../../web/', import.meta.url)),
+    startedAt: Math.floor(Date.now() / 1000),
+  };
+  // A Map, not an object literal: a path like /__proto__ must not find anything.
+  const routes = new Map<string, ReadonlyMap<string, Route>>([
+    ['/v1/chat/completions', new Map([['POST', chatRoute(ctx)]])],
+    ['/v1/completions', new Map([['POST', completionsRoute(ctx)]])],
+    ['/v1/models', new Map([['GET', modelsRoute(ctx)]])],
+    ['/health', new Map([['GET', healthRoute(ctx)]])],
+    ['/metrics', new Map([['GET', metricsRoute(ctx)]])],
+    ['/', new Map([['GET', webRoute(ctx)]])],
+  ]);
+  const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const keyDigest = options.apiKey === undefined ? null : digest(options.apiKey);
+  const inFlight = new Set<AbortController>();
+  let closing = false;
+  let onIdle: (() => void) | null = null;
+
+  const server = createHttpServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      log(`internal error while answering: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      res.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const receivedAt = performance.now();
+    const method = req.method ?? 'GET';
+    const path = pathOf(req.url);
+    const table = routes.get(path);
+    const controller = new AbortController();
+    inFlight.add(controller);
+    const abort = (reason: CancelReason) => {
+      if (controller.signal.aborted) return;
+      controller.abort(reason);
+      ctx.metrics.cancelled(reason);
+    };
+    const timer = setTimeout(() => abort('timeout'), timeoutMs);
+    req.on('error', () => abort('client_disconnect'));
+    res.on('error', () => abort('client_disconnect'));
+    // 'close' before the response finished means the client hung up: stop its work now.
+    res.on('close', () => {
+      if (!res.writableFinished) abort('client_disconnect');
+      clearTimeout(timer);
+      inFlight.delete(controller);
+      const status = res.writableFinished ? res.statusCode : 499;
+      ctx.metrics.request(table ? path : 'other', status, (performance.now() - receivedAt) / 1000);
+      log(`${method} ${path} ${status} ${Math.round(performance.now() - receivedAt)}ms`);
+      if (inFlight.size === 0) onIdle?.();
+    });
+
+    try {
+      if (closing) throw new HttpError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
+      if (!table) throw new HttpError(404, `Invalid URL (${method} ${path})`, 'invalid_request_error');
+      const route = table.get(method);
+      if (!route) {
+        const allowed = [...table.keys()].join(', ');
+        throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
+      }
+      if (keyDigest && (path.startsWith('/v1/') || path === '/metrics')) checkApiKey(req, keyDigest);
+      const body = method === 'POST' ? await readJsonBody(req) : undefined;
+      const out = await route({ method, path, headers: req.headers, body, signal: controller.signal, receivedAt });
+      await write(res, out);
+    } catch (e) {
+      if (e instanceof ClientGoneError || res.destroyed) return;
+      const err = toHttpError(e, log);
+      if (res.headersSent) {
+        // Mid-stream: the status is already 200, so the error travels as an event (the openai client throws it).
+        writeSse(res, `data: ${JSON.stringify(err.body())}\n\n`);
+        res.end();
+      } else {
+        sendJson(res, err.status, err.body(), err.headers);
+      }
+    }
+  }
+
+  function sendJson(res: ServerResponse, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...closeHeader(), ...headers });
+    res.end(text);
+  }
+
+  /** While shutting down, ask clients not to reuse the connection. */
+  function closeHeader(): Record<string, string> {
+    return closing ? { connection: 'close' } : {};
+  }
+
+  async function write(res: ServerResponse, out: RouteResponse): Promise<void> {
+    if (out.kind === 'json') return sendJson(res, out.status, out.body, out.headers);
+    if (out.kind === 'text') {
+      res.writeHead(out.status, { 'content-type': out.contentType, 'content-length': Buffer.byteLength(out.body), ...closeHeader() });
+      res.end(out.body);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', ...closeHeader() });
+    res.flushHeaders();
+    await out.run({
+      data: (payload) => writeSse(res, `data: ${JSON.stringify(payload)}\n\n`),
+      comment: (text) => writeSse(res, `: ${text}\n\n`),
+    });
+    writeSse(res, 'data: [DONE]\n\n');
+    res.end();
+  }
+
+  function writeSse(res: ServerResponse, text: string): void {
+    if (!res.destroyed && !res.writableEnded) res.write(text);
+  }
+
+  return {
+    listen(port, host = '127.0.0.1') {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          const { address, port: bound } = server.address() as AddressInfo;
+          resolve({ url: `http://${address.includes(':') ? `[${address}]` : address}:${bound}` });
+        });
+      });
+    },
+
+    async close(deadlineMs = 30_000) {
+      closing = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const idle = new Promise<void>((resolve) => {
+        onIdle = resolve;
+        if (inFlight.size === 0) resolve();
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          for (const c of inFlight) {
+            if (!c.signal.aborted) {
+              c.abort('shutdown');
+              ctx.metrics.cancelled('shutdown');
+            }
+          }
+          // Aborted requests end their responses themselves; give them a moment to flush.
+          setTimeout(resolve, SHUTDOWN_GRACE_MS).unref();
+        }, deadlineMs);
+      });
+      await Promise.race([idle, deadline]);
+      clearTimeout(timer);
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+/** The path of origin-form (`/v1/models?x`) and absolute-form (`http://host/v1/models`) targets alike. */
+function pathOf(url: string | undefined): string {
+  try {
+    return new URL(url ?? '/', 'http://localhost').pathname;
+  } catch {
+    return '/';
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Compares digests in constant time, so response timing does not leak the key. */
+function checkApiKey(req: IncomingMessage, expected: Buffer): void {
+  const match = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+  if (!match || !timingSafeEqual(digest(match[1]!.trim()), expected)) {
+    throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
+  }
+}

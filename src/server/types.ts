@@ -1,0 +1,51 @@
+/** The shapes routes see: a parsed request in, a response description out. No node:http here. */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Engine } from '../engine/types.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import type { Metrics } from './metrics.js';
+import type { PriceTable } from './prices.js';
+
+export interface ParsedRequest {
+  readonly method: string;
+  /** Path without the query string. */
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  /** The parsed JSON body of a POST; undefined otherwise. */
+  readonly body: unknown;
+  /** Aborts when the client disconnects, the request times out or the server shuts down; `reason` is a CancelReason. */
+  readonly signal: AbortSignal;
+  /** performance.now() when the request arrived. */
+  readonly receivedAt: number;
+}
+
+/** Writes server-sent events; writes after the client has gone are dropped. */
+export interface SseSink {
+  data(payload: unknown): void;
+  comment(text: string): void;
+}
+
+export type RouteResponse =
+  | { readonly kind: 'json'; readonly status: number; readonly body: unknown; readonly headers?: Readonly<Record<string, string>> }
+  | { readonly kind: 'text'; readonly status: number; readonly contentType: string; readonly body: string | Uint8Array }
+  /** A 200 event stream; `run` writes the events, the server ends it with `data: [DONE]` on success. */
+  | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void> };
+
+export type Route = (req: ParsedRequest) => Promise<RouteResponse>;
+
+/** What the routes share. */
+export interface ServerContext {
+  readonly engine: Engine;
+  readonly tokenizer: Tokenizer;
+  readonly modelName: string;
+  readonly contextLength: number;
+  readonly prices: PriceTable;
+  readonly metrics: Metrics;
+  readonly log: (line: string) => void;
+  /** Interval of `: keep-alive` comments while a streamed request waits in the queue. */
+  readonly keepAliveMs: number;
+  readonly maxQueue: number | undefined;
+  /** Folder holding the chat page's index.html. */
+  readonly webRoot: string;
+  /** Seconds since the Unix epoch when the server was created (the model's `created`). */
+  readonly startedAt: number;
+}
