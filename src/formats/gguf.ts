@@ -37,6 +37,7 @@ import * as fs from 'node:fs';
 import { InvalidInputError, ModelFormatError, TensorShapeError } from '../errors.js';
 import { blockBytes, blockSize, GGML_TYPE_ID, ggmlTypeFromId, ggmlTypeName, type GgmlType } from './quant/index.js';
 import type { WeightSource } from './safetensors.js';
+import type { Tensor } from '../kernels/tensor.js';
 
 // --- Values ---------------------------------------------------------------------------------------
 
@@ -109,21 +110,11 @@ export interface GgufTensorInfo {
   readonly elementCount: number;
 }
 
-/**
- * A tensor in any GGML type. This is kernels' `Tensor` with its dtype widened from `DType`
- * ('f32' | 'f16' | 'bf16') to GgmlType; the two coincide once DType is widened.
- */
-export interface GgufTensor {
-  readonly dtype: GgmlType;
-  readonly shape: readonly number[];
-  readonly data: Uint8Array;
-}
+/** A tensor in any GGML type (kernels' Tensor). */
+export type GgufTensor = Tensor;
 
-/** WeightSource (formats/safetensors.ts) with dtype widened to GgmlType: every WeightSource is one. */
-export interface WideWeightSource extends Omit<WeightSource, 'describe' | 'get'> {
-  describe(name: string): { dtype: GgmlType; shape: number[] } | undefined;
-  get(name: string): GgufTensor;
-}
+/** WeightSource under another name, kept for readers of this module. */
+export type WideWeightSource = WeightSource;
 
 // --- Reading ---------------------------------------------------------------------------------------
 

@@ -174,19 +174,34 @@ function expandedAttention(
   cache.readRows(layer, 0, N, rows);
   const latents = ws.get('attn.latents', N * dc);
   for (let j = 0; j < N; j++) latents.set(rows.subarray(j * width, j * width + dc), j * dc);
-  const kvb = ws.get('attn.kvb', N * H * (dn + dv));
-  backend.matmul(kvb, latents, w.kvB, N);
-
   // k_h(j) = [k^C_h(j) | k^R(j)] (the RoPE key is shared by every head); v_h(j) = v^C_h(j).
   const k = ws.get('attn.k', N * H * dq);
   const v = ws.get('attn.v', N * H * dv);
   for (let j = 0; j < N; j++) {
+    for (let h = 0; h < H; h++) k.set(rows.subarray(j * width + dc, (j + 1) * width), (j * H + h) * dq + dn);
+  }
+  if (w.kvB) {
+    // One product for all heads: kv_b_proj rows are [W^UK_h; W^UV_h] head after head.
+    const kvb = ws.get('attn.kvb', N * H * (dn + dv));
+    backend.matmul(kvb, latents, w.kvB, N);
+    for (let j = 0; j < N; j++) {
+      for (let h = 0; h < H; h++) {
+        const src = (j * H + h) * (dn + dv);
+        k.set(kvb.subarray(src, src + dn), (j * H + h) * dq);
+        v.set(kvb.subarray(src + dn, src + dn + dv), (j * H + h) * dv);
+      }
+    }
+  } else {
+    // Split layout: k_b holds W^UK_hᵀ [dc × dn] per head, v_b holds W^UV_h [dv × dc].
+    const kHead = ws.get('attn.k.h', N * dn);
+    const vHead = ws.get('attn.v.h', N * dv);
     for (let h = 0; h < H; h++) {
-      const src = (j * H + h) * (dn + dv);
-      const kDst = (j * H + h) * dq;
-      k.set(kvb.subarray(src, src + dn), kDst);
-      k.set(rows.subarray(j * width + dc, (j + 1) * width), kDst + dn);
-      v.set(kvb.subarray(src + dn, src + dn + dv), (j * H + h) * dv);
+      backend.matmulTransposed(kHead, latents, rowSlice(w.kB!, h * dc, dc), N);
+      backend.matmul(vHead, latents, rowSlice(w.vB!, h * dv, dv), N);
+      for (let j = 0; j < N; j++) {
+        k.set(kHead.subarray(j * dn, (j + 1) * dn), (j * H + h) * dq);
+        v.set(vHead.subarray(j * dv, (j + 1) * dv), (j * H + h) * dv);
+      }
     }
   }
   backend.attention(o, q, k, v, dq, dv, shape);
@@ -223,8 +238,9 @@ function absorbedAttention(
       qNopeHead.set(q.subarray(src, src + dn), t * dn);
       qRope.set(q.subarray(src + dn, src + dq), (t * H + h) * dr);
     }
-    // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj.
-    backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
+    // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj, or k_b's head h already transposed.
+    if (w.kvB) backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
+    else backend.matmul(qLatHead, qNopeHead, rowSlice(w.kB!, h * dc, dc), T);
     for (let t = 0; t < T; t++) qLat.set(qLatHead.subarray(t * dc, (t + 1) * dc), (t * H + h) * dc);
   }
 
@@ -242,12 +258,13 @@ function absorbedAttention(
     );
   }
 
-  // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj.
+  // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj, or v_b's head h.
   const oLatHead = ws.get('attn.olat.h', T * dc);
   const oHead = ws.get('attn.o.h', T * dv);
   for (let h = 0; h < H; h++) {
     for (let t = 0; t < T; t++) oLatHead.set(oLat.subarray((t * H + h) * dc, (t * H + h + 1) * dc), t * dc);
-    backend.matmul(oHead, oLatHead, rowSlice(w.kvB, h * (dn + dv) + dn, dv), T);
+    const wUV = w.kvB ? rowSlice(w.kvB, h * (dn + dv) + dn, dv) : rowSlice(w.vB!, h * dv, dv);
+    backend.matmul(oHead, oLatHead, wUV, T);
     for (let t = 0; t < T; t++) o.set(oHead.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
   }
 }

@@ -24,8 +24,12 @@ export interface AttentionWeights {
   /** [dc + dr, d]: the latent and the shared RoPE key. */
   readonly kvA: Tensor;
   readonly kvANorm: Tensor;
-  /** [H·(dn+dv), dc]: per head, dn rows of W_UK then dv rows of W_UV. */
-  readonly kvB: Tensor;
+  /** [H·(dn+dv), dc]: per head, dn rows of W_UK then dv rows of W_UV (HF and legacy GGUF layout). */
+  readonly kvB: Tensor | null;
+  /** Or split, as current llama.cpp GGUFs store it: [H·dc, dn], per head W_UKᵀ … */
+  readonly kB: Tensor | null;
+  /** … and [H·dv, dc], per head W_UV. */
+  readonly vB: Tensor | null;
   /** [d, H·dv]. */
   readonly o: Tensor;
 }
@@ -92,6 +96,8 @@ export function loadWeights(c: ModelConfig, source: WeightSource): ModelWeights 
       kvA: get(`${a}.kv_a_proj_with_mqa.weight`, [c.kvLoraRank + c.qkRopeHeadDim, d]),
       kvANorm: get(`${a}.kv_a_layernorm.weight`, [c.kvLoraRank]),
       kvB: get(`${a}.kv_b_proj.weight`, [H * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank]),
+      kB: null,
+      vB: null,
       o: get(`${a}.o_proj.weight`, [d, H * c.vHeadDim]),
     };
     let dense: SwiGluWeights | null = null;
