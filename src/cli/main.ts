@@ -10,6 +10,7 @@ import { generate, type GenerateOptions, type GenerationResult } from '../engine
 import { renderChat, type ChatMessage } from '../tokenizer/chatTemplate.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { formatInspectReport, inspectModel } from './inspect.js';
+import { registerServeCommand } from './serve.js';
 import { parseInteger, parseTokenList, resolveModelPath, samplingFromFlags, type SamplingFlags } from './args.js';
 
 interface ModelFlags {
@@ -199,6 +200,7 @@ export function buildProgram(): Command {
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInspectReport(report)}\n`);
     });
 
+  registerServeCommand(program);
   return program;
 }
 

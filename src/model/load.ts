@@ -4,6 +4,9 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { openSafetensors } from '../formats/safetensors.js';
+import { openGguf } from '../formats/gguf.js';
+import { configFromGguf, weightsFromGguf } from './ggufModel.js';
+import { tokenizerFromGguf } from '../tokenizer/ggufTokenizer.js';
 import { ModelFormatError } from '../errors.js';
 import type { Backend } from '../kernels/backend.js';
 import { selectBackend } from '../kernels/select.js';
@@ -30,20 +33,13 @@ export interface LoadedModel {
   readonly tokenizer: Tokenizer | null;
 }
 
-/** Load a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]). */
+/** Load a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]) or a deepseek2 GGUF file. */
 export function loadModel(path: string, options: LoadOptions = {}): LoadedModel {
   if (!existsSync(path)) {
-    throw new ModelFormatError(path, 'no such file or folder: pass a Hugging Face model folder (config.json + *.safetensors)');
-  }
-  if (!statSync(path).isDirectory()) {
-    throw new ModelFormatError(
-      path,
-      path.endsWith('.gguf')
-        ? 'GGUF files are not supported yet: pass a Hugging Face model folder (config.json + *.safetensors)'
-        : 'not a model folder: pass a Hugging Face model folder (config.json + *.safetensors)',
-    );
+    throw new ModelFormatError(path, 'no such file or folder: pass a Hugging Face model folder (config.json + *.safetensors) or a .gguf file');
   }
   options.signal?.throwIfAborted();
+  if (!statSync(path).isDirectory()) return loadGguf(path, options);
   const config = readConfigFile(path);
   const source = openSafetensors(path);
   try {
@@ -53,5 +49,41 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
     return { path, config, model, tokenizer: loadTokenizer(path) };
   } finally {
     source.close();
+  }
+}
+
+function loadGguf(path: string, options: LoadOptions): LoadedModel {
+  const file = openGguf(path);
+  try {
+    const config = configFromGguf(file);
+    const weights = weightsFromGguf(config, file);
+    options.signal?.throwIfAborted();
+    const model = new DeepseekModel(config, weights, options.backend ?? selectBackend(), options.precision ?? 'f32');
+    return { path, config, model, tokenizer: tokenizerFromGguf(file) };
+  } finally {
+    file.close();
+  }
+}
+
+/** Just the tokenizer of a model folder or GGUF file (for a process that does not hold the weights). */
+export function loadModelTokenizer(path: string): Tokenizer | null {
+  if (!existsSync(path)) throw new ModelFormatError(path, 'no such file or folder');
+  if (statSync(path).isDirectory()) return loadTokenizer(path);
+  const file = openGguf(path);
+  try {
+    return tokenizerFromGguf(file);
+  } finally {
+    file.close();
+  }
+}
+
+/** The context window a model allows, from its config alone. */
+export function modelContextLength(path: string): number {
+  if (statSync(path).isDirectory()) return readConfigFile(path).maxPositionEmbeddings;
+  const file = openGguf(path);
+  try {
+    return configFromGguf(file).maxPositionEmbeddings;
+  } finally {
+    file.close();
   }
 }

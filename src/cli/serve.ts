@@ -1,0 +1,162 @@
+/** `dseek serve`: the OpenAI-compatible server over the worker-thread engine. */
+import { homedir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { Command } from 'commander';
+import { InvalidInputError } from '../errors.js';
+import { loadModelTokenizer, modelContextLength } from '../model/load.js';
+import { WorkerEngine } from '../engine/workerEngine.js';
+import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from '../server/index.js';
+import { defaultThreads } from '../kernels/native/index.js';
+import type { BackendChoice } from '../kernels/select.js';
+import { parseInteger, parseNumber, resolveModelPath } from './args.js';
+
+interface ServeFlags {
+  model?: string;
+  host: string;
+  port: string;
+  apiKey?: string;
+  ctxSize?: string;
+  parallel: string;
+  queue: string;
+  chunk: string;
+  cacheType: 'f16' | 'f32';
+  cacheBudget?: string;
+  pageTokens: string;
+  prefixCache: boolean;
+  diskCache: boolean;
+  diskCacheDir?: string;
+  diskCacheSize: string;
+  threads?: string;
+  backend: BackendChoice;
+  timeout: string;
+  priceInputMiss?: string;
+  priceInputHit?: string;
+  priceOutput?: string;
+  currency: string;
+  open?: boolean;
+}
+
+/** Where context-cache units live unless --disk-cache-dir says otherwise. */
+export function defaultDiskCacheDir(): string {
+  const base = process.env['XDG_CACHE_HOME'] || join(homedir(), '.cache');
+  return join(base, 'dseek', 'context');
+}
+
+const MB = 1024 * 1024;
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('OpenAI-compatible HTTP server with continuous batching and context caching')
+    .option('-m, --model <path>', 'model folder or .gguf file (default: the bundled model)')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0: any free port)', '8080')
+    .option('--api-key <key>', 'require `Authorization: Bearer <key>` on /v1/* and /metrics (default: $DSEEK_API_KEY)')
+    .option('-c, --ctx-size <n>', 'context window per sequence (default: min(4096, the model’s))')
+    .option('--parallel <n>', 'sequences decoded at once', '16')
+    .option('--queue <n>', 'requests that may wait for a slot before 429', '64')
+    .option('--chunk <n>', 'prompt tokens processed per step (long prompts are split)', '256')
+    .option('--cache-type <type>', 'latent cache storage: f16 or f32', 'f16')
+    .option('--cache-budget <MB>', 'latent cache memory budget in MiB (default: 2 × parallel × context)')
+    .option('--page-tokens <n>', 'tokens per cache page and context-cache unit', '64')
+    .option('--no-prefix-cache', 'do not reuse prompt prefixes in memory')
+    .option('--no-disk-cache', 'do not keep prefixes on disk')
+    .option('--disk-cache-dir <dir>', 'where prefix units are stored on disk', defaultDiskCacheDir())
+    .option('--disk-cache-size <MB>', 'disk cache size cap in MiB', '4096')
+    .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
+    .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
+    .option('--timeout <s>', 'per-request timeout in seconds', '600')
+    .option('--price-input-miss <p>', `price per 1M prompt tokens on a cache miss (default ${DEEPSEEK_V2_LAUNCH_PRICES.inputCacheMissPerMillion})`)
+    .option('--price-input-hit <p>', `price per 1M prompt tokens on a cache hit (default ${DEEPSEEK_V2_LAUNCH_PRICES.inputCacheHitPerMillion})`)
+    .option('--price-output <p>', `price per 1M generated tokens (default ${DEEPSEEK_V2_LAUNCH_PRICES.outputPerMillion})`)
+    .option('--currency <code>', 'currency of the prices', DEEPSEEK_V2_LAUNCH_PRICES.currency)
+    .option('--open', 'open the chat page in the default browser')
+    .action(async (flags: ServeFlags) => {
+      const modelPath = resolve(resolveModelPath(flags.model));
+      if (!['auto', 'native', 'reference'].includes(flags.backend)) {
+        throw new InvalidInputError('--backend', `must be auto, native or reference, got ${flags.backend}`);
+      }
+      if (flags.cacheType !== 'f16' && flags.cacheType !== 'f32') {
+        throw new InvalidInputError('--cache-type', `must be f16 or f32, got ${flags.cacheType}`);
+      }
+      const port = parseInteger('--port', flags.port);
+      if (port > 65535) throw new InvalidInputError('--port', `must be ≤ 65535, got ${port}`);
+      const tokenizer = loadModelTokenizer(modelPath);
+      if (!tokenizer) throw new InvalidInputError('--model', `${modelPath} has no tokenizer: the server needs one to read text`);
+      const modelContext = modelContextLength(modelPath);
+      const contextLength = flags.ctxSize !== undefined ? Math.min(parseInteger('--ctx-size', flags.ctxSize, 2), modelContext) : Math.min(4096, modelContext);
+      const prices: PriceTable = {
+        currency: flags.currency,
+        inputCacheMissPerMillion: flags.priceInputMiss !== undefined ? parseNumber('--price-input-miss', flags.priceInputMiss) : DEEPSEEK_V2_LAUNCH_PRICES.inputCacheMissPerMillion,
+        inputCacheHitPerMillion: flags.priceInputHit !== undefined ? parseNumber('--price-input-hit', flags.priceInputHit) : DEEPSEEK_V2_LAUNCH_PRICES.inputCacheHitPerMillion,
+        outputPerMillion: flags.priceOutput !== undefined ? parseNumber('--price-output', flags.priceOutput) : DEEPSEEK_V2_LAUNCH_PRICES.outputPerMillion,
+      };
+      const log = (line: string) => process.stderr.write(`${line}\n`);
+      const engine = await WorkerEngine.start(
+        {
+          modelPath,
+          backend: flags.backend,
+          threads: flags.threads !== undefined ? parseInteger('--threads', flags.threads, 1) : defaultThreads(),
+          scheduler: {
+            maxSequences: parseInteger('--parallel', flags.parallel, 1),
+            maxQueue: parseInteger('--queue', flags.queue, 0),
+            chunkTokens: parseInteger('--chunk', flags.chunk, 1),
+            contextLength,
+            cacheType: flags.cacheType,
+            pageTokens: parseInteger('--page-tokens', flags.pageTokens, 1),
+            ...(flags.cacheBudget !== undefined ? { cacheBudgetBytes: parseNumber('--cache-budget', flags.cacheBudget) * MB } : {}),
+            prefixCache: flags.prefixCache,
+          },
+          diskCacheDir: flags.diskCache ? resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) : null,
+          diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
+        },
+        log,
+      );
+      const server = createServer({
+        engine,
+        tokenizer,
+        modelName: basename(modelPath).replace(/\.gguf$/, ''),
+        contextLength,
+        ...(flags.apiKey || process.env['DSEEK_API_KEY'] ? { apiKey: flags.apiKey ?? process.env['DSEEK_API_KEY']! } : {}),
+        prices,
+        requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
+        log,
+      });
+      const { url } = await server.listen(port, flags.host);
+      const info = engine.info;
+      const budgetTokens = Math.floor(info.cacheBytesBudget / info.cacheBytesPerToken);
+      log(`dseek serving ${modelPath}`);
+      log(`  kernels: ${info.backend}`);
+      log(`  context: ${contextLength} tokens per sequence, ${flags.parallel} in parallel`);
+      log(`  latent cache: ${budgetTokens} tokens (${(info.cacheBytesBudget / MB).toFixed(1)} MiB at ${info.cacheBytesPerToken} bytes per token, ${flags.cacheType})`);
+      log(`  disk cache: ${info.diskCacheDir ?? 'off'}`);
+      log(`  listening on ${url}  (chat page: ${url}/, API: ${url}/v1)`);
+      if (flags.open) openBrowser(url);
+
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log(`${signal}: finishing in-flight requests (up to 10 s)…`);
+        void server
+          .close(10_000)
+          .then(() => engine.close(1000))
+          .then(() => process.exit(0));
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}
+
+function openBrowser(url: string): void {
+  const command = process.platform === 'darwin' ? 'open' : process.platform === 'win32' ? 'cmd' : 'xdg-open';
+  const args = process.platform === 'win32' ? ['/c', 'start', '', url] : [url];
+  try {
+    const child = spawn(command, args, { stdio: 'ignore', detached: true });
+    child.on('error', () => process.stderr.write(`could not open a browser: visit ${url}\n`));
+    child.unref();
+  } catch {
+    process.stderr.write(`could not open a browser: visit ${url}\n`);
+  }
+}
