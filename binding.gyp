@@ -5,7 +5,8 @@
       "sources": [
         "src/kernels/native/addon.c",
         "src/kernels/native/threadpool.c",
-        "src/kernels/native/kernels.c"
+        "src/kernels/native/kernels.c",
+        "src/kernels/native/quant.c"
       ],
       "cflags": ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
       "cflags!": ["-O2"],

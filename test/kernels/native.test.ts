@@ -9,6 +9,7 @@ import { createNativeBackend, nativeLoadError } from '../../src/kernels/native/i
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend } from '../../src/kernels/backend.js';
 import { f32ToBf16, f32ToF16, type DType, type Tensor } from '../../src/kernels/tensor.js';
+import { blockSize, quantizeRow, rowBytes } from '../../src/formats/quant/index.js';
 
 const native = createNativeBackend(2);
 const skip = native ? false : `native addon unavailable: ${nativeLoadError()}`;
@@ -162,3 +163,35 @@ test('the addon rejects calls whose arrays are shorter than the shape', { skip }
     RangeError,
   );
 });
+
+const blockTypes = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'] as const;
+
+for (const dtype of blockTypes) {
+  test(`block-quantised ${dtype}: matmul and Wᵀx agree with the reference (8-bit activations)`, { skip }, () => {
+    const nb = native as Backend;
+    const per = blockSize(dtype);
+    for (const [rows, blocks, tokens] of [
+      [1, 1, 1],
+      [7, 3, 2],
+      [37, 2, 5],
+    ] as const) {
+      const cols = blocks * per;
+      const values = randomVec(rows * cols);
+      const data = new Uint8Array(rowBytes(dtype, cols) * rows);
+      for (let r = 0; r < rows; r++) quantizeRow(dtype, values.subarray(r * cols, (r + 1) * cols), data.subarray(r * rowBytes(dtype, cols)));
+      const w: Tensor = { dtype, shape: [rows, cols], data };
+      const x = randomVec(cols * tokens, 3);
+      const yr = new Float32Array(rows * tokens);
+      const yn = new Float32Array(rows * tokens);
+      ref.matmul(yr, x, w, tokens);
+      nb.matmul(yn, x, w, tokens);
+      assert.ok(maxRelDiff(yn, yr) < 1e-5, `${dtype} matmul ${rows}x${cols}x${tokens}: ${maxRelDiff(yn, yr)}`);
+      const xt = randomVec(rows * tokens);
+      const tr = new Float32Array(cols * tokens);
+      const tn = new Float32Array(cols * tokens);
+      ref.matmulTransposed(tr, xt, w, tokens);
+      nb.matmulTransposed(tn, xt, w, tokens);
+      assert.ok(maxRelDiff(tn, tr) < 1e-5, `${dtype} Wᵀx ${rows}x${cols}x${tokens}: ${maxRelDiff(tn, tr)}`);
+    }
+  });
+}

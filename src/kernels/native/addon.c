@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "threadpool.h"
+#include "quant.h"
 
 #define CHECK(call)                                     \
   do {                                                  \
@@ -41,7 +42,7 @@ static int get_view(napi_env env, napi_value v, view_t *out) {
 static int get_i64(napi_env env, napi_value v, int64_t *out) { return napi_get_value_int64(env, v, out) == napi_ok; }
 static int get_f64(napi_env env, napi_value v, double *out) { return napi_get_value_double(env, v, out) == napi_ok; }
 
-static size_t weight_bytes(int wtype, int64_t elements) { return (size_t)elements * (wtype == WT_F32 ? 4 : 2); }
+static size_t weight_bytes(int wtype, int64_t elements) { return kernels_span_bytes(wtype, elements); }
 
 /* matmul(y, x, w, wtype, rows, cols, tokens, transposed) */
 static napi_value js_matmul(napi_env env, napi_callback_info info) {
@@ -58,6 +59,10 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
     return fail(env, "matmul: y and x must be Float32Array, w Uint8Array");
   if (!kernels_supports((int)wtype)) return fail(env, "matmul: unsupported weight type");
   if (rows < 0 || cols < 0 || tokens < 0) return fail(env, "matmul: negative size");
+  {
+    int be = quant_block_elements((int)wtype);
+    if (be > 0 && cols % be != 0) return fail(env, "matmul: row length is not a whole number of blocks");
+  }
   int64_t in = transposed ? rows : cols, outw = transposed ? cols : rows;
   if (w.length < weight_bytes((int)wtype, rows * cols) || x.length < (size_t)(in * tokens) || y.length < (size_t)(outw * tokens))
     return fail(env, "matmul: array shorter than the shape");

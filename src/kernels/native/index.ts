@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type { Backend, SharedKvRows } from '../backend.js';
 import { referenceBackend } from '../reference/index.js';
 import { elementCount, type Tensor, type Vec } from '../tensor.js';
+import { GGML_TYPE_ID } from '../../formats/quant/index.js';
 
 interface NativeAddon {
   matmul(y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, rows: number, cols: number, tokens: number, transposed: number): void;
@@ -22,7 +23,7 @@ interface NativeAddon {
 }
 
 /** GGML type numbers (ggml.h), which the addon uses for weight types. */
-const WEIGHT_TYPE: Record<string, number | undefined> = { f32: 0, f16: 1, bf16: 30 };
+const WEIGHT_TYPE: Readonly<Record<string, number | undefined>> = GGML_TYPE_ID;
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/dseek_native.node', import.meta.url));
 

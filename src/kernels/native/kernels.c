@@ -8,6 +8,7 @@
  */
 #include "kernels.h"
 #include "threadpool.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -187,6 +188,7 @@ void kernels_init(void) {
     axpy_f32 = axpy_f32_avx2;
     axpy_f16 = axpy_f16_avx2;
     simd_name = "avx2";
+    quant_init(1);
   }
 #endif
 #ifdef DSEEK_NEON
@@ -199,15 +201,24 @@ void kernels_init(void) {
 
 const char *kernels_simd_name(void) { return simd_name; }
 
-int kernels_supports(int wtype) { return wtype == WT_F32 || wtype == WT_F16 || wtype == WT_BF16; }
+int kernels_supports(int wtype) {
+  return wtype == WT_F32 || wtype == WT_F16 || wtype == WT_BF16 || quant_block_elements(wtype) > 0;
+}
 
-static size_t type_size(int wtype) { return wtype == WT_F32 ? 4 : 2; }
+/* Bytes of n elements of a type (n a whole number of blocks for block types). */
+size_t kernels_span_bytes(int wtype, int64_t n) {
+  int be = quant_block_elements(wtype);
+  if (be > 0) return (size_t)(n / be) * (size_t)quant_block_bytes(wtype);
+  return (size_t)n * (wtype == WT_F32 ? 4 : 2);
+}
 
 static dot_fn dot_for(int wtype) { return wtype == WT_F32 ? dot_f32 : wtype == WT_F16 ? dot_f16 : dot_bf16; }
 
 /* Decode `n` weights of any type into f32. */
 static void decode_row(const uint8_t *row, int wtype, int64_t n, float *out) {
-  if (wtype == WT_F32) {
+  if (quant_block_elements(wtype) > 0) {
+    quant_decode_row(wtype, row, n, out);
+  } else if (wtype == WT_F32) {
     memcpy(out, row, (size_t)n * 4);
   } else {
     const uint16_t *h = (const uint16_t *)row;
@@ -223,11 +234,20 @@ typedef struct {
   const uint8_t *w;
   int wtype;
   int64_t rows, cols, tokens;
+  const block_q8 *xq; /* quantised activations, for block types */
 } matmul_ctx;
 
 static void matmul_task(void *p, int64_t start, int64_t end) {
   matmul_ctx *c = p;
-  size_t row_bytes = (size_t)c->cols * type_size(c->wtype);
+  size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
+  if (c->xq) {
+    int64_t blocks = c->cols / 32;
+    for (int64_t r = start; r < end; r++) {
+      const uint8_t *row = c->w + (size_t)r * row_bytes;
+      for (int64_t t = 0; t < c->tokens; t++) c->y[t * c->rows + r] = quant_row_dot(c->wtype, row, c->xq + t * blocks, c->cols);
+    }
+    return;
+  }
   dot_fn dot = dot_for(c->wtype);
   /* For several tokens, decode a 16-bit row once and reuse it from cache. */
   float *scratch = NULL;
@@ -247,10 +267,19 @@ static void matmul_task(void *p, int64_t start, int64_t end) {
 }
 
 void kernel_matmul(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
-  matmul_ctx c = {y, x, w, wtype, rows, cols, tokens};
+  matmul_ctx c = {y, x, w, wtype, rows, cols, tokens, NULL};
+  block_q8 *xq = NULL;
+  if (quant_block_elements(wtype) > 0) {
+    /* Quantise every token's activations once; all rows reuse them. */
+    xq = malloc((size_t)(tokens * cols / 32) * sizeof(block_q8));
+    if (!xq) abort();
+    for (int64_t t = 0; t < tokens; t++) quant_activations(x + t * cols, cols, xq + t * (cols / 32));
+    c.xq = xq;
+  }
   /* ~64 KB of weights per chunk keeps the dispatch cost negligible. */
-  int64_t grain = 1 + (int64_t)(65536 / ((size_t)cols * type_size(wtype) + 1));
+  int64_t grain = 1 + (int64_t)(65536 / (kernels_span_bytes(wtype, cols) + 1));
   pool_run(matmul_task, &c, rows, grain);
+  free(xq);
 }
 
 /* Wᵀx: each thread owns a range of output columns and walks all rows (deterministic order). */
@@ -265,22 +294,30 @@ typedef struct {
 static void matmul_t_task(void *p, int64_t start, int64_t end) {
   matmul_t_ctx *c = p;
   int64_t width = end - start;
-  size_t row_bytes = (size_t)c->cols * type_size(c->wtype);
-  float *row = malloc((size_t)width * sizeof(float));
+  size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
+  /* Block types decode whole rows (a column range may split a block); floats only their range. */
+  int whole = quant_block_elements(c->wtype) > 0;
+  float *row = malloc((size_t)(whole ? c->cols : width) * sizeof(float));
   if (!row) abort();
   for (int64_t t = 0; t < c->tokens; t++)
     for (int64_t j = start; j < end; j++) c->y[t * c->cols + j] = 0;
   for (int64_t r = 0; r < c->rows; r++) {
-    const uint8_t *src = c->w + (size_t)r * row_bytes + (size_t)start * type_size(c->wtype);
-    decode_row(src, c->wtype, width, row);
-    for (int64_t t = 0; t < c->tokens; t++) axpy_f32(c->y + t * c->cols + start, c->x[t * c->rows + r], row, width);
+    const float *src;
+    if (whole) {
+      decode_row(c->w + (size_t)r * row_bytes, c->wtype, c->cols, row);
+      src = row + start;
+    } else {
+      decode_row(c->w + (size_t)r * row_bytes + kernels_span_bytes(c->wtype, start), c->wtype, width, row);
+      src = row;
+    }
+    for (int64_t t = 0; t < c->tokens; t++) axpy_f32(c->y + t * c->cols + start, c->x[t * c->rows + r], src, width);
   }
   free(row);
 }
 
 void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
   matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
-  pool_run(matmul_t_task, &c, cols, 64);
+  pool_run(matmul_t_task, &c, cols, quant_block_elements(wtype) > 0 ? cols : 64);
 }
 
 /* ---------- elementwise ---------- */
@@ -288,7 +325,7 @@ void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int6
 void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps) {
   float *weight = malloc((size_t)dim * sizeof(float));
   if (!weight) abort();
-  decode_row(w, wtype, dim, weight);
+  decode_row(w, wtype, dim, weight);  /* norms are plain floats in practice; any type decodes */
   for (int64_t t = 0; t < tokens; t++) {
     const float *xt = x + t * dim;
     float *yt = y + t * dim;

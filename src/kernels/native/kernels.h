@@ -13,6 +13,9 @@ enum weight_type {
 const char *kernels_simd_name(void);
 void kernels_init(void);
 
+/* Bytes of n elements of a weight type. */
+#include <stddef.h>
+size_t kernels_span_bytes(int wtype, int64_t n);
 /* 1 if the weight type is supported by the native kernels. */
 int kernels_supports(int wtype);
 

@@ -4,7 +4,7 @@
  * are f64, so sums accumulate in f64 and round once when stored into an f32 Vec.
  */
 import type { AttentionShape, Backend, SharedKvRows } from '../backend.js';
-import { decodeRow, elementCount, f16ToF32, type Tensor, type Vec } from '../tensor.js';
+import { decodeRow, elementCount, f16ToF32, isFloatType, type Tensor, type Vec } from '../tensor.js';
 
 function dims2(w: Tensor): [rows: number, cols: number] {
   const rows = w.shape[0]!;
@@ -25,6 +25,28 @@ function kvReader(kv: SharedKvRows): (j: number, i: number) => number {
   return (j, i) => pages[Math.floor(j / pageRows)]![(j % pageRows) * width + i]!;
 }
 
+/**
+ * x rounded as ggml's Q8_0 stores it (quantize_row_q8_0_ref): per block of 32, d = amax/127 in
+ * f32 and q = round-half-away(x/d) in [-127, 127]; returns d·q. n must be a multiple of 32
+ * (rows of block-quantised weights always are).
+ */
+export function quantizeActivations(x: Vec, n: number): Float64Array {
+  const out = new Float64Array(n);
+  const f = Math.fround;
+  for (let b = 0; b < n; b += 32) {
+    let amax = 0;
+    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[b + i]!));
+    const d = f(amax / 127);
+    const id = d !== 0 ? f(1 / d) : 0;
+    for (let i = 0; i < 32; i++) {
+      const v = f(x[b + i]! * id);
+      const q = v < 0 ? -Math.round(-v) : Math.round(v);
+      out[b + i] = q * d;
+    }
+  }
+  return out;
+}
+
 export const referenceBackend: Backend = {
   name: 'reference',
 
@@ -32,12 +54,15 @@ export const referenceBackend: Backend = {
     const [rows, cols] = dims2(w);
     const row = new Float64Array(cols);
     const decode = rowDecoder(w, cols);
+    // Block-quantised weights multiply activations quantised to 8 bits per block of 32 (the
+    // semantics of llama.cpp's integer dot products, which the native kernels implement).
+    const xs = isFloatType(w.dtype) ? x : quantizeActivations(x, tokens * cols);
     for (let r = 0; r < rows; r++) {
       decode(r, row);
       for (let t = 0; t < tokens; t++) {
         const xo = t * cols;
         let sum = 0;
-        for (let c = 0; c < cols; c++) sum += row[c]! * x[xo + c]!;
+        for (let c = 0; c < cols; c++) sum += row[c]! * xs[xo + c]!;
         y[t * rows + r] = sum;
       }
     }

@@ -1,0 +1,296 @@
+/*
+ * Block-quantised weights (GGML formats; layouts from ggml-common.h, decoding as in
+ * ggml-quants.c `dequantize_row_*`) multiplied by activations quantised to 8 bits per block of 32
+ * (ggml's Q8_0: d = amax/127, q = round(x/d)). The TypeScript reference defines the same product:
+ * dequantised weights · (d·q) activations, so results agree up to float summation order.
+ *
+ * Every format has a scalar block decoder (the generic path: decode a block, then an f32 dot per
+ * 32 elements scaled by the activation block's d). Q4_0 and Q8_0 also have AVX2 integer paths:
+ * 32 int8×int8 products per instruction pair, one float multiply-add per block.
+ */
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define DSEEK_X86 1
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+static inline float half(const uint8_t *p) {
+  uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) bits = sign;
+    else {
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        exp--;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
+  else bits = sign | ((exp + 112) << 23) | (mant << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+int quant_block_elements(int t) {
+  switch (t) {
+    case QT_Q4_0: case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: case QT_Q8_0: return 32;
+    case QT_Q2_K: case QT_Q3_K: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: return 256;
+    default: return 0;
+  }
+}
+
+int quant_block_bytes(int t) {
+  switch (t) {
+    case QT_Q4_0: return 18;
+    case QT_Q4_1: return 20;
+    case QT_Q5_0: return 22;
+    case QT_Q5_1: return 24;
+    case QT_Q8_0: return 34;
+    case QT_Q2_K: return 84;
+    case QT_Q3_K: return 110;
+    case QT_Q4_K: return 144;
+    case QT_Q5_K: return 176;
+    case QT_Q6_K: return 210;
+    default: return 0;
+  }
+}
+
+/* ---------- scalar block decoders ---------- */
+
+static void decode_q8_0(const uint8_t *s, float *o) {
+  float d = half(s);
+  for (int j = 0; j < 32; j++) o[j] = (float)(int8_t)s[2 + j] * d;
+}
+
+static void decode_q4_0(const uint8_t *s, float *o) {
+  float d = half(s);
+  for (int j = 0; j < 16; j++) {
+    o[j] = (float)((s[2 + j] & 15) - 8) * d;
+    o[j + 16] = (float)((s[2 + j] >> 4) - 8) * d;
+  }
+}
+
+static void decode_q5_0(const uint8_t *s, float *o) {
+  float d = half(s);
+  uint32_t qh = (uint32_t)s[2] | ((uint32_t)s[3] << 8) | ((uint32_t)s[4] << 16) | ((uint32_t)s[5] << 24);
+  for (int j = 0; j < 16; j++) {
+    int lo = (s[6 + j] & 15) | (((qh >> j) & 1) << 4);
+    int hi = (s[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    o[j] = (float)(lo - 16) * d;
+    o[j + 16] = (float)(hi - 16) * d;
+  }
+}
+
+static void decode_q4_1(const uint8_t *s, float *o) {
+  float d = half(s), m = half(s + 2);
+  for (int j = 0; j < 16; j++) {
+    o[j] = (float)(s[4 + j] & 15) * d + m;
+    o[j + 16] = (float)(s[4 + j] >> 4) * d + m;
+  }
+}
+
+static void decode_q5_1(const uint8_t *s, float *o) {
+  float d = half(s), m = half(s + 2);
+  uint32_t qh = (uint32_t)s[4] | ((uint32_t)s[5] << 8) | ((uint32_t)s[6] << 16) | ((uint32_t)s[7] << 24);
+  for (int j = 0; j < 16; j++) {
+    int lo = (s[8 + j] & 15) | (((qh >> j) & 1) << 4);
+    int hi = (s[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    o[j] = (float)lo * d + m;
+    o[j + 16] = (float)hi * d + m;
+  }
+}
+
+static void decode_q2_k(const uint8_t *s, float *o) {
+  float d = half(s + 80), dmin = half(s + 82);
+  for (int e = 0; e < 256; e++) {
+    int sc = s[e >> 4];
+    int q = (s[16 + 32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3;
+    o[e] = d * (float)(sc & 15) * (float)q - dmin * (float)(sc >> 4);
+  }
+}
+
+static int scale_q3k(const uint8_t *s, int j) {
+  int low = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+  int high = (s[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+  return low | (high << 4);
+}
+
+static void decode_q3_k(const uint8_t *s, float *o) {
+  float d = half(s + 108);
+  for (int e = 0; e < 256; e++) {
+    int shift = (e >> 5) & 3, l = e & 31;
+    int low = (s[32 + 32 * (e >> 7) + l] >> (2 * shift)) & 3;
+    int high = (s[l] >> (4 * (e >> 7) + shift)) & 1;
+    o[e] = d * (float)(scale_q3k(s + 96, e >> 4) - 32) * (float)(low - (high ? 0 : 4));
+  }
+}
+
+static void scale_min_k4(const uint8_t *s, int j, int *sc, int *m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+static void decode_qk_affine(const uint8_t *s, float *o, int bits) {
+  float d = half(s), dmin = half(s + 2);
+  int qs_at = bits == 4 ? 16 : 48;
+  for (int j = 0; j < 8; j++) {
+    int sc, m;
+    scale_min_k4(s + 4, j, &sc, &m);
+    float dj = d * (float)sc, mj = dmin * (float)m;
+    int c = j >> 1, hi = j & 1;
+    for (int l = 0; l < 32; l++) {
+      int b = s[qs_at + 32 * c + l];
+      int q = hi ? b >> 4 : b & 15;
+      if (bits == 5) q += ((s[16 + l] >> (2 * c + hi)) & 1) << 4;
+      o[32 * j + l] = dj * (float)q - mj;
+    }
+  }
+}
+
+static void decode_q4_k(const uint8_t *s, float *o) { decode_qk_affine(s, o, 4); }
+static void decode_q5_k(const uint8_t *s, float *o) { decode_qk_affine(s, o, 5); }
+
+static void decode_q6_k(const uint8_t *s, float *o) {
+  float d = half(s + 208);
+  for (int e = 0; e < 256; e++) {
+    int h = e >> 7, t = (e >> 5) & 3, l = e & 31;
+    int b = s[64 * h + 32 * (t & 1) + l];
+    int low = t < 2 ? b & 15 : b >> 4;
+    int high = (s[128 + 32 * h + l] >> (2 * t)) & 3;
+    int sc = (int8_t)s[192 + (e >> 4)];
+    o[e] = d * (float)sc * (float)((low | (high << 4)) - 32);
+  }
+}
+
+typedef void (*decode_fn)(const uint8_t *, float *);
+
+static decode_fn decoder(int t) {
+  switch (t) {
+    case QT_Q4_0: return decode_q4_0;
+    case QT_Q4_1: return decode_q4_1;
+    case QT_Q5_0: return decode_q5_0;
+    case QT_Q5_1: return decode_q5_1;
+    case QT_Q8_0: return decode_q8_0;
+    case QT_Q2_K: return decode_q2_k;
+    case QT_Q3_K: return decode_q3_k;
+    case QT_Q4_K: return decode_q4_k;
+    case QT_Q5_K: return decode_q5_k;
+    case QT_Q6_K: return decode_q6_k;
+    default: return NULL;
+  }
+}
+
+void quant_decode_row(int t, const uint8_t *row, int64_t n, float *out) {
+  decode_fn dec = decoder(t);
+  int be = quant_block_elements(t), bb = quant_block_bytes(t);
+  for (int64_t b = 0; b < n / be; b++) dec(row + b * bb, out + b * be);
+}
+
+/* ---------- activations: Q8_0 blocks ---------- */
+
+void quant_activations(const float *x, int64_t n, block_q8 *out) {
+  for (int64_t b = 0; b < n / 32; b++) {
+    const float *xb = x + b * 32;
+    float amax = 0;
+    for (int i = 0; i < 32; i++) {
+      float a = fabsf(xb[i]);
+      if (a > amax) amax = a;
+    }
+    float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = d;
+    for (int i = 0; i < 32; i++) out[b].q[i] = (int8_t)roundf(xb[i] * id);
+  }
+}
+
+/* ---------- dot products of one weight row with quantised activations ---------- */
+
+/* Generic: decode each weight block, then per 32 elements Σ w·q scaled by the activation d. */
+static float row_dot_generic(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
+  decode_fn dec = decoder(t);
+  int be = quant_block_elements(t), bb = quant_block_bytes(t);
+  float w[256];
+  float sum = 0;
+  for (int64_t b = 0; b < n / be; b++) {
+    dec(row + b * bb, w);
+    for (int c = 0; c < be; c += 32) {
+      const block_q8 *xb = x + (b * be + c) / 32;
+      float s = 0;
+      for (int i = 0; i < 32; i++) s += w[c + i] * (float)xb->q[i];
+      sum += s * xb->d;
+    }
+  }
+  return sum;
+}
+
+#ifdef DSEEK_X86
+/* Σ of signed int8 products of 32 pairs, as 8 int32 lanes (maddubs needs one unsigned operand). */
+TARGET_AVX2 static inline __m256i dot_i8x32(__m256i a, __m256i b) {
+  __m256i ua = _mm256_sign_epi8(a, a);
+  __m256i sb = _mm256_sign_epi8(b, a);
+  __m256i p16 = _mm256_maddubs_epi16(ua, sb);
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++) {
+    const uint8_t *w = row + b * 34;
+    __m256i qw = _mm256_loadu_si256((const __m256i *)(w + 2));
+    __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
+    __m256 p = _mm256_cvtepi32_ps(dot_i8x32(qw, qx));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), p, acc);
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m128i low = _mm_set1_epi8(15);
+  const __m256i eight = _mm256_set1_epi8(8);
+  for (int64_t b = 0; b < n / 32; b++) {
+    const uint8_t *w = row + b * 18;
+    __m128i bytes = _mm_loadu_si128((const __m128i *)(w + 2));
+    /* Elements 0..15 are the low nibbles, 16..31 the high nibbles (ggml block_q4_0). */
+    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), _mm_and_si128(bytes, low));
+    q = _mm256_sub_epi8(q, eight);
+    __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
+    __m256 p = _mm256_cvtepi32_ps(dot_i8x32(q, qx));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), p, acc);
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+static int use_avx2 = 0;
+
+void quant_init(int avx2) { use_avx2 = avx2; }
+
+float quant_row_dot(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
+#ifdef DSEEK_X86
+  if (use_avx2) {
+    if (t == QT_Q4_0) return row_dot_q4_0_avx2(row, x, n);
+    if (t == QT_Q8_0) return row_dot_q8_0_avx2(row, x, n);
+  }
+#endif
+  return row_dot_generic(t, row, x, n);
+}
