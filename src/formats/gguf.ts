@@ -38,6 +38,7 @@ import { InvalidInputError, ModelFormatError, TensorShapeError } from '../errors
 import { blockBytes, blockSize, GGML_TYPE_ID, ggmlTypeFromId, ggmlTypeName, type GgmlType } from './quant/index.js';
 import type { WeightSource } from './safetensors.js';
 import type { Tensor } from '../kernels/tensor.js';
+import { mapFileRegions } from '../kernels/native/index.js';
 
 // --- Values ---------------------------------------------------------------------------------------
 
@@ -315,11 +316,24 @@ export class GgufFile {
     return this.byName.get(name);
   }
 
-  /** The tensor's bytes, read now into a new buffer. Throws ModelFormatError for an unknown name. */
+  /** Views of every tensor over one read-only mapping of the file, made on first use (null: no mmap). */
+  private mapped: Map<string, Uint8Array> | null | undefined;
+
+  /**
+   * The tensor's bytes: a view of the memory-mapped file when the native addon is available (no
+   * copy; the mapping outlives close()), else read now into a new buffer. Throws
+   * ModelFormatError for an unknown name.
+   */
   readTensor(name: string): GgufTensor {
     const info = this.byName.get(name);
     if (info === undefined) throw new ModelFormatError(this.path, `no tensor named ${JSON.stringify(name)}`);
     if (this.fd === undefined) throw new Error(`${this.path}: read of tensor ${JSON.stringify(name)} after close()`);
+    if (this.mapped === undefined) {
+      const views = mapFileRegions(this.path, this.tensors.map((t) => ({ offset: t.offset, size: t.byteSize })));
+      this.mapped = views ? new Map(this.tensors.map((t, i) => [t.name, views[i]!])) : null;
+    }
+    const view = this.mapped?.get(name);
+    if (view) return { dtype: info.type, shape: [...info.shape], data: view };
     const data = new Uint8Array(info.byteSize);
     readFully(this.fd, this.path, data, info.offset, `tensor ${JSON.stringify(name)}`);
     return { dtype: info.type, shape: [...info.shape], data };

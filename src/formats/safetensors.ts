@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { InvalidInputError, ModelFormatError, TensorShapeError } from '../errors.js';
 import { bytesPerElement, elementCount, isFloatType, type DType, type Tensor } from '../kernels/tensor.js';
+import { mapFileRegions } from '../kernels/native/index.js';
 
 /** Where the model loader gets its weights: safetensors now, GGUF later. */
 export interface WeightSource {
@@ -96,8 +97,23 @@ class SafetensorsFile {
     }
   }
 
+  /** Views of every tensor over one read-only mapping of the file, made on first use (null: no mmap). */
+  private mapped: Map<string, Uint8Array> | null | undefined;
+
+  /**
+   * A tensor's bytes: a view of the memory-mapped file when the native addon is available (no copy,
+   * pages load on first touch), else read now into a new buffer (4-byte aligned for f32 views).
+   */
   read(name: string, entry: Entry): Uint8Array {
     if (this.fd === undefined) throw new Error(`${this.path}: read of tensor ${JSON.stringify(name)} after close()`);
+    if (this.mapped === undefined) {
+      const list = [...this.entries];
+      const views = mapFileRegions(this.path, list.map(([, e]) => ({ offset: e.position, size: e.size })));
+      this.mapped = views ? new Map(list.map(([n], i) => [n, views[i]!])) : null;
+    }
+    const view = this.mapped?.get(name);
+    // A misaligned f32 tensor cannot back a Float32Array view: read it into a fresh buffer instead.
+    if (view && (entry.dtype !== 'f32' || entry.position % 4 === 0)) return view;
     const data = new Uint8Array(entry.size);
     readFully(this.fd, this.path, data, entry.position, `tensor ${JSON.stringify(name)}`);
     return data;

@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kernels.h"
 #include "threadpool.h"
@@ -190,6 +194,84 @@ static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) 
   return NULL;
 }
 
+/* A read-only mapping of a whole file, shared by the ArrayBuffers made over its regions; unmapped
+   when the last of them is garbage-collected. */
+typedef struct {
+  void *base;
+  size_t length;
+  int64_t refs;
+} mapping_t;
+
+static void release_region(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  mapping_t *m = hint;
+  if (--m->refs == 0) {
+    munmap(m->base, m->length);
+    free(m);
+  }
+}
+
+/* mapRegions(path, offsets: Float64Array, sizes: Float64Array) -> ArrayBuffer[] over one mmap. */
+static napi_value js_map_regions(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char path[4096];
+  size_t path_len = 0;
+  view_t offsets, sizes;
+  if (argc < 3 || napi_get_value_string_utf8(env, a[0], path, sizeof path, &path_len) != napi_ok || path_len >= sizeof path - 1 ||
+      !get_view(env, a[1], &offsets) || !get_view(env, a[2], &sizes) || offsets.type != napi_float64_array ||
+      sizes.type != napi_float64_array || offsets.length != sizes.length)
+    return fail(env, "mapRegions(path, offsets, sizes): bad arguments");
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return fail(env, "mapRegions: cannot open the file");
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    return fail(env, "mapRegions: cannot stat the file, or it is empty");
+  }
+  size_t length = (size_t)st.st_size;
+  const double *off = offsets.data, *len = sizes.data;
+  for (size_t i = 0; i < offsets.length; i++) {
+    if (off[i] < 0 || len[i] < 0 || off[i] + len[i] > (double)length) {
+      close(fd);
+      return fail(env, "mapRegions: a region lies outside the file");
+    }
+  }
+  void *base = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) return fail(env, "mapRegions: mmap failed");
+  mapping_t *m = malloc(sizeof *m);
+  if (!m) {
+    munmap(base, length);
+    return fail(env, "mapRegions: out of memory");
+  }
+  m->base = base;
+  m->length = length;
+  m->refs = 1; /* held by this call until the end */
+  napi_value result;
+  CHECK(napi_create_array_with_length(env, offsets.length, &result));
+  for (size_t i = 0; i < offsets.length; i++) {
+    napi_value ab;
+    if (len[i] == 0) {
+      void *unused;
+      CHECK(napi_create_arraybuffer(env, 0, &unused, &ab));
+    } else {
+      m->refs++;
+      if (napi_create_external_arraybuffer(env, (char *)base + (size_t)off[i], (size_t)len[i], release_region, m, &ab) != napi_ok) {
+        m->refs--;
+        release_region(env, NULL, m);
+        napi_throw_error(env, NULL, "mapRegions: cannot create an external ArrayBuffer (not allowed in this runtime)");
+        return NULL;
+      }
+    }
+    CHECK(napi_set_element(env, result, (uint32_t)i, ab));
+  }
+  release_region(env, NULL, m);
+  return result;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value a[1];
@@ -221,6 +303,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sharedKvAttention", NULL, js_shared_kv_attention, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+      {"mapRegions", NULL, js_map_regions, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

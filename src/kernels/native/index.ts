@@ -19,6 +19,7 @@ interface NativeAddon {
   attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, dk: number, dv: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   setThreads(n: number): void;
+  mapRegions(path: string, offsets: Float64Array, sizes: Float64Array): ArrayBuffer[];
   info(): { simd: string; threads: number };
 }
 
@@ -46,6 +47,18 @@ function loadAddon(): NativeAddon | null {
 export function nativeLoadError(): string {
   loadAddon();
   return loadError;
+}
+
+/**
+ * Map byte regions of a file read-only (one mmap shared by all of them, released when the last
+ * view is garbage-collected): weights are used in place, loading costs no copy, and pages count
+ * in RSS only once touched. Null when the addon is unavailable (callers then read the bytes).
+ */
+export function mapFileRegions(path: string, regions: ReadonlyArray<{ offset: number; size: number }>): Uint8Array[] | null {
+  const n = loadAddon();
+  if (!n || process.env['DSEEK_NO_MMAP']) return null;
+  const buffers = n.mapRegions(path, Float64Array.from(regions, (r) => r.offset), Float64Array.from(regions, (r) => r.size));
+  return buffers.map((b) => new Uint8Array(b));
 }
 
 /** The default thread count: one per core the process may use (the machines have no SMT siblings to skip). */
