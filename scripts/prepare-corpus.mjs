@@ -29,7 +29,21 @@ function install() {
   const prefix = asRoot ? [] : have('sudo') ? ['sudo'] : null;
   if (!prefix) throw new Error('the `bible` program is missing and apt-get needs root: run `sudo apt-get install bible-kjv`');
   const run = (argv) => {
-    console.error(`prepare-corpus: ${[...prefix, ...argv].join(' ')}`);
+    writeFileSync(
+  join(out, 'corpus-info.json'),
+  `${JSON.stringify(
+    {
+      name: 'The King James Version of the Bible (1611)',
+      description: `the complete Authorized Version, ${verses.toLocaleString('en-US')} verses in ${chapters.length.toLocaleString('en-US')} chapters (${(text.length / 1e6).toFixed(1)} MB of text), one chapter per document and one verse per line, verse references removed`,
+      source: "Debian package `bible-kjv-text` (printed with `bible -f Gen1:1-Rev22:21` from package `bible-kjv`), prepared by `scripts/prepare-corpus.mjs`",
+      license: 'public domain (the text); the package is distributed under the terms in LICENSE-corpus.txt',
+      licenseFile: join(out, 'LICENSE-corpus.txt'),
+    },
+    null,
+    2,
+  )}\n`,
+);
+console.error(`prepare-corpus: ${[...prefix, ...argv].join(' ')}`);
     execFileSync(prefix.length ? prefix[0] : argv[0], prefix.length ? argv : argv.slice(1), {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
@@ -80,5 +94,19 @@ writeFileSync(
     '',
     copyright ? readFileSync(copyright, 'utf8') : '(package copyright file not found)',
   ].join('\n'),
+);
+writeFileSync(
+  join(out, 'corpus-info.json'),
+  `${JSON.stringify(
+    {
+      name: 'The King James Version of the Bible (1611)',
+      description: `the complete Authorized Version, ${verses.toLocaleString('en-US')} verses in ${chapters.length.toLocaleString('en-US')} chapters (${(text.length / 1e6).toFixed(1)} MB of text), one chapter per document and one verse per line, verse references removed`,
+      source: "Debian package `bible-kjv-text` (printed with `bible -f Gen1:1-Rev22:21` from package `bible-kjv`), prepared by `scripts/prepare-corpus.mjs`",
+      license: 'public domain (the text); the package is distributed under the terms in LICENSE-corpus.txt',
+      licenseFile: join(out, 'LICENSE-corpus.txt'),
+    },
+    null,
+    2,
+  )}\n`,
 );
 console.error(`prepare-corpus: ${verses} verses in ${chapters.length} chapters, ${(text.length / 1e6).toFixed(2)} MB → ${join(out, 'kjv.txt')}`);

@@ -11,6 +11,7 @@ import { renderChat, type ChatMessage } from '../tokenizer/chatTemplate.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { formatInspectReport, inspectModel } from './inspect.js';
 import { registerServeCommand } from './serve.js';
+import { registerBenchCommand } from './bench.js';
 import { parseInteger, parseTokenList, resolveModelPath, samplingFromFlags, type SamplingFlags } from './args.js';
 
 interface ModelFlags {
@@ -201,6 +202,7 @@ export function buildProgram(): Command {
     });
 
   registerServeCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

@@ -15,7 +15,7 @@ import type { ExportDType } from '../train/export.js';
 /** The default run: the recipe of the shipped model (models/default), sized for ~45 min on two cores. */
 export const DEFAULT_SETTINGS: RunSettings = {
   shape: DEFAULT_SHAPE,
-  steps: 750,
+  steps: 1000,
   batchSize: 8,
   lr: 2e-3,
   minLrRatio: 0.1,

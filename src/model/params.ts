@@ -4,6 +4,8 @@
  * weight shapes of SPEC.md §6.1.
  */
 import { isMoeLayer, latentWidth, type ModelConfig } from './config.js';
+import type { Tensor } from '../kernels/tensor.js';
+import type { ModelWeights, SwiGluWeights } from './weights.js';
 
 export interface ParameterCounts {
   readonly total: number;
@@ -84,3 +86,26 @@ export function formatCount(n: number): string {
   return String(n);
 }
 
+
+/**
+ * Weight bytes one decoded token reads: every attention and dense weight, the router, the shared
+ * experts, k of the routed experts (an average expert's size), the final norm and lm_head, and one
+ * embedding row. Decoding is bandwidth-bound, so bandwidth ÷ this is its ceiling in tokens/s.
+ */
+export function activeWeightBytes(c: ModelConfig, w: ModelWeights): number {
+  const bytes = (t: Tensor | null): number => (t ? t.data.byteLength : 0);
+  const swiglu = (s: SwiGluWeights | null): number => (s ? bytes(s.gate) + bytes(s.up) + bytes(s.down) : 0);
+  let total = bytes(w.embed) / c.vocabSize + bytes(w.norm) + bytes(w.lmHead);
+  for (const l of w.layers) {
+    const a = l.attention;
+    total += bytes(l.attnNorm) + bytes(l.ffnNorm);
+    total += bytes(a.qProj) + bytes(a.qA) + bytes(a.qANorm) + bytes(a.qB) + bytes(a.kvA) + bytes(a.kvANorm);
+    total += bytes(a.kvB) + bytes(a.kB) + bytes(a.vB) + bytes(a.o);
+    total += swiglu(l.dense);
+    if (l.moe) {
+      const experts = l.moe.experts.reduce((n, e) => n + swiglu(e), 0);
+      total += bytes(l.moe.router) + bytes(l.moe.choiceBias) + swiglu(l.moe.shared) + (experts * c.numExpertsPerTok) / c.nRoutedExperts;
+    }
+  }
+  return total;
+}

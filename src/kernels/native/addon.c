@@ -272,6 +272,19 @@ static napi_value js_map_regions(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* readBandwidth(bytes, passes) -> bytes per second */
+static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int64_t bytes, passes;
+  if (argc < 2 || !get_i64(env, a[0], &bytes) || !get_i64(env, a[1], &passes) || bytes <= 0 || passes <= 0)
+    return fail(env, "readBandwidth(bytes, passes): bad arguments");
+  napi_value out;
+  CHECK(napi_create_double(env, kernel_read_bandwidth(bytes, (int)passes), &out));
+  return out;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value a[1];
@@ -304,6 +317,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
       {"mapRegions", NULL, js_map_regions, NULL, NULL, NULL, napi_default, NULL},
+      {"readBandwidth", NULL, js_read_bandwidth, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

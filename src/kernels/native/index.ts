@@ -20,6 +20,7 @@ interface NativeAddon {
   sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   setThreads(n: number): void;
   mapRegions(path: string, offsets: Float64Array, sizes: Float64Array): ArrayBuffer[];
+  readBandwidth(bytes: number, passes: number): number;
   info(): { simd: string; threads: number };
 }
 
@@ -59,6 +60,17 @@ export function mapFileRegions(path: string, regions: ReadonlyArray<{ offset: nu
   if (!n || process.env['DSEEK_NO_MMAP']) return null;
   const buffers = n.mapRegions(path, Float64Array.from(regions, (r) => r.offset), Float64Array.from(regions, (r) => r.size));
   return buffers.map((b) => new Uint8Array(b));
+}
+
+/**
+ * Streaming-read memory bandwidth in bytes/s with `threads` threads (wide loads over a buffer far
+ * larger than the caches), or null without the addon.
+ */
+export function measureReadBandwidth(threads: number, bytes = 1 << 30, passes = 4): number | null {
+  const n = loadAddon();
+  if (!n) return null;
+  n.setThreads(threads);
+  return n.readBandwidth(bytes, passes);
 }
 
 /** The default thread count: one per core the process may use (the machines have no SMT siblings to skip). */

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -453,4 +454,73 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
                                 float scale) {
   shared_kv_ctx c = {out, qa, qb, pages, page_rows, kvtype, width, va, heads, ctx, scale};
   pool_run(shared_kv_task, &c, queries * heads, 1);
+}
+
+/* ---------- memory bandwidth probe ---------- */
+
+typedef struct {
+  const uint8_t *data;
+  int64_t chunk;
+  double *sums;
+} probe_ctx;
+
+#ifdef DSEEK_X86
+TARGET_AVX2 static double sum_avx2(const uint8_t *p, int64_t n) {
+  /* Wide loads, four independent accumulators: as fast a streaming read as the core can issue. */
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 128 <= n; i += 128) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps((const float *)(p + i)));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps((const float *)(p + i + 32)));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps((const float *)(p + i + 64)));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps((const float *)(p + i + 96)));
+  }
+  return hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+#endif
+
+static double sum_scalar(const uint8_t *p, int64_t n) {
+  const uint64_t *q = (const uint64_t *)p;
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (int64_t i = 0; i + 4 <= n / 8; i += 4) {
+    s0 += q[i];
+    s1 += q[i + 1];
+    s2 += q[i + 2];
+    s3 += q[i + 3];
+  }
+  return (double)(s0 ^ s1 ^ s2 ^ s3);
+}
+
+static void probe_task(void *p, int64_t start, int64_t end) {
+  probe_ctx *c = p;
+  for (int64_t i = start; i < end; i++) {
+#ifdef DSEEK_X86
+    if (strcmp(simd_name, "avx2") == 0) {
+      c->sums[i] = sum_avx2(c->data + i * c->chunk, c->chunk);
+      continue;
+    }
+#endif
+    c->sums[i] = sum_scalar(c->data + i * c->chunk, c->chunk);
+  }
+}
+
+double kernel_read_bandwidth(int64_t bytes, int passes) {
+  int64_t chunk = 1 << 20;
+  int64_t chunks = bytes / chunk;
+  if (chunks < 1) chunks = 1;
+  uint8_t *data = NULL;
+  if (posix_memalign((void **)&data, 64, (size_t)(chunks * chunk)) != 0) return -1;
+  memset(data, 1, (size_t)(chunks * chunk)); /* touch every page first */
+  double *sums = calloc((size_t)chunks, sizeof(double));
+  probe_ctx c = {data, chunk, sums};
+  pool_run(probe_task, &c, chunks, 1); /* warm-up pass */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < passes; i++) pool_run(probe_task, &c, chunks, 1);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  volatile double sink = sums[0];
+  (void)sink;
+  free(sums);
+  free(data);
+  return (double)(chunks * chunk) * passes / seconds;
 }

@@ -34,4 +34,7 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
                                 int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
                                 float scale);
 
+/* Bytes per second all pool threads read from a `bytes`-sized buffer (best of `passes`). */
+double kernel_read_bandwidth(int64_t bytes, int passes);
+
 #endif
