@@ -47,6 +47,7 @@ export class DiskCache {
   private total = 0;
   /** Units found on disk and units written, and corrupt files rejected (for metrics). */
   hits = 0;
+  misses = 0;
   writes = 0;
   rejected = 0;
 
@@ -84,7 +85,9 @@ export class DiskCache {
   }
 
   has(key: string): boolean {
-    return this.sizes.has(this.fileName(key));
+    const found = this.sizes.has(this.fileName(key));
+    if (!found) this.misses++;
+    return found;
   }
 
   /** Fill `page` from the unit stored under `key`. False (and the file removed) if absent or invalid. */

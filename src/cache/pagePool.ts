@@ -39,6 +39,7 @@ export class PagePool {
   readonly dtype: LatentCacheDType;
   readonly maxPages: number;
   private readonly free: Page[] = [];
+  private readonly held = new Set<Page>();
   private nextId = 0;
   private live = 0;
   /** Asked for a page when none is free: may release pages (the prefix cache evicts). */
@@ -62,6 +63,13 @@ export class PagePool {
     return this.live;
   }
 
+  /** Pages with more than one holder: prefixes shared between sequences or kept by the prefix tree. */
+  get sharedPages(): number {
+    let n = 0;
+    for (const p of this.held) if (p.refs > 1) n++;
+    return n;
+  }
+
   get bytesInUse(): number {
     return this.live * this.bytesPerPage;
   }
@@ -80,6 +88,7 @@ export class PagePool {
     }
     page.refs = 1;
     this.live++;
+    this.held.add(page);
     return page;
   }
 
@@ -91,6 +100,7 @@ export class PagePool {
     if (page.refs <= 0) throw new RangeError(`page ${page.id} released more often than retained`);
     if (--page.refs === 0) {
       this.live--;
+      this.held.delete(page);
       this.free.push(page);
     }
   }

@@ -18,6 +18,9 @@ import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stopStrings.js';
 import { JsonConstraint } from './jsonConstraint.js';
 import { endOfSequenceIds } from './generate.js';
+import { isMoeLayer, latentWidth } from '../model/config.js';
+import { cacheFootprint } from '../model/params.js';
+import type { RoutingObserver } from '../model/moe.js';
 import type { EngineEvent, EngineRequest, EngineStats, FinishReason, TokenLogprob } from './types.js';
 
 export class QueueFullError extends DseekError {
@@ -64,6 +67,8 @@ interface Sequence {
   stops: StopStringMatcher;
   json: JsonConstraint | null;
   cachedTokens: number;
+  /** Per MoE layer, tokens routed to each expert (when the request asked). */
+  routing: number[][] | null;
   started: boolean;
   firstTokenAt: number;
   cancelled: boolean;
@@ -85,6 +90,10 @@ export class Scheduler {
   private readonly queue: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private nextId = 1;
+  private promptHits = 0;
+  private promptMisses = 0;
+  /** The model's MoE layer indices, in order (rows of RoutingCounts). */
+  private readonly moeLayers: number[];
 
   constructor(
     readonly model: DeepseekModel,
@@ -114,6 +123,7 @@ export class Scheduler {
     this.log = options.log ?? (() => {});
     this.eos = endOfSequenceIds(model, tokenizer);
     this.validVocab = tokenizer ? Math.min(tokenizer.vocabSize, c.vocabSize) : c.vocabSize;
+    this.moeLayers = Array.from({ length: c.numHiddenLayers }, (_, l) => l).filter((l) => isMoeLayer(c, l));
   }
 
   /** Queue a request; its events go to `sink`. Throws for a request that can never run. */
@@ -148,6 +158,7 @@ export class Scheduler {
       stops: new StopStringMatcher([...(request.stop ?? [])]),
       json: request.jsonMode ? new JsonConstraint() : null,
       cachedTokens: 0,
+      routing: request.routing ? this.moeLayers.map(() => new Array<number>(this.model.config.nRoutedExperts).fill(0)) : null,
       started: false,
       firstTokenAt: 0,
       cancelled: false,
@@ -175,13 +186,26 @@ export class Scheduler {
   }
 
   stats(): EngineStats {
+    const bytesPerToken = this.pool.bytesPerPage / this.pool.pageTokens;
+    const elementBytes = bytesPerToken / latentWidth(this.model.config) / this.model.config.numHiddenLayers;
+    const footprint = cacheFootprint(this.model.config);
     return {
       running: this.running.length,
       queued: this.queue.length,
       cacheBytesInUse: this.pool.bytesInUse,
       cacheBytesBudget: this.pool.maxPages * this.pool.bytesPerPage,
+      cacheBytesPerToken: bytesPerToken,
+      cachedTokens: this.pool.pagesInUse * this.pool.pageTokens,
+      sharedPages: this.pool.sharedPages,
       prefixCacheTokens: this.prefix ? this.prefix.tokens : 0,
       diskCacheBytes: this.disk ? this.disk.bytes : 0,
+      diskCacheFiles: this.disk ? this.disk.files : 0,
+      diskCacheHits: this.disk ? this.disk.hits : 0,
+      diskCacheMisses: this.disk ? this.disk.misses : 0,
+      promptCacheHitTokens: this.promptHits,
+      promptCacheMissTokens: this.promptMisses,
+      mhaBytesPerToken: footprint.mhaElements * elementBytes,
+      gqaBytesPerToken: footprint.gqaElements * elementBytes,
     };
   }
 
@@ -227,7 +251,19 @@ export class Scheduler {
     if (batch.length === 0) return true;
 
     const items: BatchItem[] = batch.map((b) => ({ tokens: b.tokens, cache: b.seq.cache!, logits: b.last ? 'last' : 'none' }));
-    const logits = this.model.forwardBatch(items);
+    // Routing is counted for inputs that are generated tokens (the answer), per sequence that asked.
+    const owners: Array<Sequence | null> = [];
+    for (const b of batch) for (let i = 0; i < b.tokens.length; i++) owners.push(b.seq.routing && b.seq.generated.length > 0 && b.tokens.length === 1 ? b.seq : null);
+    const onRouting: RoutingObserver | undefined = owners.some((o) => o)
+      ? (layer, r) => {
+          const row = this.moeLayers.indexOf(layer);
+          for (let t = 0; t < r.tokens; t++) {
+            const counts = owners[t]?.routing?.[row];
+            if (counts) for (let i = 0; i < r.k; i++) counts[r.experts[t * r.k + i]!]!++;
+          }
+        }
+      : undefined;
+    const logits = this.model.forwardBatch(items, onRouting ? { onRouting } : {});
     const V = this.model.config.vocabSize;
     let row = 0;
     for (const b of batch) {
@@ -273,6 +309,8 @@ export class Scheduler {
       this.running.push(seq);
       if (!seq.started) {
         seq.started = true;
+        this.promptHits += seq.cachedTokens;
+        this.promptMisses += seq.request.prompt.length - seq.cachedTokens;
         seq.sink({ type: 'started', promptTokens: seq.request.prompt.length, cachedTokens: seq.cachedTokens });
       }
       this.queue.forEach((q, i) => q.sink({ type: 'queued', position: i }));
@@ -399,6 +437,9 @@ export class Scheduler {
       },
       timeToFirstTokenS: seq.firstTokenAt ? (seq.firstTokenAt - seq.submittedAt) / 1000 : (now - seq.submittedAt) / 1000,
       generationS: seq.firstTokenAt ? (now - seq.firstTokenAt) / 1000 : 0,
+      ...(seq.routing
+        ? { routing: { layers: this.moeLayers, experts: this.model.config.nRoutedExperts, sharedExperts: this.model.config.nSharedExperts, counts: seq.routing } }
+        : {}),
     });
   }
 }

@@ -17,6 +17,16 @@ export interface EngineRequest {
   /** Constrain decoding so that the output is one valid JSON value (response_format json_object). */
   readonly jsonMode?: boolean;
   readonly ignoreEos?: boolean;
+  /** Count which routed experts the generated tokens used in each MoE layer (reported with `done`). */
+  readonly routing?: boolean;
+}
+
+/** Expert routing of a request's generated tokens: counts[i][e] = tokens routed to expert e in MoE layer layers[i]. */
+export interface RoutingCounts {
+  readonly layers: readonly number[];
+  readonly experts: number;
+  readonly sharedExperts: number;
+  readonly counts: readonly (readonly number[])[];
 }
 
 export interface TokenLogprob {
@@ -59,6 +69,8 @@ export type EngineEvent =
       /** Seconds from submission to the first token, and of generation after it. */
       readonly timeToFirstTokenS: number;
       readonly generationS: number;
+      /** Present when the request asked for it. */
+      readonly routing?: RoutingCounts;
     };
 
 export interface EngineStats {
@@ -67,8 +79,23 @@ export interface EngineStats {
   /** Latent-cache bytes in use by running sequences and the prefix cache, and the budget. */
   readonly cacheBytesInUse: number;
   readonly cacheBytesBudget: number;
+  /** Bytes one cached token takes (all layers), and the tokens held in pages now. */
+  readonly cacheBytesPerToken: number;
+  readonly cachedTokens: number;
+  /** Pages held by more than one holder (a prefix shared by sequences or kept by the prefix tree). */
+  readonly sharedPages: number;
   readonly prefixCacheTokens: number;
   readonly diskCacheBytes: number;
+  readonly diskCacheFiles: number;
+  /** Prefix units found on disk / lookups that reached the disk. */
+  readonly diskCacheHits: number;
+  readonly diskCacheMisses: number;
+  /** Prompt tokens served from the prefix cache / computed, since start. */
+  readonly promptCacheHitTokens: number;
+  readonly promptCacheMissTokens: number;
+  /** What the same cached tokens would take with the expanded MHA cache and with a GQA cache (8 KV heads), for comparison. */
+  readonly mhaBytesPerToken: number;
+  readonly gqaBytesPerToken: number;
 }
 
 export interface Engine {

@@ -76,6 +76,7 @@ try {
       cacheBytesPerToken: scheduler.pool.bytesPerPage / scheduler.pool.pageTokens,
       diskCacheDir: disk ? disk.dir : null,
     },
+    stats: scheduler.stats(),
   });
 } catch (err) {
   const e = err as Error & { code?: string };

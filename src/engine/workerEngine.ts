@@ -21,7 +21,7 @@ export class EngineError extends DseekError {
 export class WorkerEngine implements Engine {
   private readonly streams = new Map<number, EventStream<EngineEvent>>();
   private nextId = 1;
-  private latest: EngineStats = { running: 0, queued: 0, cacheBytesInUse: 0, cacheBytesBudget: 0, prefixCacheTokens: 0, diskCacheBytes: 0 };
+  private latest: EngineStats;
   private closed: Promise<void> | null = null;
   private onClosed: (() => void) | null = null;
 
@@ -29,7 +29,9 @@ export class WorkerEngine implements Engine {
     private readonly worker: Worker,
     readonly info: EngineInfo,
     private readonly log: (line: string) => void,
+    initialStats: EngineStats,
   ) {
+    this.latest = initialStats;
     worker.on('message', (m: FromWorker) => this.onMessage(m));
     worker.on('error', (err) => {
       this.log(`engine worker failed: ${err.message}`);
@@ -46,7 +48,7 @@ export class WorkerEngine implements Engine {
         if (m.type === 'log') log(m.line);
         else if (m.type === 'ready') {
           worker.off('message', onMessage);
-          resolve(new WorkerEngine(worker, m.info, log));
+          resolve(new WorkerEngine(worker, m.info, log, m.stats));
         } else if (m.type === 'fatal') {
           worker.off('message', onMessage);
           void worker.terminate();

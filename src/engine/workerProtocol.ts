@@ -44,7 +44,7 @@ export type ToWorker =
   | { readonly type: 'close'; readonly deadlineMs: number };
 
 export type FromWorker =
-  | { readonly type: 'ready'; readonly info: EngineInfo }
+  | { readonly type: 'ready'; readonly info: EngineInfo; readonly stats: EngineStats }
   | { readonly type: 'fatal'; readonly error: SerializedError }
   | { readonly type: 'event'; readonly id: number; readonly event: EngineEvent }
   | { readonly type: 'error'; readonly id: number; readonly error: SerializedError }

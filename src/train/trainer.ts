@@ -60,8 +60,10 @@ export interface TrainOptions {
   /** Progress lines (default: stderr). */
   readonly log?: (line: string) => void;
   readonly logEvery?: number;
-  /** Stop after this many steps in this session (a simulated kill, for tests). */
+  /** Stop after this many steps in this session (tests). */
   readonly stopAfter?: number;
+  /** Whether stopping early writes a checkpoint (default true); false simulates a kill. */
+  readonly saveOnStop?: boolean;
 }
 
 export interface TrainResult {
@@ -292,7 +294,7 @@ export function train(options: TrainOptions): TrainResult {
     }
     if (settings.checkpointEvery > 0 && step % settings.checkpointEvery === 0) save();
   }
-  save();
+  if (step >= settings.steps || options.saveOnStop !== false) save();
   return {
     settings,
     config,

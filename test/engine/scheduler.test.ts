@@ -157,3 +157,18 @@ test('requests that can never run are refused with the reason', () => {
   assert.throws(() => scheduler.submit({ prompt: [1], maxTokens: 0, sampling: {} }, sink), /max_tokens/);
   assert.throws(() => scheduler.submit({ prompt: [1], maxTokens: 1, sampling: { temperature: -1 } }, sink), /temperature/);
 });
+
+test('routing counts cover each generated token once per MoE layer; stats report the cache', async () => {
+  const engine = engineFor(lite);
+  const r = await collect(engine.generate({ prompt: prompts[0]!, maxTokens: 6, sampling: { temperature: 0 }, ignoreEos: true, routing: true }));
+  const routing = r.done.routing!;
+  assert.deepEqual(routing.layers, [1, 2]);
+  assert.equal(routing.experts, 8);
+  assert.equal(routing.sharedExperts, 2);
+  // The first answer token comes from the prompt pass; the other 5 are routed as inputs, top-2 each.
+  for (const row of routing.counts) assert.equal(row.reduce((a, b) => a + b, 0), 5 * 2);
+  const stats = engine.stats();
+  assert.equal(stats.promptCacheMissTokens, prompts[0]!.length);
+  assert.ok(stats.prefixCacheTokens > 0);
+  assert.ok(stats.mhaBytesPerToken > stats.cacheBytesPerToken);
+});

@@ -137,7 +137,24 @@ export class FakeEngine implements Engine {
   }
 
   stats(): EngineStats {
-    return { running: this.running, queued: this.queued, cacheBytesInUse: 0, cacheBytesBudget: 1 << 30, prefixCacheTokens: 0, diskCacheBytes: 0 };
+    return {
+      running: this.running,
+      queued: this.queued,
+      cacheBytesInUse: 0,
+      cacheBytesBudget: 1 << 30,
+      cacheBytesPerToken: 31_104,
+      cachedTokens: 0,
+      sharedPages: 0,
+      prefixCacheTokens: 0,
+      diskCacheBytes: 0,
+      diskCacheFiles: 0,
+      diskCacheHits: 0,
+      diskCacheMisses: 0,
+      promptCacheHitTokens: 0,
+      promptCacheMissTokens: 0,
+      mhaBytesPerToken: 276_480,
+      gqaBytesPerToken: 110_592,
+    };
   }
 
   async close(): Promise<void> {}
