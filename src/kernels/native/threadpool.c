@@ -25,8 +25,23 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done = PTHREAD_COND_INITIALIZER;
 static job_t current;
-static long generation = 0;
-static int shutting_down = 0;
+static atomic_long generation = 0;
+static atomic_int shutting_down = 0;
+
+/* Workers may spin this many iterations for the next job before sleeping (DSEEK_SPIN): decoding
+   issues hundreds of small jobs per token and a condition-variable wake-up costs tens of µs, but
+   on an oversubscribed machine spinning steals the cores the work needs (measured: tg32 on a
+   3-layer V2-Lite-shaped bf16 model at load 4.8 on 2 cores: 17.8 tok/s without spinning, 14.7
+   with 2,000 iterations, 5.8 with 20,000). Off by default. */
+static int SPIN_ITERATIONS = 0;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
 
 static void run_chunks(job_t *job) {
   for (;;) {
@@ -39,42 +54,49 @@ static void run_chunks(job_t *job) {
 }
 
 static void *worker_main(void *arg) {
-  (void)arg;
-  long seen = 0;
-  pthread_mutex_lock(&lock);
+  long seen = (long)(intptr_t)arg;
   for (;;) {
-    while (generation == seen && !shutting_down) pthread_cond_wait(&wake, &lock);
-    if (shutting_down) break;
-    seen = generation;
-    pthread_mutex_unlock(&lock);
+    /* Spin briefly for the next job, then sleep until one is posted. */
+    for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&generation) == seen && !atomic_load(&shutting_down); i++) cpu_relax();
+    if (atomic_load(&generation) == seen && !atomic_load(&shutting_down)) {
+      pthread_mutex_lock(&lock);
+      while (atomic_load(&generation) == seen && !atomic_load(&shutting_down)) pthread_cond_wait(&wake, &lock);
+      pthread_mutex_unlock(&lock);
+    }
+    if (atomic_load(&shutting_down)) break;
+    seen = atomic_load(&generation);
     run_chunks(&current);
-    pthread_mutex_lock(&lock);
-    if (atomic_fetch_sub(&current.active, 1) == 1) pthread_cond_signal(&done);
+    if (atomic_fetch_sub(&current.active, 1) == 1) {
+      pthread_mutex_lock(&lock);
+      pthread_cond_signal(&done);
+      pthread_mutex_unlock(&lock);
+    }
   }
-  pthread_mutex_unlock(&lock);
   return NULL;
 }
 
 int pool_threads(void) { return worker_count + 1; }
 
 int pool_set_threads(int threads) {
+  const char *spin = getenv("DSEEK_SPIN");
+  if (spin) SPIN_ITERATIONS = atoi(spin);
   if (threads < 1) threads = 1;
   if (threads - 1 == worker_count) return 0;
   /* Stop the old workers, then start the new number. */
   pthread_mutex_lock(&lock);
-  shutting_down = 1;
+  atomic_store(&shutting_down, 1);
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
   for (int i = 0; i < worker_count; i++) pthread_join(workers[i], NULL);
   free(workers);
   workers = NULL;
   worker_count = 0;
-  shutting_down = 0;
+  atomic_store(&shutting_down, 0);
   if (threads == 1) return 0;
   workers = calloc((size_t)(threads - 1), sizeof(pthread_t));
   if (!workers) return -1;
   for (int i = 0; i < threads - 1; i++) {
-    if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) return -1;
+    if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)atomic_load(&generation)) != 0) return -1;
     worker_count++;
   }
   return 0;
@@ -87,20 +109,23 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain) {
     fn(ctx, 0, n);
     return;
   }
-  pthread_mutex_lock(&lock);
   current.fn = fn;
   current.ctx = ctx;
   current.n = n;
   current.grain = grain;
   atomic_store(&current.next, 0);
   atomic_store(&current.active, worker_count);
-  generation++;
+  pthread_mutex_lock(&lock);
+  atomic_fetch_add(&generation, 1); /* publishes the job (seq_cst) to spinning workers */
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
 
   run_chunks(&current);
 
-  pthread_mutex_lock(&lock);
-  while (atomic_load(&current.active) > 0) pthread_cond_wait(&done, &lock);
-  pthread_mutex_unlock(&lock);
+  for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&current.active) > 0; i++) cpu_relax();
+  if (atomic_load(&current.active) > 0) {
+    pthread_mutex_lock(&lock);
+    while (atomic_load(&current.active) > 0) pthread_cond_wait(&done, &lock);
+    pthread_mutex_unlock(&lock);
+  }
 }
