@@ -212,7 +212,12 @@ void quant_activations(const float *x, int64_t n, block_q8 *out) {
     float d = amax / 127.0f;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     out[b].d = d;
-    for (int i = 0; i < 32; i++) out[b].q[i] = (int8_t)roundf(xb[i] * id);
+    int32_t sum = 0;
+    for (int i = 0; i < 32; i++) {
+      out[b].q[i] = (int8_t)roundf(xb[i] * id);
+      sum += out[b].q[i];
+    }
+    out[b].sum = sum;
   }
 }
 
@@ -279,6 +284,76 @@ TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+
+TARGET_AVX2 static inline float hsum_ps(__m256 acc) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* Q4_K: per 32-element sub-block j, w = d·sc_j·q − dmin·m_j, so
+   Σ w·x = dx·(d·sc_j·Σ q·qx − dmin·m_j·Σ qx); q are unsigned nibbles (maddubs takes them as is). */
+TARGET_AVX2 static float row_dot_q4_k_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  const __m256i low = _mm256_set1_epi8(15);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n / 256; b++) {
+    const uint8_t *w = row + b * 144;
+    const block_q8 *xb = x + b * 8;
+    float d = half(w), dmin = half(w + 2);
+    for (int c = 0; c < 4; c++) {
+      __m256i qs = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
+      __m256i q_lo = _mm256_and_si256(qs, low);
+      __m256i q_hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
+      for (int half_ = 0; half_ < 2; half_++) {
+        int j = 2 * c + half_;
+        int sc, m;
+        scale_min_k4(w + 4, j, &sc, &m);
+        const block_q8 *xj = xb + j;
+        __m256i qx = _mm256_loadu_si256((const __m256i *)xj->q);
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(half_ ? q_hi : q_lo, qx), ones);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(xj->d * d * (float)sc), _mm256_cvtepi32_ps(p), acc);
+        mins += xj->d * dmin * (float)m * (float)xj->sum;
+      }
+    }
+  }
+  return hsum_ps(acc) - mins;
+}
+
+/* Q6_K: 6-bit q − 32 with an int8 scale per 16 elements (ggml block_q6_K). */
+TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i low = _mm256_set1_epi8(15);
+  const __m256i three = _mm256_set1_epi8(3);
+  const __m256i off = _mm256_set1_epi8(32);
+  for (int64_t b = 0; b < n / 256; b++) {
+    const uint8_t *w = row + b * 210;
+    const block_q8 *xb = x + b * 8;
+    float d = half(w + 208);
+    for (int h = 0; h < 2; h++) {
+      __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
+      __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
+      __m256i qh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h));
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
+      for (int t = 0; t < 4; t++) {
+        int j = 4 * h + t; /* 32-element sub-block = activation block */
+        const block_q8 *xj = xb + j;
+        __m256i qs = _mm256_sub_epi8(q[t], off);
+        __m256i p = dot_i8x32(qs, _mm256_loadu_si256((const __m256i *)xj->q)); /* lanes 0-3: elements 0-15 */
+        const int8_t *sc = (const int8_t *)(w + 192 + 2 * j);
+        __m256 scales = _mm256_setr_ps(sc[0], sc[0], sc[0], sc[0], sc[1], sc[1], sc[1], sc[1]);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d * xj->d), scales), _mm256_cvtepi32_ps(p), acc);
+      }
+    }
+  }
+  return hsum_ps(acc);
+}
 #endif
 
 static int use_avx2 = 0;
@@ -290,6 +365,8 @@ float quant_row_dot(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
   if (use_avx2) {
     if (t == QT_Q4_0) return row_dot_q4_0_avx2(row, x, n);
     if (t == QT_Q8_0) return row_dot_q8_0_avx2(row, x, n);
+    if (t == QT_Q4_K) return row_dot_q4_k_avx2(row, x, n);
+    if (t == QT_Q6_K) return row_dot_q6_k_avx2(row, x, n);
   }
 #endif
   return row_dot_generic(t, row, x, n);

@@ -11,6 +11,7 @@ enum quant_type {
 /* An activation block: 32 values as d * q (ggml block_q8_0 with an f32 scale). */
 typedef struct {
   float d;
+  int32_t sum; /* Σ q, for formats with per-block minimums */
   int8_t q[32];
 } block_q8;
 
