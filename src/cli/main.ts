@@ -12,6 +12,8 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { formatInspectReport, inspectModel } from './inspect.js';
 import { registerServeCommand } from './serve.js';
 import { registerBenchCommand } from './bench.js';
+import { inspectGguf, registerConvertCommand } from './convert.js';
+import { registerRandomModelCommand } from './randomModel.js';
 import { parseInteger, parseTokenList, resolveModelPath, samplingFromFlags, type SamplingFlags } from './args.js';
 
 interface ModelFlags {
@@ -194,15 +196,21 @@ export function buildProgram(): Command {
   program
     .command('inspect')
     .description('config, total and activated parameters, weight types, MLA cache bytes against MHA/GQA')
-    .argument('<model>', 'model folder or config.json')
+    .argument('<model>', 'model folder, config.json or .gguf file')
     .option('--json', 'print the report as JSON')
     .action((path: string, flags: { json?: boolean }) => {
+      if (path.endsWith('.gguf') && !flags.json) {
+        process.stdout.write(`${inspectGguf(path)}\n`);
+        return;
+      }
       const report = inspectModel(path);
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInspectReport(report)}\n`);
     });
 
   registerServeCommand(program);
   registerBenchCommand(program);
+  registerConvertCommand(program);
+  registerRandomModelCommand(program);
   return program;
 }
 

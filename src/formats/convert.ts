@@ -350,7 +350,7 @@ const bool = (value: boolean): GgufValue => ({ type: 'bool', value });
  * The `deepseek2.*` keys, as llama.cpp's converter writes them (TextModel.set_gguf_parameters then
  * DeepseekV2Model.set_gguf_parameters), and all that configFromGguf reads.
  */
-function modelMetadata(c: ModelConfig, layout: MlaLayout): Array<[string, GgufValue]> {
+export function modelMetadata(c: ModelConfig, layout: MlaLayout): Array<[string, GgufValue]> {
   const k = (name: string) => `${GGUF_ARCH}.${name}`;
   const moe = c.nRoutedExperts > 0;
   if (c.moeLayerFreq !== 1 && moe) {

@@ -242,6 +242,13 @@ static float row_dot_generic(int t, const uint8_t *row, const block_q8 *x, int64
 }
 
 #ifdef DSEEK_X86
+/* The f16 at p via F16C (the scalar `half` costs a loop per subnormal and a branch chain). */
+TARGET_AVX2 static inline float half_fast(const uint8_t *p) {
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
 /* Σ of signed int8 products of 32 pairs, as 8 int32 lanes (maddubs needs one unsigned operand). */
 TARGET_AVX2 static inline __m256i dot_i8x32(__m256i a, __m256i b) {
   __m256i ua = _mm256_sign_epi8(a, a);
@@ -257,7 +264,7 @@ TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x
     __m256i qw = _mm256_loadu_si256((const __m256i *)(w + 2));
     __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
     __m256 p = _mm256_cvtepi32_ps(dot_i8x32(qw, qx));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), p, acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w) * x[b].d), p, acc);
   }
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -265,24 +272,41 @@ TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x
   return _mm_cvtss_f32(s);
 }
 
-TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
+/* Q4_0: w = d·(q − 8) with q unsigned nibbles, so Σ w·x = dw·dx·(Σ q·qx − 8·Σ qx): maddubs takes
+   the nibbles as they are and the −8 term comes from the activation block's precomputed sum. */
+TARGET_AVX2 static inline __m256i q4_0_nibbles(const uint8_t *w) {
   const __m128i low = _mm_set1_epi8(15);
-  const __m256i eight = _mm256_set1_epi8(8);
-  for (int64_t b = 0; b < n / 32; b++) {
-    const uint8_t *w = row + b * 18;
-    __m128i bytes = _mm_loadu_si128((const __m128i *)(w + 2));
-    /* Elements 0..15 are the low nibbles, 16..31 the high nibbles (ggml block_q4_0). */
-    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), _mm_and_si128(bytes, low));
-    q = _mm256_sub_epi8(q, eight);
-    __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
-    __m256 p = _mm256_cvtepi32_ps(dot_i8x32(q, qx));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), p, acc);
+  __m128i bytes = _mm_loadu_si128((const __m128i *)(w + 2));
+  /* Elements 0..15 are the low nibbles, 16..31 the high nibbles (ggml block_q4_0). */
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), _mm_and_si128(bytes, low));
+}
+
+TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  float corr = 0;
+  int64_t blocks = n / 32, b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    const uint8_t *w0 = row + b * 18, *w1 = w0 + 18;
+    float s0 = half_fast(w0) * x[b].d, s1 = half_fast(w1) * x[b + 1].d;
+    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w0), _mm256_loadu_si256((const __m256i *)x[b].q)), ones);
+    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w1), _mm256_loadu_si256((const __m256i *)x[b + 1].q)), ones);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_cvtepi32_ps(p0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(s1), _mm256_cvtepi32_ps(p1), acc1);
+    corr += s0 * (float)x[b].sum + s1 * (float)x[b + 1].sum;
   }
+  for (; b < blocks; b++) {
+    const uint8_t *w0 = row + b * 18;
+    float s0 = half_fast(w0) * x[b].d;
+    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w0), _mm256_loadu_si256((const __m256i *)x[b].q)), ones);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_cvtepi32_ps(p0), acc0);
+    corr += s0 * (float)x[b].sum;
+  }
+  __m256 acc = _mm256_add_ps(acc0, acc1);
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+  return _mm_cvtss_f32(s) - 8.0f * corr;
 }
 
 TARGET_AVX2 static inline float hsum_ps(__m256 acc) {
@@ -302,7 +326,7 @@ TARGET_AVX2 static float row_dot_q4_k_avx2(const uint8_t *row, const block_q8 *x
   for (int64_t b = 0; b < n / 256; b++) {
     const uint8_t *w = row + b * 144;
     const block_q8 *xb = x + b * 8;
-    float d = half(w), dmin = half(w + 2);
+    float d = half_fast(w), dmin = half_fast(w + 2);
     for (int c = 0; c < 4; c++) {
       __m256i qs = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
       __m256i q_lo = _mm256_and_si256(qs, low);
@@ -331,7 +355,7 @@ TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8 *x
   for (int64_t b = 0; b < n / 256; b++) {
     const uint8_t *w = row + b * 210;
     const block_q8 *xb = x + b * 8;
-    float d = half(w + 208);
+    float d = half_fast(w + 208);
     for (int h = 0; h < 2; h++) {
       __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
       __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
