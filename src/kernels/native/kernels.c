@@ -245,7 +245,14 @@ static void matmul_task(void *p, int64_t start, int64_t end) {
     int64_t blocks = c->cols / 32;
     for (int64_t r = start; r < end; r++) {
       const uint8_t *row = c->w + (size_t)r * row_bytes;
-      for (int64_t t = 0; t < c->tokens; t++) c->y[t * c->rows + r] = quant_row_dot(c->wtype, row, c->xq + t * blocks, c->cols);
+      int64_t t = 0;
+      for (; t + 4 <= c->tokens; t += 4) {
+        const block_q8 *x4[4] = {c->xq + t * blocks, c->xq + (t + 1) * blocks, c->xq + (t + 2) * blocks, c->xq + (t + 3) * blocks};
+        float out[4];
+        if (!quant_row_dot4(c->wtype, row, x4, c->cols, out)) break;
+        for (int k = 0; k < 4; k++) c->y[(t + k) * c->rows + r] = out[k];
+      }
+      for (; t < c->tokens; t++) c->y[t * c->rows + r] = quant_row_dot(c->wtype, row, c->xq + t * blocks, c->cols);
     }
     return;
   }

@@ -309,6 +309,56 @@ TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x
   return _mm_cvtss_f32(s) - 8.0f * corr;
 }
 
+/* Four tokens at once: each weight block is decoded once and used for all four activation rows
+   (prompt processing is compute-bound; this saves the unpacking work). x[k] points at token k's
+   blocks. */
+TARGET_AVX2 static void row_dot4_q4_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float corr[4] = {0, 0, 0, 0};
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n / 32; b++) {
+    const uint8_t *w = row + b * 18;
+    float dw = half_fast(w);
+    __m256i q = q4_0_nibbles(w);
+    for (int k = 0; k < 4; k++) {
+      const block_q8 *xb = x[k] + b;
+      __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb->q)), ones);
+      float s = dw * xb->d;
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(p), acc[k]);
+      corr[k] += s * (float)xb->sum;
+    }
+  }
+  for (int k = 0; k < 4; k++) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    out[k] = _mm_cvtss_f32(s) - 8.0f * corr[k];
+  }
+}
+
+TARGET_AVX2 static void row_dot4_q8_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n / 32; b++) {
+    const uint8_t *w = row + b * 34;
+    float dw = half_fast(w);
+    __m256i qw = _mm256_loadu_si256((const __m256i *)(w + 2));
+    __m256i uw = _mm256_sign_epi8(qw, qw); /* |w|, with the sign moved onto x */
+    for (int k = 0; k < 4; k++) {
+      const block_q8 *xb = x[k] + b;
+      __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->q), qw);
+      __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(uw, sx), ones);
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[k]);
+    }
+  }
+  for (int k = 0; k < 4; k++) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    out[k] = _mm_cvtss_f32(s);
+  }
+}
+
 TARGET_AVX2 static inline float hsum_ps(__m256 acc) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -383,6 +433,27 @@ TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8 *x
 static int use_avx2 = 0;
 
 void quant_init(int avx2) { use_avx2 = avx2; }
+
+int quant_row_dot4(int t, const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
+#ifdef DSEEK_X86
+  if (use_avx2) {
+    if (t == QT_Q4_0) {
+      row_dot4_q4_0_avx2(row, x, n, out);
+      return 1;
+    }
+    if (t == QT_Q8_0) {
+      row_dot4_q8_0_avx2(row, x, n, out);
+      return 1;
+    }
+  }
+#endif
+  (void)t;
+  (void)row;
+  (void)x;
+  (void)n;
+  (void)out;
+  return 0;
+}
 
 float quant_row_dot(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
 #ifdef DSEEK_X86

@@ -25,4 +25,7 @@ void quant_activations(const float *x, int64_t n, block_q8 *out);
 /* Σ dequant(row)[i] · (d·q)[i] over n elements. */
 float quant_row_dot(int type, const uint8_t *row, const block_q8 *x, int64_t n);
 
+/* The same for four activation rows at once; returns 0 (nothing written) when the type has no such path. */
+int quant_row_dot4(int type, const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]);
+
 #endif
