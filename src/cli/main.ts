@@ -2,7 +2,7 @@
  * The `dseek` command (contracts in shared/DESIGN.md). Every command exits non-zero with a
  * one-line cause on bad input.
  */
-import { createInterface } from 'node:readline/promises';
+import { createInterface } from 'node:readline';
 import { Command, CommanderError, Option } from 'commander';
 import { DseekError, InvalidInputError } from '../errors.js';
 import { loadModel, type LoadedModel } from '../model/load.js';
@@ -127,29 +127,25 @@ export function buildProgram(): Command {
       const options = generationOptions(flags, 512);
       const messages: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
       chatPrompt(tokenizer, [{ role: 'user', content: 'check' }]); // fail early without a template
-      const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
-      process.stdout.write(`dseek chat — ${m.path}. Empty line or Ctrl-D to quit, /reset to start over.\n`);
-      try {
-        for (;;) {
-          let line: string;
-          try {
-            line = (await rl.question('> ')).trim();
-          } catch {
-            break; // input closed
-          }
-          if (line === '') break;
-          if (line === '/reset') {
-            messages.splice(flags.system ? 1 : 0);
-            continue;
-          }
+      const rl = createInterface({ input: process.stdin, terminal: false });
+      process.stdout.write(`dseek chat — ${m.path}. Empty line or Ctrl-D to quit, /reset to start over.\n> `);
+      // Lines are read through the async iterator, which buffers them: piped input is not lost
+      // while an answer is being generated.
+      for await (const raw of rl) {
+        const line = raw.trim();
+        if (line === '') break;
+        if (line === '/reset') {
+          messages.splice(flags.system ? 1 : 0);
+        } else {
           messages.push({ role: 'user', content: line });
           const result = streamToStdout(m, chatPrompt(tokenizer, messages), options);
           process.stdout.write('\n');
           messages.push({ role: 'assistant', content: result.text });
         }
-      } finally {
-        rl.close();
+        process.stdout.write('> ');
       }
+      rl.close();
+      process.stdout.write('\n');
     });
 
   addModelFlags(program.command('logits').description('print the logits of every position as JSON'))
