@@ -2,11 +2,15 @@
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../errors.js';
-import { loadModelTokenizer, modelContextLength } from '../model/load.js';
+import { loadModelTokenizer } from '../model/load.js';
+import { isMoeLayer, readConfigFile, type ModelConfig } from '../model/config.js';
+import { configFromGguf } from '../model/ggufModel.js';
+import { openGguf } from '../formats/gguf.js';
 import { WorkerEngine } from '../engine/workerEngine.js';
-import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from '../server/index.js';
+import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type ModelFacts, type PriceTable } from '../server/index.js';
 import { defaultThreads } from '../kernels/native/index.js';
 import type { BackendChoice } from '../kernels/select.js';
 import { parseInteger, parseNumber, resolveModelPath } from './args.js';
@@ -84,7 +88,8 @@ export function registerServeCommand(program: Command): void {
       if (port > 65535) throw new InvalidInputError('--port', `must be ≤ 65535, got ${port}`);
       const tokenizer = loadModelTokenizer(modelPath);
       if (!tokenizer) throw new InvalidInputError('--model', `${modelPath} has no tokenizer: the server needs one to read text`);
-      const modelContext = modelContextLength(modelPath);
+      const config = readModelConfig(modelPath);
+      const modelContext = config.maxPositionEmbeddings;
       const contextLength = flags.ctxSize !== undefined ? Math.min(parseInteger('--ctx-size', flags.ctxSize, 2), modelContext) : Math.min(4096, modelContext);
       const prices: PriceTable = {
         currency: flags.currency,
@@ -122,6 +127,8 @@ export function registerServeCommand(program: Command): void {
         prices,
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
+        model: modelFacts(config),
+        backend: engine.info.backend,
       });
       const { url } = await server.listen(port, flags.host);
       const info = engine.info;
@@ -147,6 +154,38 @@ export function registerServeCommand(program: Command): void {
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
     });
+}
+
+/** The config of a model folder or GGUF file (the worker holds the weights; this reads metadata only). */
+function readModelConfig(path: string): ModelConfig {
+  if (statSync(path).isDirectory()) return readConfigFile(path);
+  const file = openGguf(path);
+  try {
+    return configFromGguf(file);
+  } finally {
+    file.close();
+  }
+}
+
+/** What the server's status view and routing summaries need to know about the model. */
+function modelFacts(c: ModelConfig): ModelFacts {
+  return {
+    modelType: c.modelType,
+    layers: c.numHiddenLayers,
+    moeLayers: Array.from({ length: c.numHiddenLayers }, (_, l) => l).filter((l) => isMoeLayer(c, l)),
+    routedExperts: c.nRoutedExperts,
+    sharedExperts: c.nSharedExperts,
+    expertsPerToken: c.numExpertsPerTok,
+    hiddenSize: c.hiddenSize,
+    vocabSize: c.vocabSize,
+    attentionHeads: c.numAttentionHeads,
+    kvLoraRank: c.kvLoraRank,
+    qLoraRank: c.qLoraRank,
+    qkNopeHeadDim: c.qkNopeHeadDim,
+    qkRopeHeadDim: c.qkRopeHeadDim,
+    vHeadDim: c.vHeadDim,
+    maxPositionEmbeddings: c.maxPositionEmbeddings,
+  };
 }
 
 function openBrowser(url: string): void {

@@ -45,6 +45,7 @@ export function engineRequests(body: Common, prompt: readonly number[], maxToken
     ...(stop !== undefined && { stop }),
     ...(topLogprobs !== undefined && { topLogprobs }),
     ...(body.response_format?.type === 'json_object' && { jsonMode: true }),
+    ...(body.dseek?.routing === true && { routing: true }),
   }));
 }
 

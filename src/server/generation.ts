@@ -4,7 +4,7 @@
  * (client gone, timeout, shutdown) cancels every engine request at once and ends the choices
  * with what they have.
  */
-import type { Engine, EngineEvent, EngineRequest, TokenLogprob, Usage } from '../engine/types.js';
+import type { Engine, EngineEvent, EngineRequest, RoutingCounts, TokenLogprob, Usage } from '../engine/types.js';
 import type { CancelReason } from './metrics.js';
 
 export type OpenAiFinishReason = 'stop' | 'length';
@@ -27,6 +27,12 @@ export interface ChoiceState {
   started: boolean;
   cachedTokens: number;
   usage: Usage | null;
+  /** performance.now() when this choice's first and latest tokens arrived (0: none yet). */
+  firstTokenAt: number;
+  lastTokenAt: number;
+  /** The engine's own timings and routing counts, from its `done` event (null until then). */
+  engineTimings: { readonly timeToFirstTokenS: number; readonly generationS: number } | null;
+  routing: RoutingCounts | null;
 }
 
 export type Update =
@@ -57,7 +63,21 @@ export class Generation {
     private readonly signal: AbortSignal,
     private readonly onFirstToken: () => void,
   ) {
-    this.choices = requests.map((_, index) => ({ index, text: '', tokens: 0, logprobs: [], finishReason: null, queued: false, started: false, cachedTokens: 0, usage: null }));
+    this.choices = requests.map((_, index) => ({
+      index,
+      text: '',
+      tokens: 0,
+      logprobs: [],
+      finishReason: null,
+      queued: false,
+      started: false,
+      cachedTokens: 0,
+      usage: null,
+      firstTokenAt: 0,
+      lastTokenAt: 0,
+      engineTimings: null,
+      routing: null,
+    }));
     const stop = () => this.engineAbort.abort(signal.reason);
     if (signal.aborted) stop();
     else signal.addEventListener('abort', stop, { once: true });
@@ -174,6 +194,8 @@ export class Generation {
         c.started = true;
         c.tokens++;
         c.text += e.text;
+        c.lastTokenAt = performance.now();
+        if (c.firstTokenAt === 0) c.firstTokenAt = c.lastTokenAt;
         if (!this.firstToken) {
           this.firstToken = true;
           this.onFirstToken();
@@ -185,6 +207,8 @@ export class Generation {
       case 'done': {
         c.usage = e.usage;
         c.text += e.text;
+        c.engineTimings = { timeToFirstTokenS: e.timeToFirstTokenS, generationS: e.generationS };
+        c.routing = e.routing ?? null;
         const delta: Update[] = e.text ? [{ kind: 'delta', choice: c.index, text: e.text, logprobs: [] }] : [];
         // The engine says 'cancelled' only when it was stopped from outside (its own close()).
         return [...delta, ...this.finish(c, e.finishReason === 'stop' ? 'stop' : 'length')];

@@ -33,6 +33,18 @@ class Histogram {
   }
 }
 
+export interface MetricsTotals {
+  /** Finished chat and text completion requests (any status). */
+  readonly completionRequests: number;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly promptCacheHitTokens: number;
+  readonly promptCacheMissTokens: number;
+  readonly cost: number;
+  readonly currency: string;
+  readonly cancellations: Readonly<Record<CancelReason, number>>;
+}
+
 export class Metrics {
   private readonly requests = new Map<string, number>();
   private readonly cancellations = new Map<CancelReason, number>();
@@ -65,6 +77,22 @@ export class Metrics {
     this.cacheHitTokens += cacheHit;
     this.cacheMissTokens += cacheMiss;
     this.cost += cost;
+  }
+
+  /** Running totals since start, for GET /v1/status. */
+  totals(): MetricsTotals {
+    let requests = 0;
+    for (const [key, n] of this.requests) if (/route="\/v1\/(chat\/)?completions"/.test(key)) requests += n;
+    return {
+      completionRequests: requests,
+      promptTokens: this.promptTokens,
+      completionTokens: this.completionTokens,
+      promptCacheHitTokens: this.cacheHitTokens,
+      promptCacheMissTokens: this.cacheMissTokens,
+      cost: this.cost,
+      currency: this.currency,
+      cancellations: { client_disconnect: this.cancellations.get('client_disconnect') ?? 0, timeout: this.cancellations.get('timeout') ?? 0, shutdown: this.cancellations.get('shutdown') ?? 0 },
+    };
   }
 
   cancelled(reason: CancelReason): void {

@@ -3,6 +3,7 @@
  * object or a stream of chunks. The endpoint supplies the object shapes (a Formatter).
  */
 import type { EngineRequest } from '../engine/types.js';
+import { extrasOf, type Extras } from './extras.js';
 import { Generation, type ChoiceState, type Update } from './generation.js';
 import { HttpError } from './httpError.js';
 import type { CancelReason } from './metrics.js';
@@ -22,15 +23,17 @@ export interface BilledUsage {
 export type Delta = Extract<Update, { kind: 'delta' }>;
 export type Finish = Extract<Update, { kind: 'finish' }>;
 
+type JsonObject = Record<string, unknown>;
+
 export interface Formatter {
-  /** The whole non-streamed response. */
-  final(choices: readonly ChoiceState[], usage: BilledUsage): unknown;
+  /** The whole non-streamed response (dseek's extras are added to it). */
+  final(choices: readonly ChoiceState[], usage: BilledUsage): JsonObject;
   /** A chunk sent for each choice before any other (chat: the role; completions: the echoed prompt), or null. */
   opening(choice: number): unknown;
   delta(update: Delta): unknown;
-  finish(update: Finish): unknown;
+  finish(update: Finish): JsonObject;
   /** The last chunk, `choices: []` with usage (stream_options.include_usage). */
-  usage(usage: BilledUsage): unknown;
+  usage(usage: BilledUsage): JsonObject;
 }
 
 export interface Plan {
@@ -38,6 +41,11 @@ export interface Plan {
   readonly promptTokens: number;
   readonly stream: boolean;
   readonly includeUsage: boolean;
+}
+
+/** Whether the request asked for routing counts (`"dseek": {"routing": true}`). */
+function wantsRouting(plan: Plan): boolean {
+  return plan.requests.some((r) => r.routing === true);
 }
 
 /** The client went away: there is nobody to answer. The server writes nothing more. */
@@ -63,16 +71,17 @@ export async function respond(ctx: ServerContext, req: ParsedRequest, plan: Plan
       for await (const _ of gen.updates());
       if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
       if (gen.interruptedBy !== null && gen.completionTokens() === 0) throw interruptedError(gen.interruptedBy);
-      return { kind: 'json', status: 200, body: fmt.final(gen.choices, billedUsage(ctx, gen, plan.promptTokens)) };
+      const usage = billedUsage(ctx, gen, plan.promptTokens);
+      return { kind: 'json', status: 200, body: { ...fmt.final(gen.choices, usage), ...extras(ctx, req, gen, plan, usage) } };
     }
     handedOver = true;
-    return { kind: 'sse', run: (sink) => stream(ctx, gen, plan, fmt, sink).finally(() => finish(ctx, gen, plan)) };
+    return { kind: 'sse', run: (sink) => stream(ctx, req, gen, plan, fmt, sink).finally(() => finish(ctx, gen, plan)) };
   } finally {
     if (!handedOver) finish(ctx, gen, plan);
   }
 }
 
-async function stream(ctx: ServerContext, gen: Generation, plan: Plan, fmt: Formatter, sink: SseSink): Promise<void> {
+async function stream(ctx: ServerContext, req: ParsedRequest, gen: Generation, plan: Plan, fmt: Formatter, sink: SseSink): Promise<void> {
   // While waiting in the queue nothing else flows; comments keep proxies and clients from timing out.
   const keepAlive = setInterval(() => gen.anyQueued() && sink.comment('keep-alive'), ctx.keepAliveMs);
   try {
@@ -81,12 +90,33 @@ async function stream(ctx: ServerContext, gen: Generation, plan: Plan, fmt: Form
       if (opening !== null) sink.data(opening);
     }
     if (gen.anyQueued()) sink.comment('keep-alive');
-    for await (const u of gen.updates()) sink.data(u.kind === 'delta' ? fmt.delta(u) : fmt.finish(u));
+    // The latest finish chunk is held back: if it turns out to be the stream's last chunk, it
+    // carries dseek's extras (timings, routing), which are only known once every choice is done.
+    let held: Finish | null = null;
+    for await (const u of gen.updates()) {
+      if (u.kind === 'delta') {
+        sink.data(fmt.delta(u));
+        continue;
+      }
+      if (held) sink.data(fmt.finish(held));
+      held = u;
+    }
     if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
-    if (plan.includeUsage) sink.data(fmt.usage(billedUsage(ctx, gen, plan.promptTokens)));
+    const usage = billedUsage(ctx, gen, plan.promptTokens);
+    const more = extras(ctx, req, gen, plan, usage);
+    if (plan.includeUsage) {
+      if (held) sink.data(fmt.finish(held));
+      sink.data({ ...fmt.usage(usage), ...more });
+    } else if (held) {
+      sink.data({ ...fmt.finish(held), ...more });
+    }
   } finally {
     clearInterval(keepAlive);
   }
+}
+
+function extras(ctx: ServerContext, req: ParsedRequest, gen: Generation, plan: Plan, usage: BilledUsage): Extras {
+  return extrasOf(gen, usage, req.receivedAt, wantsRouting(plan), ctx.model);
 }
 
 /** Cancels leftovers and books the tokens of any request the engine actually worked on. */

@@ -57,6 +57,10 @@ const common = {
     .nullish(),
   response_format: z.object({ type: z.enum(['text', 'json_object'], rule(FORMAT)) }, rule(FORMAT)).nullish(),
   user: z.string(rule('must be a string')).nullish(),
+  /** dseek's own opt-in extras: `{"routing": true}` adds the answer's expert-routing counts to the response. */
+  dseek: z
+    .object({ routing: bool('must be a boolean') }, rule('must be an object like {"routing": true}'))
+    .nullish(),
 };
 
 /** Cross-field rules both endpoints share. */

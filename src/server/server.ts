@@ -15,8 +15,10 @@ import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from './prices.js';
 import { ClientGoneError } from './respond.js';
 import { chatRoute } from './routes/chat.js';
 import { completionsRoute } from './routes/completions.js';
-import { healthRoute, metricsRoute, modelsRoute, webRoute } from './routes/info.js';
-import type { Route, RouteResponse, ServerContext } from './types.js';
+import { healthRoute, metricsRoute, modelsRoute } from './routes/info.js';
+import { isStaticPath, staticRoute } from './routes/static.js';
+import { statusRoute } from './routes/status.js';
+import type { ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
 
 export interface ServerOptions {
   readonly engine: Engine;
@@ -37,8 +39,12 @@ export interface ServerOptions {
   readonly log?: (line: string) => void;
   /** Interval of SSE keep-alive comments while queued. Default 5 s. */
   readonly keepAliveMs?: number;
-  /** Folder with the chat page (index.html). Default: the repository's web/. */
+  /** Folder with the chat page (index.html and its assets). Default: the repository's web/. */
   readonly webRoot?: string;
+  /** The served model's shape, reported by GET /v1/status and used in routing summaries. */
+  readonly model?: ModelFacts;
+  /** Which kernels the engine runs on (reported by GET /v1/status). */
+  readonly backend?: string;
 }
 
 export interface DseekServer {
@@ -66,8 +72,12 @@ export function createServer(options: ServerOptions): DseekServer {
     keepAliveMs: options.keepAliveMs ?? 5000,
     maxQueue: options.maxQueue,
     webRoot: options.webRoot ?? fileURLToPath(new URL('../../../web/', import.meta.url)),
+    model: options.model ?? null,
+    backend: options.backend ?? null,
     startedAt: Math.floor(Date.now() / 1000),
   };
+  const page = staticRoute(ctx);
+  const files = new Map([['GET', page], ['HEAD', page]]);
   // A Map, not an object literal: a path like /__proto__ must not find anything.
   const routes = new Map<string, ReadonlyMap<string, Route>>([
     ['/v1/chat/completions', new Map([['POST', chatRoute(ctx)]])],
@@ -75,7 +85,8 @@ export function createServer(options: ServerOptions): DseekServer {
     ['/v1/models', new Map([['GET', modelsRoute(ctx)]])],
     ['/health', new Map([['GET', healthRoute(ctx)]])],
     ['/metrics', new Map([['GET', metricsRoute(ctx)]])],
-    ['/', new Map([['GET', webRoute(ctx)]])],
+    ['/v1/status', new Map([['GET', statusRoute(ctx)]])],
+    ['/', files],
   ]);
   const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   const keyDigest = options.apiKey === undefined ? null : digest(options.apiKey);
@@ -94,7 +105,9 @@ export function createServer(options: ServerOptions): DseekServer {
     const receivedAt = performance.now();
     const method = req.method ?? 'GET';
     const path = pathOf(req.url);
-    const table = routes.get(path);
+    // Any other GET or HEAD outside /v1/ may name a file of the chat page.
+    const isFile = !routes.has(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
+    const table = isFile ? files : routes.get(path);
     const controller = new AbortController();
     inFlight.add(controller);
     const abort = (reason: CancelReason) => {
@@ -111,7 +124,7 @@ export function createServer(options: ServerOptions): DseekServer {
       clearTimeout(timer);
       inFlight.delete(controller);
       const status = res.writableFinished ? res.statusCode : 499;
-      ctx.metrics.request(table ? path : 'other', status, (performance.now() - receivedAt) / 1000);
+      ctx.metrics.request(isFile ? 'static' : table ? path : 'other', status, (performance.now() - receivedAt) / 1000);
       log(`${method} ${path} ${status} ${Math.round(performance.now() - receivedAt)}ms`);
       if (inFlight.size === 0) onIdle?.();
     });
@@ -155,7 +168,7 @@ export function createServer(options: ServerOptions): DseekServer {
   async function write(res: ServerResponse, out: RouteResponse): Promise<void> {
     if (out.kind === 'json') return sendJson(res, out.status, out.body, out.headers);
     if (out.kind === 'text') {
-      res.writeHead(out.status, { 'content-type': out.contentType, 'content-length': Buffer.byteLength(out.body), ...closeHeader() });
+      res.writeHead(out.status, { 'content-type': out.contentType, 'content-length': Buffer.byteLength(out.body), ...closeHeader(), ...out.headers });
       res.end(out.body);
       return;
     }

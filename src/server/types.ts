@@ -26,11 +26,43 @@ export interface SseSink {
 
 export type RouteResponse =
   | { readonly kind: 'json'; readonly status: number; readonly body: unknown; readonly headers?: Readonly<Record<string, string>> }
-  | { readonly kind: 'text'; readonly status: number; readonly contentType: string; readonly body: string | Uint8Array }
+  | {
+      readonly kind: 'text';
+      readonly status: number;
+      readonly contentType: string;
+      readonly body: string | Uint8Array;
+      readonly headers?: Readonly<Record<string, string>>;
+    }
   /** A 200 event stream; `run` writes the events, the server ends it with `data: [DONE]` on success. */
   | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void> };
 
 export type Route = (req: ParsedRequest) => Promise<RouteResponse>;
+
+/**
+ * Facts about the served model that GET /v1/status reports and routing summaries use; plain
+ * numbers, so the server needs no model code. `dseek serve` fills them from the model's config.
+ */
+export interface ModelFacts {
+  /** model_type as written in the checkpoint, e.g. "deepseek_v2". */
+  readonly modelType: string;
+  readonly layers: number;
+  /** Indices of the layers that use DeepSeekMoE (the rest are dense). */
+  readonly moeLayers: readonly number[];
+  readonly routedExperts: number;
+  readonly sharedExperts: number;
+  /** Routed experts each token uses (top-k). */
+  readonly expertsPerToken: number;
+  readonly hiddenSize: number;
+  readonly vocabSize: number;
+  readonly attentionHeads: number;
+  readonly kvLoraRank: number;
+  readonly qLoraRank: number | null;
+  readonly qkNopeHeadDim: number;
+  readonly qkRopeHeadDim: number;
+  readonly vHeadDim: number;
+  /** The context the model was trained for (the server may serve less: contextLength). */
+  readonly maxPositionEmbeddings: number;
+}
 
 /** What the routes share. */
 export interface ServerContext {
@@ -44,8 +76,12 @@ export interface ServerContext {
   /** Interval of `: keep-alive` comments while a streamed request waits in the queue. */
   readonly keepAliveMs: number;
   readonly maxQueue: number | undefined;
-  /** Folder holding the chat page's index.html. */
+  /** Folder holding the chat page (index.html and its assets), served at /. */
   readonly webRoot: string;
+  /** The served model's shape, when the server was told (GET /v1/status). */
+  readonly model: ModelFacts | null;
+  /** Which kernels the engine runs on, when the server was told. */
+  readonly backend: string | null;
   /** Seconds since the Unix epoch when the server was created (the model's `created`). */
   readonly startedAt: number;
 }

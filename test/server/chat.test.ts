@@ -186,9 +186,14 @@ test('GET /v1/models lists the served model; /health answers', async () => {
 });
 
 test('GET / is a JSON 404 while there is no chat page', async () => {
-  const r = await fetch(`${s.url}/`);
-  assert.equal(r.status, 404);
-  assert.ok(((await r.json()) as { error: { message: string } }).error.message);
+  const w = await startServer({}, { webRoot: mkdtempSync(join(tmpdir(), 'dseek-no-web-')) });
+  try {
+    const r = await fetch(`${w.url}/`);
+    assert.equal(r.status, 404);
+    assert.ok(((await r.json()) as { error: { message: string } }).error.message);
+  } finally {
+    await w.close();
+  }
 });
 
 test('GET / serves web/index.html as text/html once it exists', async () => {
