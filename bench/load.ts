@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServe, metric } from './serverProcess.js';
+import { startServe, metric } from '../test/serveProcess.js';
 
 const { values } = parseArgs({
   options: {

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BenchResult } from '../src/cli/bench.js';
 
 const { values } = parseArgs({
   options: {
@@ -30,19 +31,7 @@ const layers = values.layers ?? (values.quick ? '4' : '27');
 const [pp, tg] = values.quick ? ['128', '32'] : ['512', '128'];
 const depths = (values.depths ?? (values.quick ? '0' : '0,512,4096')).split(',').map(Number);
 
-interface Row {
-  file: string;
-  depth: number;
-  pp_tok_s: number;
-  pp_tok_s_sd: number;
-  tg_tok_s: number;
-  tg_tok_s_sd: number;
-  load_s: number;
-  rss_mb: number;
-  bandwidth_gb_s: number | null;
-  decode_ceiling_tok_s: number | null;
-  tg_pct_of_ceiling: number | null;
-}
+type Row = BenchResult & { file: string };
 const rows: Row[] = [];
 for (const type of values.types.split(',')) {
   const file = join(cacheDir, `v2-lite-${layers}L-${type}.gguf`);

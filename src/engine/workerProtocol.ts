@@ -1,18 +1,10 @@
 /** Messages between the engine worker thread and its host (structured-clone data only). */
 import type { BackendChoice } from '../kernels/select.js';
-import type { LatentCacheDType } from '../cache/pagePool.js';
+import type { SchedulerOptions } from './scheduler.js';
 import type { EngineEvent, EngineRequest, EngineStats } from './types.js';
 
-export interface WorkerSchedulerOptions {
-  readonly maxSequences?: number;
-  readonly maxQueue?: number;
-  readonly chunkTokens?: number;
-  readonly contextLength?: number;
-  readonly cacheType?: LatentCacheDType;
-  readonly pageTokens?: number;
-  readonly cacheBudgetBytes?: number;
-  readonly prefixCache?: boolean;
-}
+/** The scheduler's options that can cross a thread boundary (no disk cache object, no callbacks). */
+export type WorkerSchedulerOptions = Omit<SchedulerOptions, 'diskCache' | 'log'>;
 
 export interface WorkerInit {
   readonly modelPath: string;

@@ -33,6 +33,14 @@ export type AttentionForm = 'expanded' | 'absorbed';
  */
 const LATENT_NORM_EPS = 1e-6;
 
+/** The MLA sizes every step needs, named as in the paper / SPEC §3. */
+function mlaDims(c: ModelConfig) {
+  const dn = c.qkNopeHeadDim;
+  const dr = c.qkRopeHeadDim;
+  const dc = c.kvLoraRank;
+  return { H: c.numAttentionHeads, dn, dr, dv: c.vHeadDim, dq: dn + dr, dc, width: dc + dr };
+}
+
 export interface AttentionContext {
   readonly backend: Backend;
   readonly config: ModelConfig;
@@ -66,13 +74,7 @@ export function multiHeadLatentAttention(
 ): void {
   const { backend, config: c, rope, ws } = ctx;
   const T = positions.length;
-  const H = c.numAttentionHeads;
-  const dn = c.qkNopeHeadDim;
-  const dr = c.qkRopeHeadDim;
-  const dq = dn + dr;
-  const dv = c.vHeadDim;
-  const dc = c.kvLoraRank;
-  const width = dc + dr;
+  const { H, dn, dr, dq, dv, dc, width } = mlaDims(c);
 
   // Queries [T][H][dn | dr].
   const q = ws.get('attn.q', T * H * dq);
@@ -161,13 +163,7 @@ function expandedAttention(
   o: Vec,
 ): void {
   const { backend, config: c, ws } = ctx;
-  const H = c.numAttentionHeads;
-  const dn = c.qkNopeHeadDim;
-  const dr = c.qkRopeHeadDim;
-  const dv = c.vHeadDim;
-  const dq = dn + dr;
-  const dc = c.kvLoraRank;
-  const width = dc + dr;
+  const { H, dn, dq, dv, dc, width } = mlaDims(c);
   const N = shape.contextLengths[shape.queries - 1]!;
 
   const rows = ws.get('attn.rows', N * width);
@@ -221,12 +217,7 @@ function absorbedAttention(
   o: Vec,
 ): void {
   const { backend, config: c, ws } = ctx;
-  const H = c.numAttentionHeads;
-  const dn = c.qkNopeHeadDim;
-  const dr = c.qkRopeHeadDim;
-  const dv = c.vHeadDim;
-  const dq = dn + dr;
-  const dc = c.kvLoraRank;
+  const { H, dn, dr, dv, dq, dc } = mlaDims(c);
 
   const qLat = ws.get('attn.qlat', T * H * dc);
   const qRope = ws.get('attn.qrope', T * H * dr);

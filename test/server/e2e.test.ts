@@ -4,20 +4,17 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import OpenAI from 'openai';
 import { textModel } from '../fixtures.js';
 import { repoRoot } from '../paths.js';
+import { startServe, type ServerProcess } from '../serveProcess.js';
 
-interface Running {
-  proc: ChildProcess;
-  url: string;
+interface Running extends ServerProcess {
   client: OpenAI;
-  log: () => string;
-  stop(): Promise<void>;
 }
 
 const model = textModel();
@@ -26,36 +23,10 @@ const diskDir = mkdtempSync(join(tmpdir(), 'dseek-e2e-disk-'));
 const live: Running[] = [];
 
 async function serve(extra: string[] = []): Promise<Running> {
-  const proc = spawn(
-    process.execPath,
-    [join(repoRoot, 'bin/dseek.js'), 'serve', '--model', model, '--port', '0', '--page-tokens', '16', '--disk-cache-dir', diskDir, ...extra],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  proc.stderr!.on('data', (b: Buffer) => (log += b.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20_000);
-    const check = () => {
-      const m = /listening on (http:\/\/[^\s]+)/.exec(log);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    proc.stderr!.on('data', check);
-    proc.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${log}`)));
-  });
+  const server = await startServe(['--model', model, '--page-tokens', '16', '--disk-cache-dir', diskDir, ...extra], 20_000);
   const running: Running = {
-    proc,
-    url,
-    client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000 }),
-    log: () => log,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (proc.exitCode !== null) return resolve();
-        proc.once('exit', () => resolve());
-        proc.kill('SIGTERM');
-      }),
+    ...server,
+    client: new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000 }),
   };
   live.push(running);
   return running;

@@ -354,6 +354,16 @@ void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) {
 
 /* ---------- attention ---------- */
 
+/* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum. */
+static float exp_shifted(float *s, int64_t n, float max) {
+  float sum = 0;
+  for (int64_t j = 0; j < n; j++) {
+    s[j] = expf(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
 typedef struct {
   float *out;
   const float *q, *k, *v;
@@ -379,11 +389,7 @@ static void attention_task(void *p, int64_t start, int64_t end) {
       s[j] = dot_f32(c->k + (j * c->heads + h) * c->dk, qh, c->dk) * c->scale;
       if (s[j] > max) max = s[j];
     }
-    float sum = 0;
-    for (int64_t j = 0; j < n; j++) {
-      s[j] = expf(s[j] - max);
-      sum += s[j];
-    }
+    float sum = exp_shifted(s, n, max);
     float *o = c->out + th * c->dv;
     memset(o, 0, (size_t)c->dv * sizeof(float));
     for (int64_t j = 0; j < n; j++) axpy_f32(o, s[j], c->v + (j * c->heads + h) * c->dv, c->dv);
@@ -438,11 +444,7 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
       s[j] = dot * c->scale;
       if (s[j] > max) max = s[j];
     }
-    float sum = 0;
-    for (int64_t j = 0; j < n; j++) {
-      s[j] = expf(s[j] - max);
-      sum += s[j];
-    }
+    float sum = exp_shifted(s, n, max);
     float *o = c->out + th * c->va;
     memset(o, 0, (size_t)c->va * sizeof(float));
     for (int64_t j = 0; j < n; j++) {

@@ -47,6 +47,16 @@ export function quantizeActivations(x: Vec, n: number): Float64Array {
   return out;
 }
 
+/** p[j] = exp(p[j] − max) for j < n (stable softmax numerators); returns their sum. */
+function expShifted(p: Float64Array, n: number, max: number): number {
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    p[j] = Math.exp(p[j]! - max);
+    sum += p[j]!;
+  }
+  return sum;
+}
+
 export const referenceBackend: Backend = {
   name: 'reference',
 
@@ -150,11 +160,7 @@ export const referenceBackend: Backend = {
           p[j] = dot * scale;
           if (p[j]! > max) max = p[j]!;
         }
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          p[j] = Math.exp(p[j]! - max);
-          sum += p[j]!;
-        }
+        const sum = expShifted(p, n, max);
         const oo = (t * heads + h) * valueWidth;
         for (let i = 0; i < valueWidth; i++) {
           let acc = 0;
@@ -186,11 +192,7 @@ export const referenceBackend: Backend = {
           p[j] = dot * scale;
           if (p[j]! > max) max = p[j]!;
         }
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          p[j] = Math.exp(p[j]! - max);
-          sum += p[j]!;
-        }
+        const sum = expShifted(p, n, max);
         for (let i = 0; i < valueWidth; i++) {
           let acc = 0;
           for (let j = 0; j < n; j++) acc += p[j]! * read(j, i);
