@@ -49,7 +49,12 @@ const prompts = [
   'Give me a riddle.',
 ];
 
-const server = await startServe(['--model', model, '--parallel', '16', '--queue', String(clients * 2), '--disk-cache-dir', mkdtempSync(join(tmpdir(), 'dseek-load-'))]);
+const server = await startServe(['--model', model, '--parallel', '16', '--queue', String(clients * 2), '--disk-cache-dir', mkdtempSync(join(tmpdir(), 'dseek-load-'))]).catch(
+  (err: Error) => {
+    console.error(`load: ${err.message.split('\n').filter(Boolean).slice(-1)[0]}`);
+    process.exit(2);
+  },
+);
 const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
 const modelName = (await client.models.list()).data[0]!.id;
 
