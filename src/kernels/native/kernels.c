@@ -235,24 +235,25 @@ typedef struct {
   const uint8_t *w;
   int wtype;
   int64_t rows, cols, tokens;
-  const block_q8 *xq; /* quantised activations, for block types */
+  const uint8_t *xq;  /* quantised activations, for block types */
+  size_t xq_stride;   /* bytes of one token's quantised activations */
 } matmul_ctx;
 
 static void matmul_task(void *p, int64_t start, int64_t end) {
   matmul_ctx *c = p;
   size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
   if (c->xq) {
-    int64_t blocks = c->cols / 32;
+    size_t st = c->xq_stride;
     for (int64_t r = start; r < end; r++) {
       const uint8_t *row = c->w + (size_t)r * row_bytes;
       int64_t t = 0;
       for (; t + 4 <= c->tokens; t += 4) {
-        const block_q8 *x4[4] = {c->xq + t * blocks, c->xq + (t + 1) * blocks, c->xq + (t + 2) * blocks, c->xq + (t + 3) * blocks};
+        const void *x4[4] = {c->xq + t * st, c->xq + (t + 1) * st, c->xq + (t + 2) * st, c->xq + (t + 3) * st};
         float out[4];
         if (!quant_row_dot4(c->wtype, row, x4, c->cols, out)) break;
         for (int k = 0; k < 4; k++) c->y[(t + k) * c->rows + r] = out[k];
       }
-      for (; t < c->tokens; t++) c->y[t * c->rows + r] = quant_row_dot(c->wtype, row, c->xq + t * blocks, c->cols);
+      for (; t < c->tokens; t++) c->y[t * c->rows + r] = quant_row_dot(c->wtype, row, c->xq + t * st, c->cols);
     }
     return;
   }
@@ -275,13 +276,14 @@ static void matmul_task(void *p, int64_t start, int64_t end) {
 }
 
 void kernel_matmul(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
-  matmul_ctx c = {y, x, w, wtype, rows, cols, tokens, NULL};
-  block_q8 *xq = NULL;
+  matmul_ctx c = {y, x, w, wtype, rows, cols, tokens, NULL, 0};
+  uint8_t *xq = NULL;
   if (quant_block_elements(wtype) > 0) {
     /* Quantise every token's activations once; all rows reuse them. */
-    xq = malloc((size_t)(tokens * cols / 32) * sizeof(block_q8));
+    c.xq_stride = quant_act_bytes(wtype, cols);
+    xq = malloc(c.xq_stride * (size_t)tokens + 1);
     if (!xq) abort();
-    for (int64_t t = 0; t < tokens; t++) quant_activations(x + t * cols, cols, xq + t * (cols / 32));
+    for (int64_t t = 0; t < tokens; t++) quant_act(wtype, x + t * cols, cols, xq + t * c.xq_stride);
     c.xq = xq;
   }
   /* ~64 KB of weights per chunk keeps the dispatch cost negligible. */

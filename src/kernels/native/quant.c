@@ -199,42 +199,68 @@ void quant_decode_row(int t, const uint8_t *row, int64_t n, float *out) {
   for (int64_t b = 0; b < n / be; b++) dec(row + b * bb, out + b * be);
 }
 
-/* ---------- activations: Q8_0 blocks ---------- */
+/* ---------- activations ---------- */
 
-void quant_activations(const float *x, int64_t n, block_q8 *out) {
+static int is_k(int t) { return quant_block_elements(t) == 256; }
+
+size_t quant_act_bytes(int t, int64_t n) {
+  return is_k(t) ? (size_t)(n / 256) * sizeof(block_q8k) : (size_t)(n / 32) * sizeof(block_q8);
+}
+
+/* Round half away from zero, as roundf and ggml's reference quantisers do. */
+static void quantise_block(const float *x, int n, float *d_out, int8_t *q) {
+  float amax = 0;
+  for (int i = 0; i < n; i++) {
+    float a = fabsf(x[i]);
+    if (a > amax) amax = a;
+  }
+  float d = amax / 127.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = d;
+  for (int i = 0; i < n; i++) q[i] = (int8_t)roundf(x[i] * id);
+}
+
+void quant_act(int t, const float *x, int64_t n, void *out) {
+  if (is_k(t)) {
+    block_q8k *y = out;
+    for (int64_t b = 0; b < n / 256; b++) {
+      quantise_block(x + b * 256, 256, &y[b].d, y[b].q);
+      for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += y[b].q[16 * g + i];
+        y[b].bsums[g] = (int16_t)s;
+      }
+    }
+    return;
+  }
+  block_q8 *y = out;
   for (int64_t b = 0; b < n / 32; b++) {
-    const float *xb = x + b * 32;
-    float amax = 0;
-    for (int i = 0; i < 32; i++) {
-      float a = fabsf(xb[i]);
-      if (a > amax) amax = a;
-    }
-    float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = d;
+    quantise_block(x + b * 32, 32, &y[b].d, y[b].q);
     int32_t sum = 0;
-    for (int i = 0; i < 32; i++) {
-      out[b].q[i] = (int8_t)roundf(xb[i] * id);
-      sum += out[b].q[i];
-    }
-    out[b].sum = sum;
+    for (int i = 0; i < 32; i++) sum += y[b].q[i];
+    y[b].sum = sum;
   }
 }
 
 /* ---------- dot products of one weight row with quantised activations ---------- */
 
-/* Generic: decode each weight block, then per 32 elements Σ w·q scaled by the activation d. */
-static float row_dot_generic(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
+/* Generic: decode each weight block, then Σ w·q per activation block, scaled by its d. */
+static float row_dot_generic(int t, const uint8_t *row, const void *xv, int64_t n) {
   decode_fn dec = decoder(t);
   int be = quant_block_elements(t), bb = quant_block_bytes(t);
   float w[256];
   float sum = 0;
   for (int64_t b = 0; b < n / be; b++) {
     dec(row + b * bb, w);
-    for (int c = 0; c < be; c += 32) {
-      const block_q8 *xb = x + (b * be + c) / 32;
+    if (be == 256) {
+      const block_q8k *xb = (const block_q8k *)xv + b;
       float s = 0;
-      for (int i = 0; i < 32; i++) s += w[c + i] * (float)xb->q[i];
+      for (int i = 0; i < 256; i++) s += w[i] * (float)xb->q[i];
+      sum += s * xb->d;
+    } else {
+      const block_q8 *xb = (const block_q8 *)xv + b;
+      float s = 0;
+      for (int i = 0; i < 32; i++) s += w[i] * (float)xb->q[i];
       sum += s * xb->d;
     }
   }
@@ -249,12 +275,18 @@ TARGET_AVX2 static inline float half_fast(const uint8_t *p) {
   return _cvtsh_ss(h);
 }
 
+TARGET_AVX2 static inline float hsum_ps(__m256 acc) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
 /* Σ of signed int8 products of 32 pairs, as 8 int32 lanes (maddubs needs one unsigned operand). */
 TARGET_AVX2 static inline __m256i dot_i8x32(__m256i a, __m256i b) {
   __m256i ua = _mm256_sign_epi8(a, a);
   __m256i sb = _mm256_sign_epi8(b, a);
-  __m256i p16 = _mm256_maddubs_epi16(ua, sb);
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(ua, sb), _mm256_set1_epi16(1));
 }
 
 TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
@@ -263,13 +295,9 @@ TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x
     const uint8_t *w = row + b * 34;
     __m256i qw = _mm256_loadu_si256((const __m256i *)(w + 2));
     __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
-    __m256 p = _mm256_cvtepi32_ps(dot_i8x32(qw, qx));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w) * x[b].d), p, acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w) * x[b].d), _mm256_cvtepi32_ps(dot_i8x32(qw, qx)), acc);
   }
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+  return hsum_ps(acc);
 }
 
 /* Q4_0: w = d·(q − 8) with q unsigned nibbles, so Σ w·x = dw·dx·(Σ q·qx − 8·Σ qx): maddubs takes
@@ -302,16 +330,11 @@ TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_cvtepi32_ps(p0), acc0);
     corr += s0 * (float)x[b].sum;
   }
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s) - 8.0f * corr;
+  return hsum_ps(_mm256_add_ps(acc0, acc1)) - 8.0f * corr;
 }
 
 /* Four tokens at once: each weight block is decoded once and used for all four activation rows
-   (prompt processing is compute-bound; this saves the unpacking work). x[k] points at token k's
-   blocks. */
+   (prompt processing is compute-bound; this saves the unpacking work). */
 TARGET_AVX2 static void row_dot4_q4_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   float corr[4] = {0, 0, 0, 0};
@@ -328,12 +351,7 @@ TARGET_AVX2 static void row_dot4_q4_0_avx2(const uint8_t *row, const block_q8 *c
       corr[k] += s * (float)xb->sum;
     }
   }
-  for (int k = 0; k < 4; k++) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    out[k] = _mm_cvtss_f32(s) - 8.0f * corr[k];
-  }
+  for (int k = 0; k < 4; k++) out[k] = hsum_ps(acc[k]) - 8.0f * corr[k];
 }
 
 TARGET_AVX2 static void row_dot4_q8_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
@@ -351,61 +369,60 @@ TARGET_AVX2 static void row_dot4_q8_0_avx2(const uint8_t *row, const block_q8 *c
       acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[k]);
     }
   }
-  for (int k = 0; k < 4; k++) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    out[k] = _mm_cvtss_f32(s);
-  }
+  for (int k = 0; k < 4; k++) out[k] = hsum_ps(acc[k]);
 }
 
-TARGET_AVX2 static inline float hsum_ps(__m256 acc) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-/* Q4_K: per 32-element sub-block j, w = d·sc_j·q − dmin·m_j, so
-   Σ w·x = dx·(d·sc_j·Σ q·qx − dmin·m_j·Σ qx); q are unsigned nibbles (maddubs takes them as is). */
-TARGET_AVX2 static float row_dot_q4_k_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
+/* Q4_K / Q5_K against Q8_K: w = d·sc_j·q − dmin·m_j per 32-element sub-block j, so a super-block
+   contributes dx·(d·Σ_j sc_j·Σ q·qx − dmin·Σ_j m_j·Σ qx): integers within the block, one float
+   multiply-add per 256 weights (the sums go into a vector accumulator, reduced once per row). */
+TARGET_AVX2 static float row_dot_qk_affine_avx2(const uint8_t *row, const block_q8k *x, int64_t n, int bits) {
+  const __m256i low = _mm256_set1_epi8(15);
+  const __m256i one = _mm256_set1_epi8(1);
+  const int bb = bits == 4 ? 144 : 176, qs_at = bits == 4 ? 16 : 48;
   __m256 acc = _mm256_setzero_ps();
   float mins = 0;
-  const __m256i low = _mm256_set1_epi8(15);
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < n / 256; b++) {
-    const uint8_t *w = row + b * 144;
-    const block_q8 *xb = x + b * 8;
-    float d = half_fast(w), dmin = half_fast(w + 2);
+    const uint8_t *w = row + b * bb;
+    const block_q8k *xb = x + b;
+    __m256i isum = _mm256_setzero_si256();
+    int msum = 0;
+    __m256i qh = bits == 5 ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
-      __m256i qs = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
-      __m256i q_lo = _mm256_and_si256(qs, low);
-      __m256i q_hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
-      for (int half_ = 0; half_ < 2; half_++) {
-        int j = 2 * c + half_;
-        int sc, m;
+      __m256i qs = _mm256_loadu_si256((const __m256i *)(w + qs_at + 32 * c));
+      __m256i q0 = _mm256_and_si256(qs, low);
+      __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
+      if (bits == 5) {
+        /* the 5th bit of sub-block 2c+h is bit 2c+h of qh[l] */
+        q0 = _mm256_or_si256(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        q1 = _mm256_or_si256(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      for (int h = 0; h < 2; h++) {
+        int j = 2 * c + h, sc, m;
         scale_min_k4(w + 4, j, &sc, &m);
-        const block_q8 *xj = xb + j;
-        __m256i qx = _mm256_loadu_si256((const __m256i *)xj->q);
-        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(half_ ? q_hi : q_lo, qx), ones);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(xj->d * d * (float)sc), _mm256_cvtepi32_ps(p), acc);
-        mins += xj->d * dmin * (float)m * (float)xj->sum;
+        __m256i p16 = _mm256_maddubs_epi16(h ? q1 : q0, _mm256_loadu_si256((const __m256i *)(xb->q + 32 * j)));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, _mm256_set1_epi16((int16_t)sc)));
+        msum += m * (xb->bsums[2 * j] + xb->bsums[2 * j + 1]);
       }
     }
+    float dx = xb->d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * half_fast(w)), _mm256_cvtepi32_ps(isum), acc);
+    mins += dx * half_fast(w + 2) * (float)msum;
   }
   return hsum_ps(acc) - mins;
 }
 
-/* Q6_K: 6-bit q − 32 with an int8 scale per 16 elements (ggml block_q6_K). */
-TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
+/* Q6_K against Q8_K: Σ_g sc_g · Σ_{16 in g} (q − 32)·qx = Σ_g sc_g·(Σ q·qx − 32·Σ qx), all in integers
+   over the super-block, one float multiply per 256 weights. */
+TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8k *x, int64_t n) {
   const __m256i low = _mm256_set1_epi8(15);
   const __m256i three = _mm256_set1_epi8(3);
-  const __m256i off = _mm256_set1_epi8(32);
+  __m256 acc = _mm256_setzero_ps();
+  float corr_sum = 0;
   for (int64_t b = 0; b < n / 256; b++) {
     const uint8_t *w = row + b * 210;
-    const block_q8 *xb = x + b * 8;
-    float d = half_fast(w + 208);
+    const block_q8k *xb = x + b;
+    const int8_t *sc = (const int8_t *)(w + 192);
+    __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
       __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
       __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
@@ -416,17 +433,20 @@ TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8 *x
       q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
       q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
       for (int t = 0; t < 4; t++) {
-        int j = 4 * h + t; /* 32-element sub-block = activation block */
-        const block_q8 *xj = xb + j;
-        __m256i qs = _mm256_sub_epi8(q[t], off);
-        __m256i p = dot_i8x32(qs, _mm256_loadu_si256((const __m256i *)xj->q)); /* lanes 0-3: elements 0-15 */
-        const int8_t *sc = (const int8_t *)(w + 192 + 2 * j);
-        __m256 scales = _mm256_setr_ps(sc[0], sc[0], sc[0], sc[0], sc[1], sc[1], sc[1], sc[1]);
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d * xj->d), scales), _mm256_cvtepi32_ps(p), acc);
+        int j = 4 * h + t; /* 32-element sub-block: scales 2j and 2j+1 */
+        __m256i qx = _mm256_loadu_si256((const __m256i *)(xb->q + 32 * j));
+        __m256i p16 = _mm256_maddubs_epi16(q[t], qx); /* lanes 0-7: elements 0-15; 8-15: 16-31 */
+        __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scales));
       }
     }
+    int corr = 0;
+    for (int g = 0; g < 16; g++) corr += sc[g] * xb->bsums[g];
+    float s = half_fast(w + 208) * xb->d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(isum), acc);
+    corr_sum += s * (float)corr;
   }
-  return hsum_ps(acc);
+  return hsum_ps(acc) - 32.0f * corr_sum;
 }
 #endif
 
@@ -434,15 +454,15 @@ static int use_avx2 = 0;
 
 void quant_init(int avx2) { use_avx2 = avx2; }
 
-int quant_row_dot4(int t, const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
+int quant_row_dot4(int t, const uint8_t *row, const void *const x[4], int64_t n, float out[4]) {
 #ifdef DSEEK_X86
   if (use_avx2) {
     if (t == QT_Q4_0) {
-      row_dot4_q4_0_avx2(row, x, n, out);
+      row_dot4_q4_0_avx2(row, (const block_q8 *const *)x, n, out);
       return 1;
     }
     if (t == QT_Q8_0) {
-      row_dot4_q8_0_avx2(row, x, n, out);
+      row_dot4_q8_0_avx2(row, (const block_q8 *const *)x, n, out);
       return 1;
     }
   }
@@ -455,13 +475,17 @@ int quant_row_dot4(int t, const uint8_t *row, const block_q8 *const x[4], int64_
   return 0;
 }
 
-float quant_row_dot(int t, const uint8_t *row, const block_q8 *x, int64_t n) {
+float quant_row_dot(int t, const uint8_t *row, const void *x, int64_t n) {
 #ifdef DSEEK_X86
   if (use_avx2) {
-    if (t == QT_Q4_0) return row_dot_q4_0_avx2(row, x, n);
-    if (t == QT_Q8_0) return row_dot_q8_0_avx2(row, x, n);
-    if (t == QT_Q4_K) return row_dot_q4_k_avx2(row, x, n);
-    if (t == QT_Q6_K) return row_dot_q6_k_avx2(row, x, n);
+    switch (t) {
+      case QT_Q4_0: return row_dot_q4_0_avx2(row, x, n);
+      case QT_Q8_0: return row_dot_q8_0_avx2(row, x, n);
+      case QT_Q4_K: return row_dot_qk_affine_avx2(row, x, n, 4);
+      case QT_Q5_K: return row_dot_qk_affine_avx2(row, x, n, 5);
+      case QT_Q6_K: return row_dot_q6_k_avx2(row, x, n);
+      default: break;
+    }
   }
 #endif
   return row_dot_generic(t, row, x, n);

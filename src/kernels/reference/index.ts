@@ -5,6 +5,7 @@
  */
 import type { AttentionShape, Backend, SharedKvRows } from '../backend.js';
 import { decodeRow, elementCount, f16ToF32, isFloatType, type Tensor, type Vec } from '../tensor.js';
+import { blockSize } from '../../formats/quant/index.js';
 
 function dims2(w: Tensor): [rows: number, cols: number] {
   const rows = w.shape[0]!;
@@ -26,19 +27,20 @@ function kvReader(kv: SharedKvRows): (j: number, i: number) => number {
 }
 
 /**
- * x rounded as ggml's Q8_0 stores it (quantize_row_q8_0_ref): per block of 32, d = amax/127 in
- * f32 and q = round-half-away(x/d) in [-127, 127]; returns d·q. n must be a multiple of 32
- * (rows of block-quantised weights always are).
+ * x rounded to 8 bits per block as ggml quantises activations for integer dot products: blocks
+ * of 32 (Q8_0) for the 32-element weight formats, of 256 (as Q8_K) for the K formats; per block
+ * d = amax/127 in f32 and q = round-half-away(x/d) in [-127, 127]; returns d·q. n must be a
+ * multiple of the block (rows of block-quantised weights always are).
  */
-export function quantizeActivations(x: Vec, n: number): Float64Array {
+export function quantizeActivations(x: Vec, n: number, block: 32 | 256 = 32): Float64Array {
   const out = new Float64Array(n);
   const f = Math.fround;
-  for (let b = 0; b < n; b += 32) {
+  for (let b = 0; b < n; b += block) {
     let amax = 0;
-    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[b + i]!));
+    for (let i = 0; i < block; i++) amax = Math.max(amax, Math.abs(x[b + i]!));
     const d = f(amax / 127);
     const id = d !== 0 ? f(1 / d) : 0;
-    for (let i = 0; i < 32; i++) {
+    for (let i = 0; i < block; i++) {
       const v = f(x[b + i]! * id);
       const q = v < 0 ? -Math.round(-v) : Math.round(v);
       out[b + i] = q * d;
@@ -66,7 +68,7 @@ export const referenceBackend: Backend = {
     const decode = rowDecoder(w, cols);
     // Block-quantised weights multiply activations quantised to 8 bits per block of 32 (the
     // semantics of llama.cpp's integer dot products, which the native kernels implement).
-    const xs = isFloatType(w.dtype) ? x : quantizeActivations(x, tokens * cols);
+    const xs = isFloatType(w.dtype) ? x : quantizeActivations(x, tokens * cols, blockSize(w.dtype) === 256 ? 256 : 32);
     for (let r = 0; r < rows; r++) {
       decode(r, row);
       for (let t = 0; t < tokens; t++) {
