@@ -356,6 +356,16 @@ void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) {
 
 /* ---------- attention ---------- */
 
+/* (query, head) pairs per chunk: enough that a chunk is ~64K multiply-adds, so short contexts run
+   on the calling thread instead of paying for a thread wake-up per head. */
+static int64_t attention_grain(int64_t queries, const int32_t *ctx, int64_t per_key) {
+  int64_t longest = 1;
+  for (int64_t t = 0; t < queries; t++)
+    if (ctx[t] > longest) longest = ctx[t];
+  int64_t grain = 65536 / (longest * per_key) + 1;
+  return grain;
+}
+
 /* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum. */
 static float exp_shifted(float *s, int64_t n, float max) {
   float sum = 0;
@@ -404,7 +414,7 @@ static void attention_task(void *p, int64_t start, int64_t end) {
 void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
                       int64_t heads, const int32_t *ctx, float scale) {
   attention_ctx c = {out, q, k, v, dk, dv, heads, ctx, scale};
-  pool_run(attention_task, &c, queries * heads, 1);
+  pool_run(attention_task, &c, queries * heads, attention_grain(queries, ctx, dk + dv));
 }
 
 typedef struct {
@@ -464,7 +474,7 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
                                 int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
                                 float scale) {
   shared_kv_ctx c = {out, qa, qb, pages, page_rows, kvtype, width, va, heads, ctx, scale};
-  pool_run(shared_kv_task, &c, queries * heads, 1);
+  pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
 }
 
 /* ---------- memory bandwidth probe ---------- */
