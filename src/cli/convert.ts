@@ -103,7 +103,7 @@ export function registerConvertCommand(program: Command): Command {
       const elements = r.tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
       process.stdout.write(
         `${r.path}: ${r.tensors.length} tensors, ${size(r.fileBytes)}, ${((8 * r.dataBytes) / elements).toFixed(2)} bits/weight, ` +
-          `${LLAMA_FTYPE_NAMES[r.fileType] ?? r.fileType} (${r.layout} MLA layout${r.preTokenizer ? `, tokenizer ${r.preTokenizer}` : ', no tokenizer'})\n`,
+          `${LLAMA_FTYPE_NAMES[r.fileType] ?? r.fileType} (${r.layout} MLA layout${r.preTokenizer ? `, tokenizer ${r.preTokenizer}` : ', placeholder vocabulary'})\n`,
       );
     });
 }

@@ -69,7 +69,7 @@ export interface ConversionPlan {
   readonly tensors: readonly PlannedTensor[];
   /** Tensor data bytes (without alignment padding). */
   readonly dataBytes: number;
-  /** The tokenizer.ggml.pre written, or null when the folder has no tokenizer.json. */
+  /** The tokenizer.ggml.pre of the source's tokenizer, or null when the folder has none (a placeholder vocabulary is written). */
   readonly preTokenizer: GgufPreTokenizer | null;
 }
 
@@ -425,6 +425,50 @@ export function modelMetadata(c: ModelConfig, layout: MlaLayout): Array<[string,
 
 // --- Tokenizer ---------------------------------------------------------------------------------
 
+/** The GPT-2 byte ↔ unicode map used by byte-level BPE vocabularies (bytes_to_unicode). */
+function byteLevelAlphabet(): string[] {
+  const keep = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  let next = 256;
+  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(keep(b) ? b : next++));
+}
+
+/**
+ * A placeholder byte-level vocabulary (256 byte tokens, BOS/EOS, padding) for files made without a
+ * real tokenizer, so that llama.cpp (which requires tokenizer.ggml.*) and dseek load them.
+ */
+export function placeholderVocabulary(c: ModelConfig, pre: string): Array<[string, GgufValue]> {
+  const tokens: string[] = [];
+  const types: number[] = [];
+  const alphabet = byteLevelAlphabet();
+  const eos = c.eosTokenIds[0] ?? 1;
+  for (let id = 0; id < c.vocabSize; id++) {
+    if (id === c.bosTokenId) {
+      tokens.push('<｜begin▁of▁sentence｜>');
+      types.push(3);
+    } else if (id === eos) {
+      tokens.push('<｜end▁of▁sentence｜>');
+      types.push(3);
+    } else if (id >= 2 && id < 258) {
+      tokens.push(alphabet[id - 2]!);
+      types.push(1);
+    } else {
+      tokens.push(`[PAD${id}]`);
+      types.push(5);
+    }
+  }
+  return [
+    ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
+    ['tokenizer.ggml.pre', { type: 'string', value: pre }],
+    ['tokenizer.ggml.tokens', { type: 'array', elementType: 'string', value: tokens }],
+    ['tokenizer.ggml.token_type', { type: 'array', elementType: 'i32', value: types }],
+    ['tokenizer.ggml.merges', { type: 'array', elementType: 'string', value: [] }],
+    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: c.bosTokenId ?? 0 }],
+    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: eos }],
+    ['tokenizer.ggml.add_bos_token', { type: 'bool', value: true }],
+  ];
+}
+
+
 type Json = Record<string, unknown>;
 
 function isObject(v: unknown): v is Json {
@@ -627,9 +671,9 @@ function buildPlan(srcFolder: string, source: WeightSource, options: ConvertOpti
   ];
   if (tokenizer) metadata.push(...tokenizer.metadata);
   else {
-    // No tokenizer.json: keep config.json's special ids, which configFromGguf reads back.
-    if (config.bosTokenId !== null) metadata.push(['tokenizer.ggml.bos_token_id', u32(config.bosTokenId)]);
-    if (config.eosTokenIds.length > 0) metadata.push(['tokenizer.ggml.eos_token_id', u32(config.eosTokenIds[0]!)]);
+    // No tokenizer.json: llama.cpp refuses a file without tokenizer.ggml.*, so write a placeholder
+    // byte-level vocabulary that keeps config.json's BOS/EOS ids (token-id use only).
+    metadata.push(...placeholderVocabulary(config, config.family === 'deepseek_v3' ? 'deepseek-v3' : 'deepseek-llm'));
   }
   const tensors = p.entries;
   return {

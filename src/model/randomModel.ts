@@ -8,7 +8,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { writeGguf, type GgufValue, type GgufWriteTensor } from '../formats/gguf.js';
-import { modelMetadata, tensorTypeFor, type ConvertType } from '../formats/convert.js';
+import { modelMetadata, placeholderVocabulary, tensorTypeFor, type ConvertType } from '../formats/convert.js';
 import { blockBytes, blockSize, GGML_TYPE_ID, rowBytes, type GgmlType } from '../formats/quant/index.js';
 import { f32ToBf16, f32ToF16 } from '../kernels/tensor.js';
 import { InvalidInputError } from '../errors.js';
@@ -61,46 +61,6 @@ export interface RandomModelOptions {
   readonly layers?: number;
   readonly seed?: number;
   readonly onProgress?: (done: number, total: number, name: string) => void;
-}
-
-/** The GPT-2 byte ↔ unicode map used by byte-level BPE vocabularies (bytes_to_unicode). */
-function byteLevelAlphabet(): string[] {
-  const keep = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  let next = 256;
-  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(keep(b) ? b : next++));
-}
-
-/** A byte-level vocabulary (256 byte tokens, BOS/EOS, padding) so that llama.cpp and dseek load the file. */
-function tokenizerMetadata(c: ModelConfig, pre: string): Array<[string, GgufValue]> {
-  const tokens: string[] = [];
-  const types: number[] = [];
-  const alphabet = byteLevelAlphabet();
-  const eos = c.eosTokenIds[0] ?? 1;
-  for (let id = 0; id < c.vocabSize; id++) {
-    if (id === c.bosTokenId) {
-      tokens.push('<｜begin▁of▁sentence｜>');
-      types.push(3);
-    } else if (id === eos) {
-      tokens.push('<｜end▁of▁sentence｜>');
-      types.push(3);
-    } else if (id >= 2 && id < 258) {
-      tokens.push(alphabet[id - 2]!);
-      types.push(1);
-    } else {
-      tokens.push(`[PAD${id}]`);
-      types.push(5);
-    }
-  }
-  return [
-    ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
-    ['tokenizer.ggml.pre', { type: 'string', value: pre }],
-    ['tokenizer.ggml.tokens', { type: 'array', elementType: 'string', value: tokens }],
-    ['tokenizer.ggml.token_type', { type: 'array', elementType: 'i32', value: types }],
-    ['tokenizer.ggml.merges', { type: 'array', elementType: 'string', value: [] }],
-    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: c.bosTokenId ?? 0 }],
-    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: eos }],
-    ['tokenizer.ggml.add_bos_token', { type: 'bool', value: true }],
-  ];
 }
 
 /** Byte offsets of the f16 scale (and minimum) fields of each block format (ggml-common.h). */
@@ -235,7 +195,7 @@ export function writeRandomModel(out: string, o: RandomModelOptions): number {
       ['general.quantization_version', { type: 'u32', value: 2 }],
       ['general.alignment', { type: 'u32', value: 32 }],
       ...modelMetadata(c, 'current'),
-      ...tokenizerMetadata(c, pre),
+      ...placeholderVocabulary(c, pre),
     ],
     tensors,
   });

@@ -365,8 +365,16 @@ for (const name of goldenModels) {
           'general.alignment': ['u32', 32],
           'tokenizer.ggml.bos_token_id': ['u32', c['bos_token_id']],
           'tokenizer.ggml.eos_token_id': ['u32', c['eos_token_id']],
+          // No tokenizer.json in the golden folders: a placeholder byte-level vocabulary, because
+          // llama.cpp will not load a file without one.
+          'tokenizer.ggml.model': ['string', 'gpt2'],
+          'tokenizer.ggml.pre': ['string', name === 'v3' ? 'deepseek-v3' : 'deepseek-llm'],
+          'tokenizer.ggml.add_bos_token': ['bool', true],
         });
-        assert.deepEqual([...f.metadata.keys()].sort(), Object.keys(expected).sort(), layout);
+        const arrays = ['tokenizer.ggml.tokens', 'tokenizer.ggml.token_type', 'tokenizer.ggml.merges'];
+        assert.deepEqual([...f.metadata.keys()].sort(), [...Object.keys(expected), ...arrays].sort(), layout);
+        const tokens = f.metadata.get('tokenizer.ggml.tokens')!;
+        assert.equal(tokens.type === 'array' ? tokens.value.length : 0, c['vocab_size']);
         for (const [key, [type, value]] of Object.entries(expected)) {
           const v = f.metadata.get(key)!;
           assert.equal(v.type, type, key);
@@ -688,7 +696,7 @@ test('dseek convert is a commander command; inspect reports types, sizes and bit
     process.stdout.write = stdout;
     process.stderr.write = stderr;
   }
-  assert.match(written.join(''), /cli\.gguf: \d+ tensors, [\d.]+ MiB, [\d.]+ bits\/weight, MOSTLY_Q4_K_M \(legacy MLA layout, no tokenizer\)/);
+  assert.match(written.join(''), /cli\.gguf: \d+ tensors, [\d.]+ MiB, [\d.]+ bits\/weight, MOSTLY_Q4_K_M \(legacy MLA layout, placeholder vocabulary\)/);
 
   const report = inspectGgufReport(out);
   assert.equal(report.architecture, 'deepseek2');
@@ -706,7 +714,7 @@ test('dseek convert is a commander command; inspect reports types, sizes and bit
   assert.match(text, /MoE: 16 routed experts \(top-4, sigmoid, noaux_tc, 2 of 4 groups\)/);
   assert.match(text, /^ {2}q8_0 +\d+ +[\d.]+ ?\w* +[\d.]+ MiB +8\.50$/m);
   assert.match(text, /^ {2}total +\d+ +[\d.]+ ?\w* +[\d.]+ MiB +[\d.]+$/m);
-  assert.match(text, /tokenizer: none \(bos 0, eos 1\)/);
+  assert.match(text, /tokenizer: gpt2 \/ deepseek-v3, 256 tokens, bos 0, eos 1, chat template no/);
 
   // With a tokenizer.
   const tok = join(tmp, 'cli-v2-tokenizer');
