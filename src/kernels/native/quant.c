@@ -207,8 +207,46 @@ size_t quant_act_bytes(int t, int64_t n) {
   return is_k(t) ? (size_t)(n / 256) * sizeof(block_q8k) : (size_t)(n / 32) * sizeof(block_q8);
 }
 
+#ifdef DSEEK_X86
+/* The same as quantise_block below, 8 values at a time, bit for bit: round-half-even from the
+   rounding instruction, then ties moved away from zero as roundf does. */
+TARGET_AVX2 static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  float amax = _mm_cvtss_f32(m);
+  float d = amax / 127.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = d;
+  const __m256 vid = _mm256_set1_ps(id), half_ = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int i = 0; i < n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vid);
+    __m256 even = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 tie = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(v, t), abs_mask), half_, _CMP_EQ_OQ);
+    __m256 away = _mm256_add_ps(t, _mm256_or_ps(one, _mm256_andnot_ps(abs_mask, v))); /* t ± 1 */
+    __m256i r = _mm256_cvtps_epi32(_mm256_blendv_ps(even, away, tie));
+    /* 8 int32 → 8 int8 (values are within ±127) */
+    __m128i r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    __m128i r8 = _mm_packs_epi16(r16, r16);
+    _mm_storel_epi64((__m128i *)(q + i), r8);
+  }
+}
+#endif
+
+static int quantise_simd = 0;
+
 /* Round half away from zero, as roundf and ggml's reference quantisers do. */
 static void quantise_block(const float *x, int n, float *d_out, int8_t *q) {
+#ifdef DSEEK_X86
+  if (quantise_simd) {
+    quantise_block_avx2(x, n, d_out, q);
+    return;
+  }
+#endif
   float amax = 0;
   for (int i = 0; i < n; i++) {
     float a = fabsf(x[i]);
@@ -239,6 +277,12 @@ void quant_act(int t, const float *x, int64_t n, void *out) {
     int32_t sum = 0;
     for (int i = 0; i < 32; i++) sum += y[b].q[i];
     y[b].sum = sum;
+    /* maddubs pairs neighbours, madd pairs those: int32 lane l of a 32-byte dot product holds
+       elements 4l..4l+3 of the low half (l < 4) or 16+4(l−4).. of the high half, in AVX2 order */
+    for (int l = 0; l < 8; l++) {
+      int base = l < 4 ? 4 * l : 16 + 4 * (l - 4);
+      y[b].sum8[l] = 8 * (y[b].q[base] + y[b].q[base + 1] + y[b].q[base + 2] + y[b].q[base + 3]);
+    }
   }
 }
 
@@ -303,41 +347,39 @@ TARGET_AVX2 static float row_dot_q8_0_avx2(const uint8_t *row, const block_q8 *x
 /* Q4_0: w = d·(q − 8) with q unsigned nibbles, so Σ w·x = dw·dx·(Σ q·qx − 8·Σ qx): maddubs takes
    the nibbles as they are and the −8 term comes from the activation block's precomputed sum. */
 TARGET_AVX2 static inline __m256i q4_0_nibbles(const uint8_t *w) {
-  const __m128i low = _mm_set1_epi8(15);
-  __m128i bytes = _mm_loadu_si128((const __m128i *)(w + 2));
-  /* Elements 0..15 are the low nibbles, 16..31 the high nibbles (ggml block_q4_0). */
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), _mm_and_si128(bytes, low));
+  /* Elements 0..15 are the low nibbles, 16..31 the high nibbles (ggml block_q4_0): broadcast the
+     16 bytes to both halves (a load, no shuffle port), shift the upper half, keep 4 bits. */
+  __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + 2)));
+  __m256i mixed = _mm256_blend_epi32(both, _mm256_srli_epi16(both, 4), 0xF0);
+  return _mm256_and_si256(mixed, _mm256_set1_epi8(15));
 }
 
 TARGET_AVX2 static float row_dot_q4_0_avx2(const uint8_t *row, const block_q8 *x, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
-  float corr = 0;
   int64_t blocks = n / 32, b = 0;
   for (; b + 2 <= blocks; b += 2) {
     const uint8_t *w0 = row + b * 18, *w1 = w0 + 18;
-    float s0 = half_fast(w0) * x[b].d, s1 = half_fast(w1) * x[b + 1].d;
     __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w0), _mm256_loadu_si256((const __m256i *)x[b].q)), ones);
     __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w1), _mm256_loadu_si256((const __m256i *)x[b + 1].q)), ones);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(s1), _mm256_cvtepi32_ps(p1), acc1);
-    corr += s0 * (float)x[b].sum + s1 * (float)x[b + 1].sum;
+    p0 = _mm256_sub_epi32(p0, _mm256_loadu_si256((const __m256i *)x[b].sum8));
+    p1 = _mm256_sub_epi32(p1, _mm256_loadu_si256((const __m256i *)x[b + 1].sum8));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w0) * x[b].d), _mm256_cvtepi32_ps(p0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w1) * x[b + 1].d), _mm256_cvtepi32_ps(p1), acc1);
   }
   for (; b < blocks; b++) {
     const uint8_t *w0 = row + b * 18;
-    float s0 = half_fast(w0) * x[b].d;
     __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_0_nibbles(w0), _mm256_loadu_si256((const __m256i *)x[b].q)), ones);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s0), _mm256_cvtepi32_ps(p0), acc0);
-    corr += s0 * (float)x[b].sum;
+    p0 = _mm256_sub_epi32(p0, _mm256_loadu_si256((const __m256i *)x[b].sum8));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_fast(w0) * x[b].d), _mm256_cvtepi32_ps(p0), acc0);
   }
-  return hsum_ps(_mm256_add_ps(acc0, acc1)) - 8.0f * corr;
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
 /* Four tokens at once: each weight block is decoded once and used for all four activation rows
    (prompt processing is compute-bound; this saves the unpacking work). */
 TARGET_AVX2 static void row_dot4_q4_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float corr[4] = {0, 0, 0, 0};
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < n / 32; b++) {
     const uint8_t *w = row + b * 18;
@@ -346,12 +388,11 @@ TARGET_AVX2 static void row_dot4_q4_0_avx2(const uint8_t *row, const block_q8 *c
     for (int k = 0; k < 4; k++) {
       const block_q8 *xb = x[k] + b;
       __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb->q)), ones);
-      float s = dw * xb->d;
-      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(p), acc[k]);
-      corr[k] += s * (float)xb->sum;
+      p = _mm256_sub_epi32(p, _mm256_loadu_si256((const __m256i *)xb->sum8));
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb->d), _mm256_cvtepi32_ps(p), acc[k]);
     }
   }
-  for (int k = 0; k < 4; k++) out[k] = hsum_ps(acc[k]) - 8.0f * corr[k];
+  for (int k = 0; k < 4; k++) out[k] = hsum_ps(acc[k]);
 }
 
 TARGET_AVX2 static void row_dot4_q8_0_avx2(const uint8_t *row, const block_q8 *const x[4], int64_t n, float out[4]) {
@@ -452,7 +493,10 @@ TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8k *
 
 static int use_avx2 = 0;
 
-void quant_init(int avx2) { use_avx2 = avx2; }
+void quant_init(int avx2) {
+  use_avx2 = avx2;
+  quantise_simd = avx2;
+}
 
 int quant_row_dot4(int t, const uint8_t *row, const void *const x[4], int64_t n, float out[4]) {
 #ifdef DSEEK_X86

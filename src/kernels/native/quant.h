@@ -15,6 +15,9 @@ typedef struct {
   float d;
   int32_t sum;
   int8_t q[32];
+  /* 8·Σ q per group of four (as the int32 lanes of an 8-bit dot product fall): Q4_0's −8 offset
+     subtracted as one vector operation. */
+  int32_t sum8[8];
 } block_q8;
 
 /* An activation block for the 256-element K formats (ggml block_q8_K): one scale for 256 values,
