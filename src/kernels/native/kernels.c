@@ -366,6 +366,16 @@ static int64_t attention_grain(int64_t queries, const int32_t *ctx, int64_t per_
   return grain;
 }
 
+/* Scratch for the scores of the longest context among (query, head) pairs [start, end). */
+static float *score_buffer(const int32_t *ctx, int64_t heads, int64_t start, int64_t end) {
+  int64_t longest = 1;
+  for (int64_t th = start; th < end; th++)
+    if (ctx[th / heads] > longest) longest = ctx[th / heads];
+  float *s = malloc((size_t)longest * sizeof(float));
+  if (!s) abort();
+  return s;
+}
+
 /* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum. */
 static float exp_shifted(float *s, int64_t n, float max) {
   float sum = 0;
@@ -386,13 +396,7 @@ typedef struct {
 
 static void attention_task(void *p, int64_t start, int64_t end) {
   attention_ctx *c = p;
-  int64_t max_n = 0;
-  for (int64_t th = start; th < end; th++) {
-    int64_t n = c->ctx[th / c->heads];
-    if (n > max_n) max_n = n;
-  }
-  float *s = malloc((size_t)(max_n > 0 ? max_n : 1) * sizeof(float));
-  if (!s) abort();
+  float *s = score_buffer(c->ctx, c->heads, start, end);
   for (int64_t th = start; th < end; th++) {
     int64_t t = th / c->heads, h = th % c->heads, n = c->ctx[t];
     const float *qh = c->q + th * c->dk;
@@ -431,13 +435,7 @@ typedef struct {
 static void shared_kv_task(void *p, int64_t start, int64_t end) {
   shared_kv_ctx *c = p;
   int64_t vb = c->width - c->va;
-  int64_t max_n = 0;
-  for (int64_t th = start; th < end; th++) {
-    int64_t n = c->ctx[th / c->heads];
-    if (n > max_n) max_n = n;
-  }
-  float *s = malloc((size_t)(max_n > 0 ? max_n : 1) * sizeof(float));
-  if (!s) abort();
+  float *s = score_buffer(c->ctx, c->heads, start, end);
   for (int64_t th = start; th < end; th++) {
     int64_t n = c->ctx[th / c->heads];
     const float *qa = c->qa + th * c->va;

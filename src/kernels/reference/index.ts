@@ -147,9 +147,7 @@ export const referenceBackend: Backend = {
 
   attention(out, q, k, v, keyWidth, valueWidth, shape) {
     const { queries, heads, contextLengths, scale } = shape;
-    let maxLen = 0;
-    for (let t = 0; t < queries; t++) maxLen = Math.max(maxLen, contextLengths[t]!);
-    const p = new Float64Array(maxLen);
+    const p = new Float64Array(Math.max(0, ...contextLengths));
     for (let t = 0; t < queries; t++) {
       const n = contextLengths[t]!;
       for (let h = 0; h < heads; h++) {
@@ -178,9 +176,7 @@ export const referenceBackend: Backend = {
     const width = kv.width;
     const ropeWidth = width - valueWidth;
     const read = kvReader(kv);
-    let maxLen = 0;
-    for (let t = 0; t < queries; t++) maxLen = Math.max(maxLen, contextLengths[t]!);
-    const p = new Float64Array(maxLen);
+    const p = new Float64Array(Math.max(0, ...contextLengths));
     for (let t = 0; t < queries; t++) {
       const n = contextLengths[t]!;
       for (let h = 0; h < heads; h++) {
