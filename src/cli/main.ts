@@ -14,6 +14,7 @@ import { registerServeCommand } from './serve.js';
 import { registerBenchCommand } from './bench.js';
 import { inspectGguf, registerConvertCommand } from './convert.js';
 import { registerRandomModelCommand } from './randomModel.js';
+import { registerTrainCommand } from './train.js';
 import { parseInteger, parseTokenList, resolveModelPath, samplingFromFlags, type SamplingFlags } from './args.js';
 
 interface ModelFlags {
@@ -207,6 +208,7 @@ export function buildProgram(): Command {
   registerBenchCommand(program);
   registerConvertCommand(program);
   registerRandomModelCommand(program);
+  registerTrainCommand(program);
   return program;
 }
 

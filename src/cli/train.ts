@@ -15,7 +15,7 @@ import type { ExportDType } from '../train/export.js';
 /** The default run: the recipe of the shipped model (models/default), sized for ~45 min on two cores. */
 export const DEFAULT_SETTINGS: RunSettings = {
   shape: DEFAULT_SHAPE,
-  steps: 1000,
+  steps: 800,
   batchSize: 8,
   lr: 2e-3,
   minLrRatio: 0.1,
@@ -23,7 +23,7 @@ export const DEFAULT_SETTINGS: RunSettings = {
   weightDecay: 0.1,
   clip: 1,
   seed: 1234,
-  biasUpdateSpeed: 1e-3,
+  biasUpdateSpeed: 1e-2,
   evalEvery: 100,
   evalTokens: 16384,
   checkpointEvery: 50,

@@ -19,7 +19,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidInputError, ModelFormatError, TensorShapeError, UnsupportedConfigError } from '../errors.js';
 import { decodeRow, elementCount, elementReader, type Tensor } from '../kernels/tensor.js';
 import { isMoeLayer, readConfigFile, type ModelConfig } from '../model/config.js';
-import { GGUF_TOKEN_TYPE, type GgufPreTokenizer } from '../tokenizer/ggufTokenizer.js';
+import { GGUF_TOKEN_TYPE, GPT2_SPLIT, type GgufPreTokenizer } from '../tokenizer/ggufTokenizer.js';
 import { writeGguf, type GgufValue, type GgufWriteTensor } from './gguf.js';
 import { blockSize, quantizeRow, rowBytes, type GgmlType } from './quant/index.js';
 import { openSafetensors, type WeightSource } from './safetensors.js';
@@ -503,10 +503,11 @@ export function detectPreTokenizer(preTokenizer: unknown, source: string): GgufP
   const regexes = splitRegexes(preTokenizer);
   if (regexes.includes('\\p{N}{1,3}')) return 'deepseek-v3';
   if (regexes.includes('\\p{N}+') && regexes.some((r) => r === '[\r\n]' || r === '[\\r\\n]')) return 'deepseek-llm';
+  if (regexes.length === 1 && (regexes[0] === GPT2_SPLIT || regexes[0] === GPT2_SPLIT.replace("'(?:s|t|re|ve|m|ll|d)", "'s|'t|'re|'ve|'m|'ll|'d"))) return 'gpt-2';
   throw new UnsupportedConfigError(
     `${source} pre_tokenizer`,
     regexes.length > 0 ? regexes.map((r) => (r.length > 24 ? `${r.slice(0, 24)}…` : r)) : preTokenizer ?? null,
-    'dseek converts the DeepSeek-V2 (deepseek-llm) and DeepSeek-V3 (deepseek-v3) byte-level BPE pre-tokenizers only',
+    'dseek converts the DeepSeek-V2 (deepseek-llm), DeepSeek-V3 (deepseek-v3) and GPT-2 (gpt-2) byte-level BPE pre-tokenizers only',
   );
 }
 

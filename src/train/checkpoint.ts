@@ -51,6 +51,8 @@ export interface CheckpointMeta {
   /** Wall-clock seconds spent training so far (all sessions of the run). */
   readonly seconds: number;
   readonly tokensSeen: number;
+  /** Hash of the training (and held-out) text, so that a resume on other data is refused. */
+  readonly dataDigest?: string;
   readonly binary: string;
   /** Float32 counts of each section of the binary. */
   readonly sections: { readonly params: number; readonly moments: number; readonly biases: readonly number[] };

@@ -139,7 +139,7 @@ tags: [deepseek_v3, mla, moe, tiny]
 
 # dseek default model: a tiny DeepSeek-architecture model trained on ${corpus?.name ?? 'a text corpus'}
 
-A ${(total / 1e6).toFixed(1)} M-parameter (${(active / 1e6).toFixed(1)} M active per token) DeepSeek-V3-architecture model —
+A DeepSeek-V3-architecture model of ${(total / 1e6).toFixed(1)} M parameters (${(active / 1e6).toFixed(1)} M active per token) —
 Multi-head Latent Attention and DeepSeekMoE with shared and routed experts — trained from scratch by
 \`dseek train\` on two CPU cores in ${minutes} minutes. It ships with dseek so that \`dseek run\`,
 \`dseek chat\` and \`dseek serve\` work offline out of the box, and it demonstrates end to end that the
@@ -163,7 +163,7 @@ knows nothing else and follows no instructions.
 
 ## Data
 
-${corpus ? `**${corpus.name}** — ${corpus.description ?? ''}\n\nSource: ${corpus.source}. License: ${corpus.license}${corpus.licenseFile ? ' (see `LICENSE-corpus.txt`)' : ''}.` : 'See the training command below.'}
+${corpus ? `**${corpus.name}** — ${corpus.description ?? ''}\n\nSource: ${corpus.source}. License: ${corpus.license}${corpus.licenseFile ? '; the package\'s copyright notice is in `LICENSE-corpus.txt`' : ''}.` : 'See the training command below.'}
 
 Documents are separated by blank lines, lines are the sampling anchors: each training window is BOS
 followed by ${sh.context - 1} tokens of text starting at a random line. Every 20th document is held out
@@ -212,7 +212,8 @@ ${asciiPlot(curve.map((p) => ({ x: p.step, y: p.loss })))}
 |---|---|---|
 ${tableRows.join('\n')}
 
-Held-out evaluations during training (first ${s.evalTokens || 'all'} held-out tokens):
+Held-out evaluations during training (on the first ${s.evalTokens || 'all'} held-out tokens only, an easier stretch than the
+whole held-out set the table above uses):
 
 | step | held-out loss | perplexity |
 |---|---|---|
@@ -226,7 +227,7 @@ ${samples.map((t) => `> ${t.replace(/\n/g, '\n> ')}`).join('\n\n')}
 
 ## Limitations
 
-A ${(total / 1e6).toFixed(0)} M-parameter model trained for ${minutes} minutes: it imitates the vocabulary,
+A model of ${(total / 1e6).toFixed(1)} M parameters trained for ${minutes} minutes: it imitates the vocabulary,
 phrasing and verse structure of its corpus but its text rarely makes sense beyond a clause or two, it
 repeats itself, and it has seen no instructions or conversations (in chat mode it answers in the
 corpus's style). Its context is ${sh.context} tokens; generation stops there.

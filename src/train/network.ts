@@ -53,10 +53,10 @@ export function checkTrainable(c: ModelConfig): void {
         'dseek trains the DeepSeek-V3 router (sigmoid scores, noaux_tc with auxiliary-loss-free balancing)',
       );
     }
+    if (c.family !== 'deepseek_v3') {
+      throw new UnsupportedConfigError('model_type', c.modelType, 'MoE training uses the DeepSeek-V3 gate: model_type deepseek_v3');
+    }
     if (c.nGroup !== 1) throw new UnsupportedConfigError('n_group', c.nGroup, 'training supports n_group = 1 (no device-limited routing)');
-  }
-  if (c.ropeScaling && c.ropeScaling.mscale !== c.ropeScaling.mscaleAllDim) {
-    throw new UnsupportedConfigError('rope_scaling.mscale', c.ropeScaling.mscale, 'training needs mscale == mscale_all_dim (cos/sin magnitude 1)');
   }
   if (c.tieWordEmbeddings) throw new UnsupportedConfigError('tie_word_embeddings', true, 'DeepSeek models have an untied lm_head');
 }

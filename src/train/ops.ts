@@ -236,9 +236,8 @@ export function ropeTables(invFreq: Float64Array, magnitude: number, positions: 
 
 /**
  * Rotate adjacent pairs (2i, 2i+1) of the 2·pairs values at `offset` of each row (SPEC §4.1) by
- * the angle of the row's position, or by minus that angle when `inverse` (the backward pass: a
- * rotation's transpose is its inverse; magnitude 1 only, which is what configs without YaRN
- * mscale mismatch give). Row r has position pos[floor(r / rowsPerPos)].
+ * the angle of the row's position, or by minus that angle when `inverse`: the backward pass, since
+ * the transpose of m·R(θ) is m·R(−θ). Row r has position pos[floor(r / rowsPerPos)].
  */
 export function rope(
   x: Vec,

@@ -18,7 +18,7 @@
  * generators, the native matmul gives each output to one thread (no racy reductions), and a
  * checkpoint holds the whole state, so a resumed run continues bit for bit.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -26,9 +26,9 @@ import { createNativeBackend, defaultThreads } from '../kernels/native/index.js'
 import { InvalidInputError } from '../errors.js';
 import { isMoeLayer, type ModelConfig } from '../model/config.js';
 import { trainBpe, tokenizerConfigJson, tokenizerJson } from './bpe.js';
-import { evalWindows, sampleBatch, splitDocuments, tokenizeDocuments, unigramNll, type TokenStream } from './data.js';
+import { evalWindows, sampleBatch, splitDocuments, tokenizeDocuments, type TokenStream } from './data.js';
 import { backendMatMul, jsMatMul, Scratch, type MatMul } from './ops.js';
-import { initParams, ParamSet, paramSpecs } from './params.js';
+import { countParams, initParams, ParamSet, paramSpecs } from './params.js';
 import { TrainableModel } from './network.js';
 import { AdamW, clipGradNorm, DEFAULT_ADAMW, learningRate } from './optimizer.js';
 import {
@@ -40,7 +40,6 @@ import {
   type StepRecord,
 } from './checkpoint.js';
 import { modelConfigOf, type ModelShape } from './shape.js';
-import { writeFileSync } from 'node:fs';
 
 export interface TrainOptions {
   readonly settings: RunSettings;
@@ -179,6 +178,9 @@ export function train(options: TrainOptions): TrainResult {
   }
 
   const data = prepareData(options, settings.shape.vocabSize, settings.shape.context);
+  if (checkpoint?.meta.dataDigest !== undefined && checkpoint.meta.dataDigest !== data.digest) {
+    throw new InvalidInputError('--resume', `the training text differs from the one ${options.outDir} was trained on (digest ${data.digest} ≠ ${checkpoint.meta.dataDigest})`);
+  }
   if (data.tokenizer.vocabSize !== settings.shape.vocabSize) {
     if (checkpoint) throw new InvalidInputError('--resume', `tokenizer has ${data.tokenizer.vocabSize} tokens, checkpoint ${settings.shape.vocabSize}`);
     settings = { ...settings, shape: { ...settings.shape, vocabSize: data.tokenizer.vocabSize } };
@@ -210,21 +212,16 @@ export function train(options: TrainOptions): TrainResult {
   let tokensSeen = checkpoint ? checkpoint.meta.tokensSeen : 0;
   const evalBatches = evalWindows(data.val, T, data.bos, settings.evalTokens);
 
-  const { total, active } = (() => {
-    let tot = 0;
-    for (const s of params.specs) tot += s.size;
-    return { total: tot, active: 0 };
-  })();
-  void active;
+  const { total, active } = countParams(config);
   log(
-    `${resuming ? `resuming ${options.outDir} at step ${step}` : `training ${options.outDir}`}: ${(total / 1e6).toFixed(2)}M parameters, ` +
+    `${resuming ? `resuming ${options.outDir} at step ${step}` : `training ${options.outDir}`}: ${(total / 1e6).toFixed(2)}M parameters (${(active / 1e6).toFixed(2)}M active), ` +
       `${shape.layers} layers × d ${shape.hiddenSize}, ${shape.routedExperts} experts (top-${shape.expertsPerToken}) + ${shape.sharedExperts} shared; ` +
       `${data.train.tokens.length} training / ${data.val.tokens.length} held-out tokens; kernels ${mm.name}`,
   );
 
   const save = (): void => {
     saveCheckpoint(options.outDir, {
-      meta: { version: 1, step, settings, adamSteps: adam.t, history, evals, seconds, tokensSeen },
+      meta: { version: 1, step, settings, adamSteps: adam.t, history, evals, seconds, tokensSeen, dataDigest: data.digest },
       params: params.flat as Float32Array,
       m: adam.m,
       v: adam.v,
@@ -308,29 +305,4 @@ export function train(options: TrainOptions): TrainResult {
     tokenizerDir: join(options.outDir, 'tokenizer'),
     finished: step >= settings.steps,
   };
-}
-
-export interface HeldOutReport {
-  /** Mean negative log-likelihood per token (nats) of the model and of the unigram baseline, on the same targets. */
-  readonly modelNll: number;
-  readonly unigramNll: number;
-  readonly tokens: number;
-  /** Bytes of held-out text the targets cover (for bits per byte). */
-  readonly bytes: number;
-}
-
-/** Perplexity of a trained model on the whole held-out set, against the training unigram distribution. */
-export function heldOutReport(result: TrainResult, options: Pick<TrainOptions, 'dataPath' | 'valPath' | 'outDir' | 'threads' | 'kernels'>): HeldOutReport {
-  const shape = result.settings.shape;
-  const data = prepareData({ ...options, tokenizerDir: result.tokenizerDir }, shape.vocabSize, shape.context);
-  const config = result.config;
-  const mm = matMulFor(options.kernels ?? 'auto', options.threads ?? defaultThreads());
-  const model = new TrainableModel(config, result.params, result.params.like('f32'), result.biases, { mm, scratch: new Scratch('f32'), precision: 'f32' }, shape.context);
-  const batches = evalWindows(data.val, shape.context, data.bos, 0);
-  const ev = evaluate(model, batches);
-  const targets: number[] = [];
-  for (const b of batches) for (const t of b.targets) targets.push(t);
-  let bytes = 0;
-  for (const t of targets) bytes += data.tokenizer.tokenBytes(t).length;
-  return { modelNll: ev.loss, unigramNll: unigramNll(data.train.tokens, config.vocabSize, targets), tokens: ev.tokens, bytes };
 }

@@ -1,4 +1,10 @@
 /** Shared fixtures for the training tests: tiny configs that train in milliseconds. */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Rng } from '../../src/engine/random.js';
+import type { RunSettings } from '../../src/train/checkpoint.js';
+import type { ModelShape } from '../../src/train/shape.js';
 
 /** A tiny DeepSeek-V3-style config (sigmoid router, noaux_tc); `overrides` replace keys. */
 export function tinyConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
@@ -38,13 +44,6 @@ export function tinyConfig(overrides: Record<string, unknown> = {}): Record<stri
     ...overrides,
   };
 }
-
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Rng } from '../../src/engine/random.js';
-import type { RunSettings } from '../../src/train/checkpoint.js';
-import type { ModelShape } from '../../src/train/shape.js';
 
 const WORDS = ['and', 'the', 'lord', 'said', 'unto', 'moses', 'of', 'his', 'house', 'land', 'people', 'went', 'up', 'came', 'to', 'pass', 'that', 'he', 'they', 'children'];
 
