@@ -35,13 +35,14 @@ let seed = 12345;
 const randomPrompt = (n: number) =>
   Array.from({ length: n }, () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % (vocab - 2)) + 2);
 
-async function drain(events: AsyncIterable<EngineEvent>): Promise<{ ttft: number; tokens: number }> {
-  let tokens = 0;
+/** Collects a request's token arrival times. */
+async function drain(events: AsyncIterable<EngineEvent>): Promise<{ ttft: number; tokens: number; times: number[] }> {
+  const times: number[] = [];
   for await (const e of events) {
-    if (e.type === 'token') tokens++;
-    if (e.type === 'done') return { ttft: e.timeToFirstTokenS, tokens };
+    if (e.type === 'token') times.push(performance.now());
+    if (e.type === 'done') return { ttft: e.timeToFirstTokenS, tokens: times.length, times };
   }
-  return { ttft: NaN, tokens };
+  return { ttft: NaN, tokens: times.length, times };
 }
 
 const results: Record<string, number> = {};
@@ -53,8 +54,18 @@ for (const streams of values.streams.split(',').map(Number)) {
   );
   const seconds = (performance.now() - t0) / 1000;
   const tokens = runs.reduce((n, r) => n + r.tokens, 0);
+  // Decode throughput as llama.cpp's batched-bench reports it (S_TG): tokens generated while every
+  // stream is decoding, over that window (from the last stream's first token to the last token).
+  const from = Math.max(...runs.map((r) => r.times[0]!));
+  const to = Math.max(...runs.map((r) => r.times[r.times.length - 1]!));
+  const decoded = runs.reduce((n, r) => n + r.times.filter((t) => t > from).length, 0);
+  const decodeRate = decoded / ((to - from) / 1000);
   results[`aggregate_tok_s_${streams}`] = tokens / seconds;
-  console.log(`${String(streams).padStart(2)} streams: ${tokens} tokens in ${seconds.toFixed(2)} s = ${(tokens / seconds).toFixed(2)} tok/s aggregate (prompt ${promptLen}, gen ${gen}, incl. prefill)`);
+  results[`decode_tok_s_${streams}`] = decodeRate;
+  console.log(
+    `${String(streams).padStart(2)} streams: decode ${decodeRate.toFixed(2)} tok/s aggregate; ` +
+      `end to end ${tokens} tokens in ${seconds.toFixed(2)} s = ${(tokens / seconds).toFixed(2)} tok/s incl. prefill (prompt ${promptLen}, gen ${gen})`,
+  );
   await engine.close();
 }
 
