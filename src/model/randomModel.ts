@@ -9,7 +9,7 @@
 import { randomFillSync } from 'node:crypto';
 import { writeGguf, type GgufValue, type GgufWriteTensor } from '../formats/gguf.js';
 import { modelMetadata, placeholderVocabulary, tensorTypeFor, type ConvertType } from '../formats/convert.js';
-import { blockBytes, blockSize, GGML_TYPE_ID, rowBytes, type GgmlType } from '../formats/quant/index.js';
+import { blockBytes, rowBytes, type GgmlType } from '../formats/quant/index.js';
 import { f32ToBf16, f32ToF16 } from '../kernels/tensor.js';
 import { InvalidInputError } from '../errors.js';
 import { isMoeLayer, parseConfig, type ModelConfig } from './config.js';
@@ -52,11 +52,10 @@ export const RANDOM_MODEL_PRESETS: Readonly<Record<string, Record<string, unknow
   },
 };
 
-export type RandomModelType = Exclude<ConvertType, 'q4_k_m'> | 'q4_k_m';
 
 export interface RandomModelOptions {
   readonly like: string;
-  readonly type: RandomModelType;
+  readonly type: ConvertType;
   /** Fewer layers than the preset (quick benchmarks). */
   readonly layers?: number;
   readonly seed?: number;
@@ -102,7 +101,7 @@ export function randomModelConfig(like: string, layers?: number): ModelConfig {
 }
 
 /** The tensors of the current llama.cpp layout for `c`: name and torch-order shape. */
-export function gguftensorShapes(c: ModelConfig): Array<[string, number[]]> {
+export function ggufTensorShapes(c: ModelConfig): Array<[string, number[]]> {
   const d = c.hiddenSize;
   const H = c.numAttentionHeads;
   const dq = c.qkNopeHeadDim + c.qkRopeHeadDim;
@@ -145,7 +144,7 @@ export function gguftensorShapes(c: ModelConfig): Array<[string, number[]]> {
 export function writeRandomModel(out: string, o: RandomModelOptions): number {
   const c = randomModelConfig(o.like, o.layers);
   const ctx = { blockCount: c.numHiddenLayers, expertCount: c.nRoutedExperts, tiedEmbeddings: false };
-  const shapes = gguftensorShapes(c);
+  const shapes = ggufTensorShapes(c);
   const pools = new Map<GgmlType, Uint8Array>();
   const POOL_BYTES = 16 << 20;
   let offset = 0;
@@ -170,14 +169,15 @@ export function writeRandomModel(out: string, o: RandomModelOptions): number {
         }
         let pool = pools.get(type);
         if (!pool) {
-          const bb = blockBytes(type) * (blockSize(type) === 1 ? 4 : 1);
-          pool = randomPool(type, Math.floor(POOL_BYTES / bb) * bb);
+          pool = randomPool(type, Math.floor(POOL_BYTES / blockBytes(type)) * blockBytes(type));
           pools.set(type, pool);
         }
-        // Tile from a moving, block-aligned start so tensors differ from one another.
+        // Tile from a moving start, aligned down to this type's block (the moving offset is shared
+        // by all types), so tensors differ from one another.
         const bb = blockBytes(type);
         for (let at = 0; at < bytes; ) {
-          const start = (offset = (offset + 7919 * bb) % (pool.length - bb)) - ((offset % bb) as number);
+          offset = (offset + 7919 * bb) % (pool.length - bb);
+          const start = offset - (offset % bb);
           const n = Math.min(bytes - at, pool.length - start);
           data.set(pool.subarray(start, start + n), at);
           at += n;
@@ -199,6 +199,5 @@ export function writeRandomModel(out: string, o: RandomModelOptions): number {
     ],
     tensors,
   });
-  void GGML_TYPE_ID;
   return total;
 }
