@@ -1,0 +1,41 @@
+/** `dseek random-model` and `dseek bench` as the contracts in DESIGN.md describe them. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../paths.js';
+
+const dseek = (...args: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+
+test('random-model writes a GGUF that inspect, logits and bench accept; bench --json has the contract keys', () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'dseek-bench-')), 'moon.gguf');
+  const made = dseek('random-model', '--like', 'moonlight', '--type', 'q8_0', '--layers', '2', out);
+  assert.equal(made.status, 0, made.stderr);
+  const inspect = dseek('inspect', out);
+  assert.equal(inspect.status, 0, inspect.stderr);
+  assert.match(inspect.stdout, /layers 2, hidden 2048/);
+  assert.match(inspect.stdout, /q8_0/);
+  const bench = dseek('bench', '--model', out, '-p', '8', '-n', '4', '-r', '1', '--json');
+  assert.equal(bench.status, 0, bench.stderr);
+  const r = JSON.parse(bench.stdout) as Record<string, unknown>;
+  for (const key of ['pp_tok_s', 'tg_tok_s', 'load_s', 'rss_mb']) assert.equal(typeof r[key], 'number', key);
+  assert.ok((r['pp_tok_s'] as number) > 0 && (r['tg_tok_s'] as number) > 0);
+  assert.equal(r['cache_bytes_per_token'], 2 * 576 * 2);
+});
+
+test('random-model and bench refuse bad flags with one line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dseek-bench-'));
+  for (const [args, pattern] of [
+    [['random-model', '--like', 'gpt5', join(dir, 'x.gguf')], /--like.*gpt5/],
+    [['random-model', '--like', 'v2-lite', '--type', 'q3_xs', join(dir, 'x.gguf')], /--type/],
+    [['random-model', '--like', 'v2-lite', '--layers', '0', join(dir, 'x.gguf')], /--layers/],
+    [['bench', '--model', join(repoRoot, '..', 'shared', 'golden', 'lite'), '-p', '100'], /context/],
+  ] as const) {
+    const r = dseek(...args);
+    assert.notEqual(r.status, 0);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, pattern);
+  }
+});
