@@ -34,7 +34,7 @@ export type AttentionForm = 'expanded' | 'absorbed';
 const LATENT_NORM_EPS = 1e-6;
 
 /** The MLA sizes every step needs, named as in the paper / SPEC §3. */
-function mlaDims(c: ModelConfig) {
+export function mlaDims(c: ModelConfig) {
   const dn = c.qkNopeHeadDim;
   const dr = c.qkRopeHeadDim;
   const dc = c.kvLoraRank;

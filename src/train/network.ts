@@ -17,6 +17,7 @@
  * through the gate scores of the chosen experts. The bias is not a gradient-trained parameter: the
  * trainer moves it by the auxiliary-loss-free balancing rule from the expert loads returned here.
  */
+import { mlaDims } from '../model/attention.js';
 import { isMoeLayer, type ModelConfig } from '../model/config.js';
 import { ropeParams } from '../model/rope.js';
 import type { Vec } from '../kernels/tensor.js';
@@ -255,13 +256,7 @@ export class TrainableModel {
     const a = `model.layers.${l}.self_attn`;
     const N = B * T;
     const d = c.hiddenSize;
-    const H = c.numAttentionHeads;
-    const dn = c.qkNopeHeadDim;
-    const dr = c.qkRopeHeadDim;
-    const dq = dn + dr;
-    const dv = c.vHeadDim;
-    const dc = c.kvLoraRank;
-    const width = dc + dr;
+    const { H, dn, dr, dq, dv, dc, width } = mlaDims(c);
 
     // Queries: q_proj, or q_a → RMSNorm → q_b; then RoPE on each head's last dr values.
     const q = allocVec(ctx.precision, N * H * dq);
@@ -369,13 +364,7 @@ export class TrainableModel {
     const a = `model.layers.${l}.self_attn`;
     const N = B * T;
     const d = c.hiddenSize;
-    const H = c.numAttentionHeads;
-    const dn = c.qkNopeHeadDim;
-    const dr = c.qkRopeHeadDim;
-    const dq = dn + dr;
-    const dv = c.vHeadDim;
-    const dc = c.kvLoraRank;
-    const width = dc + dr;
+    const { H, dn, dr, dq, dv, dc, width } = mlaDims(c);
     const scale = this.softmaxScale;
     const sc = ctx.scratch;
 
