@@ -6,7 +6,6 @@
  * Weights are tiled from a pool of random blocks with small, finite scales (every block decodes to
  * values of order 0.01), so activations stay finite through all layers. Written tensor by tensor.
  */
-import { randomFillSync } from 'node:crypto';
 import { writeGguf, type GgufValue, type GgufWriteTensor } from '../formats/gguf.js';
 import { modelMetadata, placeholderVocabulary, tensorTypeFor, type ConvertType } from '../formats/convert.js';
 import { blockBytes, rowBytes, type GgmlType } from '../formats/quant/index.js';
@@ -68,19 +67,31 @@ const SCALE_FIELDS: Partial<Record<GgmlType, readonly number[]>> = {
   q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208],
 };
 
+/** Deterministic random bytes (xorshift32): the same file for the same options, run after run. */
+function fillRandom(out: Uint8Array | Uint32Array, seed: number): void {
+  const words = new Uint32Array(out.buffer, out.byteOffset, Math.floor(out.byteLength / 4));
+  let s = seed >>> 0 || 0x9e3779b9;
+  for (let i = 0; i < words.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    words[i] = s >>> 0;
+  }
+}
+
 /** Random bytes of `type` with every block's scales set small and finite: a pool to tile tensors from. */
-function randomPool(type: GgmlType, bytes: number): Uint8Array {
+function randomPool(type: GgmlType, bytes: number, seed: number): Uint8Array {
   const pool = new Uint8Array(bytes);
   if (type === 'f32' || type === 'f16' || type === 'bf16') {
     const n = bytes / (type === 'f32' ? 4 : 2);
     const raw = new Uint32Array(n);
-    randomFillSync(raw);
+    fillRandom(raw, seed);
     const value = (i: number) => ((raw[i]! / 2 ** 32) * 2 - 1) * 0.05;
     if (type === 'f32') new Float32Array(pool.buffer).set(Float32Array.from({ length: n }, (_, i) => value(i)));
     else new Uint16Array(pool.buffer).set(Uint16Array.from({ length: n }, (_, i) => (type === 'f16' ? f32ToF16(value(i)) : f32ToBf16(value(i)))));
     return pool;
   }
-  randomFillSync(pool);
+  fillRandom(pool, seed);
   const scale = f32ToF16(type === 'q8_0' ? 0.0004 : type.endsWith('_k') ? 0.0005 : 0.006);
   const bb = blockBytes(type);
   for (let at = 0; at + bb <= bytes; at += bb) {
@@ -169,7 +180,7 @@ export function writeRandomModel(out: string, o: RandomModelOptions): number {
         }
         let pool = pools.get(type);
         if (!pool) {
-          pool = randomPool(type, Math.floor(POOL_BYTES / blockBytes(type)) * blockBytes(type));
+          pool = randomPool(type, Math.floor(POOL_BYTES / blockBytes(type)) * blockBytes(type), (o.seed ?? 1) + pools.size);
           pools.set(type, pool);
         }
         // Tile from a moving start, aligned down to this type's block (the moving offset is shared

@@ -174,6 +174,7 @@ for (const dtype of blockTypes) {
       [1, 1, 1],
       [7, 3, 2],
       [37, 2, 5],
+      [9, 2, 13], // 8 + 4 + 1 tokens: every token tile
     ] as const) {
       const cols = blocks * per;
       const values = randomVec(rows * cols);
