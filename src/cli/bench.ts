@@ -95,8 +95,8 @@ export function registerBenchCommand(program: Command): void {
     .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
     .option('--cache-type <type>', 'latent cache storage: f16 or f32', 'f16')
     .option('--json', 'print one JSON object (pp_tok_s, tg_tok_s, load_s, rss_mb, …)')
-    .action((flags: BenchFlags) => {
-      const path = resolveModelPath(flags.model);
+    .action(async (flags: BenchFlags) => {
+      const path = await resolveModelPath(flags.model);
       const threads = flags.threads !== undefined ? parseInteger('--threads', flags.threads, 1) : defaultThreads();
       const prompt = parseInteger('--prompt', flags.prompt);
       const gen = parseInteger('--gen', flags.gen);

@@ -51,8 +51,8 @@ function addSamplingFlags(cmd: Command, defaultMaxTokens: number): Command {
     .option('--ignore-eos', 'keep generating past end-of-sequence tokens');
 }
 
-function load(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'): LoadedModel {
-  return loadModel(resolveModelPath(flags.model), { precision });
+async function load(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'): Promise<LoadedModel> {
+  return loadModel(await resolveModelPath(flags.model), { precision });
 }
 
 function generationOptions(flags: GenerationFlags, defaultMaxTokens: number): GenerateOptions {
@@ -108,9 +108,9 @@ export function buildProgram(): Command {
   )
     .option('--chat', 'wrap the prompt in the model’s chat template')
     .option('--system <text>', 'system message (with --chat)')
-    .action((prompt: string, flags: GenerationFlags & { chat?: boolean; system?: string }) => {
+    .action(async (prompt: string, flags: GenerationFlags & { chat?: boolean; system?: string }) => {
       if (prompt.length === 0) throw new InvalidInputError('prompt', 'empty: give some text to continue');
-      const m = load(flags);
+      const m = await load(flags);
       const tokenizer = requireTokenizer(m);
       const messages: ChatMessage[] = [];
       if (flags.system) messages.push({ role: 'system', content: flags.system });
@@ -123,7 +123,7 @@ export function buildProgram(): Command {
   addSamplingFlags(addModelFlags(program.command('chat').description('interactive multi-turn chat in the terminal')), 512)
     .option('--system <text>', 'system message')
     .action(async (flags: GenerationFlags & { system?: string }) => {
-      const m = load(flags);
+      const m = await load(flags);
       const tokenizer = requireTokenizer(m);
       const options = generationOptions(flags, 512);
       const messages: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
@@ -153,12 +153,12 @@ export function buildProgram(): Command {
     .requiredOption('--tokens <ids>', 'comma-separated token ids, e.g. 0,17,42')
     .option('--f64', 'compute the whole forward pass in float64 (a reference run)')
     .option('--attention <form>', 'MLA form: auto, expanded or absorbed', 'auto')
-    .action((flags: ModelFlags & { tokens: string; f64?: boolean; attention: string }) => {
+    .action(async (flags: ModelFlags & { tokens: string; f64?: boolean; attention: string }) => {
       const tokens = parseTokenList('--tokens', flags.tokens);
       if (!['auto', 'expanded', 'absorbed'].includes(flags.attention)) {
         throw new InvalidInputError('--attention', `must be auto, expanded or absorbed, got ${flags.attention}`);
       }
-      const m = load(flags, flags.f64 ? 'f64' : 'f32');
+      const m = await load(flags, flags.f64 ? 'f64' : 'f32');
       const ctx = flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 1) : undefined;
       const cache = m.model.createCache({ ...(flags.cacheType ? { dtype: flags.cacheType } : {}), ...(ctx ? { maxTokens: ctx } : {}) });
       const logits = m.model.forward(tokens, cache, { logits: 'all', attention: flags.attention as 'auto' });
@@ -171,9 +171,9 @@ export function buildProgram(): Command {
   addSamplingFlags(addModelFlags(program.command('generate').description('generate from token ids')), 16)
     .requiredOption('--tokens <ids>', 'comma-separated prompt token ids')
     .option('--json', 'print {"prompt_tokens","tokens","text"} as JSON')
-    .action((flags: GenerationFlags & { tokens: string; json?: boolean }) => {
+    .action(async (flags: GenerationFlags & { tokens: string; json?: boolean }) => {
       const prompt = parseTokenList('--tokens', flags.tokens);
-      const m = load(flags);
+      const m = await load(flags);
       const it = generate(m.model, m.tokenizer, prompt, generationOptions(flags, 16));
       let step = it.next();
       while (!step.done) {

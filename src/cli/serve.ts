@@ -77,7 +77,7 @@ export function registerServeCommand(program: Command): void {
     .option('--currency <code>', 'currency of the prices', DEEPSEEK_V2_LAUNCH_PRICES.currency)
     .option('--open', 'open the chat page in the default browser')
     .action(async (flags: ServeFlags) => {
-      const modelPath = resolve(resolveModelPath(flags.model));
+      const modelPath = resolve(await resolveModelPath(flags.model));
       if (!['auto', 'native', 'reference'].includes(flags.backend)) {
         throw new InvalidInputError('--backend', `must be auto, native or reference, got ${flags.backend}`);
       }
