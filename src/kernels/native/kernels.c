@@ -325,9 +325,29 @@ static void matmul_t_task(void *p, int64_t start, int64_t end) {
   free(row);
 }
 
+/* Wᵀx for block-quantised W over several tokens: each thread owns a range of tokens and decodes
+   every row once for them (a column range would split blocks). Same order per token as one thread. */
+static void matmul_t_tokens_task(void *p, int64_t start, int64_t end) {
+  matmul_t_ctx *c = p;
+  size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
+  float *row = malloc((size_t)c->cols * sizeof(float));
+  if (!row) abort();
+  for (int64_t t = start; t < end; t++) memset(c->y + t * c->cols, 0, (size_t)c->cols * sizeof(float));
+  for (int64_t r = 0; r < c->rows; r++) {
+    decode_row(c->w + (size_t)r * row_bytes, c->wtype, c->cols, row);
+    for (int64_t t = start; t < end; t++) axpy_f32(c->y + t * c->cols, c->x[t * c->rows + r], row, c->cols);
+  }
+  free(row);
+}
+
 void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
   matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
-  pool_run(matmul_t_task, &c, cols, quant_block_elements(wtype) > 0 ? cols : 64);
+  if (quant_block_elements(wtype) > 0) {
+    int64_t threads = pool_threads();
+    pool_run(matmul_t_tokens_task, &c, tokens, (tokens + threads - 1) / threads);
+  } else {
+    pool_run(matmul_t_task, &c, cols, 64);
+  }
 }
 
 /* ---------- elementwise ---------- */
