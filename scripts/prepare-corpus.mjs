@@ -29,21 +29,7 @@ function install() {
   const prefix = asRoot ? [] : have('sudo') ? ['sudo'] : null;
   if (!prefix) throw new Error('the `bible` program is missing and apt-get needs root: run `sudo apt-get install bible-kjv`');
   const run = (argv) => {
-    writeFileSync(
-  join(out, 'corpus-info.json'),
-  `${JSON.stringify(
-    {
-      name: 'The King James Version of the Bible (1611)',
-      description: `the complete Authorized Version, ${verses.toLocaleString('en-US')} verses in ${chapters.length.toLocaleString('en-US')} chapters (${(text.length / 1e6).toFixed(1)} MB of text), one chapter per document and one verse per line, verse references removed`,
-      source: "Debian package `bible-kjv-text` (printed with `bible -f Gen1:1-Rev22:21` from package `bible-kjv`), prepared by `scripts/prepare-corpus.mjs`",
-      license: 'public domain (the 1611 translation is long out of copyright, as the package states)',
-      licenseFile: join(out, 'LICENSE-corpus.txt'),
-    },
-    null,
-    2,
-  )}\n`,
-);
-console.error(`prepare-corpus: ${[...prefix, ...argv].join(' ')}`);
+    console.error(`prepare-corpus: ${[...prefix, ...argv].join(' ')}`);
     execFileSync(prefix.length ? prefix[0] : argv[0], prefix.length ? argv : argv.slice(1), {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
