@@ -2,7 +2,7 @@
  * `dseek train`: train a small DeepSeek-architecture model (MLA + DeepSeekMoE) from text, and
  * optionally export it as a Hugging Face folder with a model card. See src/train/trainer.ts.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../errors.js';
 import { parseInteger, parseNumber } from './args.js';
@@ -130,6 +130,11 @@ export function runTrainCommand(flags: TrainFlags): TrainResult {
   const settings = settingsFromFlags(flags);
   if (!['f32', 'f16', 'bf16'].includes(flags.dtype)) throw new InvalidInputError('--dtype', `must be f32, f16 or bf16, got ${flags.dtype}`);
   if (!['auto', 'native', 'js'].includes(flags.kernels)) throw new InvalidInputError('--kernels', `must be auto, native or js, got ${flags.kernels}`);
+  for (const [flag, path] of [['--data', flags.data], ['--val', flags.val]] as const) {
+    if (path !== undefined && !(existsSync(path) && statSync(path).isFile())) {
+      throw new InvalidInputError(flag, `${path} is not a readable file: give a UTF-8 text file (npm run prepare-corpus makes one)`);
+    }
+  }
   let corpus: CorpusInfo | undefined;
   if (flags.corpusInfo) {
     try {
