@@ -329,7 +329,7 @@ export class GgufFile {
     if (info === undefined) throw new ModelFormatError(this.path, `no tensor named ${JSON.stringify(name)}`);
     if (this.fd === undefined) throw new Error(`${this.path}: read of tensor ${JSON.stringify(name)} after close()`);
     if (this.mapped === undefined) {
-      const views = mapFileRegions(this.path, this.tensors.map((t) => ({ offset: t.offset, size: t.byteSize })));
+      const views = mapFileRegions(this.path, this.tensors.map((t) => ({ offset: t.offset, size: t.byteSize })), false);
       this.mapped = views ? new Map(this.tensors.map((t, i) => [t.name, views[i]!])) : null;
     }
     const view = this.mapped?.get(name);

@@ -108,7 +108,7 @@ class SafetensorsFile {
     if (this.fd === undefined) throw new Error(`${this.path}: read of tensor ${JSON.stringify(name)} after close()`);
     if (this.mapped === undefined) {
       const list = [...this.entries];
-      const views = mapFileRegions(this.path, list.map(([, e]) => ({ offset: e.position, size: e.size })));
+      const views = mapFileRegions(this.path, list.map(([, e]) => ({ offset: e.position, size: e.size })), false);
       this.mapped = views ? new Map(list.map(([n], i) => [n, views[i]!])) : null;
     }
     const view = this.mapped?.get(name);

@@ -10,6 +10,50 @@
 import type { Tensor, Vec } from './tensor.js';
 
 /**
+ * A weight as a backend holds it: the tensor as stored, plus (when the backend made one) its own
+ * copy in a kernel-owned layout. Callers pass Weights where a product takes a weight and never
+ * look inside `packed`; `rowSlice` of a Weight gives a plain Tensor (the stored rows), so a
+ * slice that should stay fast is prepared on its own.
+ */
+export interface Weight extends Tensor {
+  readonly packed?: PackedWeight;
+}
+
+/** Opaque to everything but the backend that made it. */
+export interface PackedWeight {
+  /** The backend (and instruction level) whose kernels read this layout. */
+  readonly owner: string;
+  readonly layout: number;
+  readonly bytes: Uint8Array;
+}
+
+/** How `prepareAll` may keep repacked weights between runs. */
+export interface PrepareOptions {
+  /** Folder for repacked copies (memory-mapped on later loads); null: repack in memory each time. */
+  readonly cacheDir?: string | null;
+  /** Most MiB the folder may hold; the least recently used files go first. */
+  readonly cacheMaxMiB?: number;
+  /** false: keep every weight in its stored layout (the row kernels). */
+  readonly repack?: boolean;
+  /** Progress of repacking: bytes done of bytes to do (called with done = total at the end). */
+  readonly onProgress?: (done: number, total: number) => void;
+  /** Tensors read as stored (embeddings, norms, transposed products): the backend may page them in now. */
+  readonly others?: readonly Tensor[];
+  /** One line for the user (a rebuilt cache, a cache that would not fit). */
+  readonly onNotice?: (message: string) => void;
+}
+
+/** What preparing did: for `dseek bench` and the load line. */
+export interface PrepareReport {
+  readonly repacked: number;
+  readonly repackedBytes: number;
+  /** 'memory' (repacked now, kept in memory), 'built' (repacked now and cached), 'mapped' (from the cache), 'none'. */
+  readonly source: 'memory' | 'built' | 'mapped' | 'none';
+  readonly seconds: number;
+  readonly file: string | null;
+}
+
+/**
  * Rows of a key matrix whose first `valueWidth` columns double as the value (MQA with one shared
  * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits, in
  * pages of `pageRows` rows: row j is at pages[⌊j / pageRows⌋][(j mod pageRows) · width …].
@@ -35,8 +79,15 @@ export interface AttentionShape {
 export interface Backend {
   readonly name: string;
 
+  /**
+   * The backend's own form of weights used in `matmul`, made once at load: the native backend
+   * repacks block-quantised rows into interleaved row groups (cached on disk when `cacheDir` is
+   * given), the reference backend returns the tensors unchanged. Same order as `tensors`.
+   */
+  prepareAll(tensors: readonly Tensor[], options?: PrepareOptions): { weights: Weight[]; report: PrepareReport };
+
   /** y[t·R + r] = Σ_c W[r, c] · x[t·C + c] for t < tokens, where W is [R, C]. */
-  matmul(y: Vec, x: Vec, w: Tensor, tokens: number): void;
+  matmul(y: Vec, x: Vec, w: Weight, tokens: number): void;
 
   /** y[t·C + c] = Σ_r W[r, c] · x[t·R + r] for t < tokens (the product with Wᵀ). */
   matmulTransposed(y: Vec, x: Vec, w: Tensor, tokens: number): void;

@@ -193,7 +193,7 @@ function expandedAttention(
     const vHead = ws.get('attn.v.h', N * dv);
     for (let h = 0; h < H; h++) {
       backend.matmulTransposed(kHead, latents, rowSlice(w.kB!, h * dc, dc), N);
-      backend.matmul(vHead, latents, rowSlice(w.vB!, h * dv, dv), N);
+      backend.matmul(vHead, latents, w.uvHeads?.[h] ?? rowSlice(w.vB!, h * dv, dv), N);
       for (let j = 0; j < N; j++) {
         k.set(kHead.subarray(j * dn, (j + 1) * dn), (j * H + h) * dq);
         v.set(vHead.subarray(j * dv, (j + 1) * dv), (j * H + h) * dv);
@@ -231,7 +231,7 @@ function absorbedAttention(
     }
     // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj, or k_b's head h already transposed.
     if (w.kvB) backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
-    else backend.matmul(qLatHead, qNopeHead, rowSlice(w.kB!, h * dc, dc), T);
+    else backend.matmul(qLatHead, qNopeHead, w.ukHeads?.[h] ?? rowSlice(w.kB!, h * dc, dc), T);
     for (let t = 0; t < T; t++) qLat.set(qLatHead.subarray(t * dc, (t + 1) * dc), (t * H + h) * dc);
   }
 
@@ -254,7 +254,7 @@ function absorbedAttention(
   const oHead = ws.get('attn.o.h', T * dv);
   for (let h = 0; h < H; h++) {
     for (let t = 0; t < T; t++) oLatHead.set(oLat.subarray((t * H + h) * dc, (t * H + h + 1) * dc), t * dc);
-    const wUV = w.kvB ? rowSlice(w.kvB, h * (dn + dv) + dn, dv) : rowSlice(w.vB!, h * dv, dv);
+    const wUV = w.uvHeads?.[h] ?? (w.kvB ? rowSlice(w.kvB, h * (dn + dv) + dn, dv) : rowSlice(w.vB!, h * dv, dv));
     backend.matmul(oHead, oLatHead, wUV, T);
     for (let t = 0; t < T; t++) o.set(oHead.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
   }

@@ -13,8 +13,11 @@ import { selectBackend } from '../kernels/select.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { readConfigFile, type ModelConfig } from './config.js';
 import { DeepseekModel } from './deepseek.js';
-import { loadWeights } from './weights.js';
+import { loadWeights, type ModelWeights } from './weights.js';
 import type { Precision } from './workspace.js';
+import { prepareModelWeights } from './prepare.js';
+import type { PrepareReport } from '../kernels/backend.js';
+import { defaultRepackDir } from '../kernels/native/index.js';
 
 export interface LoadOptions {
   /** Kernels to run on (default: native if built, else the TypeScript reference). */
@@ -23,6 +26,14 @@ export interface LoadOptions {
   readonly precision?: Precision;
   /** Cancels a long load between tensors. */
   readonly signal?: AbortSignal;
+  /** false: keep weights in the file's rows (no repacking). Default true. */
+  readonly repack?: boolean;
+  /** Folder of repacked weights kept between runs (default ~/.cache/dseek/repacked; null: repack in memory). */
+  readonly repackCacheDir?: string | null;
+  /** Size cap of that folder in MiB. */
+  readonly repackCacheMiB?: number;
+  /** Repacking progress, in bytes. */
+  readonly onRepackProgress?: (done: number, total: number) => void;
 }
 
 export interface LoadedModel {
@@ -31,6 +42,22 @@ export interface LoadedModel {
   readonly model: DeepseekModel;
   /** null when the checkpoint ships no tokenizer.json (token ids only). */
   readonly tokenizer: Tokenizer | null;
+  /** What preparing the weights for the kernels did (repacked now, mapped from the cache, none). */
+  readonly prepared: PrepareReport;
+}
+
+/** Weights in the backend's own layout (f64 runs use the reference kernels: nothing to prepare). */
+function prepare(config: ModelConfig, weights: ModelWeights, backend: Backend, options: LoadOptions) {
+  if ((options.precision ?? 'f32') === 'f64') {
+    return { weights, report: { repacked: 0, repackedBytes: 0, source: 'none', seconds: 0, file: null } as PrepareReport };
+  }
+  const envDir = process.env['DSEEK_REPACK_DIR'];
+  return prepareModelWeights(config, weights, backend, {
+    repack: options.repack ?? !process.env['DSEEK_NO_REPACK'],
+    cacheDir: options.repackCacheDir !== undefined ? options.repackCacheDir : envDir !== undefined ? envDir || null : defaultRepackDir(),
+    ...(options.repackCacheMiB !== undefined ? { cacheMaxMiB: options.repackCacheMiB } : {}),
+    ...(options.onRepackProgress ? { onProgress: options.onRepackProgress } : {}),
+  });
 }
 
 /** Load a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]) or a deepseek2 GGUF file. */
@@ -43,10 +70,12 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
   const config = readConfigFile(path);
   const source = openSafetensors(path);
   try {
-    const weights = loadWeights(config, source);
+    const backend = options.backend ?? selectBackend();
+    const loaded = loadWeights(config, source);
     options.signal?.throwIfAborted();
-    const model = new DeepseekModel(config, weights, options.backend ?? selectBackend(), options.precision ?? 'f32');
-    return { path, config, model, tokenizer: loadTokenizer(path) };
+    const { weights, report } = prepare(config, loaded, backend, options);
+    const model = new DeepseekModel(config, weights, backend, options.precision ?? 'f32');
+    return { path, config, model, tokenizer: loadTokenizer(path), prepared: report };
   } finally {
     source.close();
   }
@@ -56,10 +85,12 @@ function loadGguf(path: string, options: LoadOptions): LoadedModel {
   const file = openGguf(path);
   try {
     const config = configFromGguf(file);
-    const weights = weightsFromGguf(config, file);
+    const backend = options.backend ?? selectBackend();
+    const loaded = weightsFromGguf(config, file);
     options.signal?.throwIfAborted();
-    const model = new DeepseekModel(config, weights, options.backend ?? selectBackend(), options.precision ?? 'f32');
-    return { path, config, model, tokenizer: tokenizerFromGguf(file) };
+    const { weights, report } = prepare(config, loaded, backend, options);
+    const model = new DeepseekModel(config, weights, backend, options.precision ?? 'f32');
+    return { path, config, model, tokenizer: tokenizerFromGguf(file), prepared: report };
   } finally {
     file.close();
   }

@@ -32,6 +32,10 @@ export interface AttentionWeights {
   readonly vB: Tensor | null;
   /** [d, H·dv]. */
   readonly o: Tensor;
+  /** Set by `prepareModelWeights`: W^UV_h [dv, dc] per head, prepared for the absorbed form's products. */
+  readonly uvHeads?: readonly Tensor[];
+  /** Set by `prepareModelWeights` for the split layout: k_b's head h [dc, dn], prepared. */
+  readonly ukHeads?: readonly Tensor[];
 }
 
 export interface MoeWeights {

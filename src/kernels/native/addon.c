@@ -14,6 +14,7 @@
 #include "kernels.h"
 #include "threadpool.h"
 #include "quant.h"
+#include "repack.h"
 
 #define CHECK(call)                                     \
   do {                                                  \
@@ -214,9 +215,11 @@ static void release_region(napi_env env, void *data, void *hint) {
 
 /* mapRegions(path, offsets: Float64Array, sizes: Float64Array) -> ArrayBuffer[] over one mmap. */
 static napi_value js_map_regions(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value a[3];
+  size_t argc = 4;
+  napi_value a[4];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  bool populate = true;
+  if (argc >= 4 && napi_get_value_bool(env, a[3], &populate) != napi_ok) populate = true;
   char path[4096];
   size_t path_len = 0;
   view_t offsets, sizes;
@@ -243,7 +246,7 @@ static napi_value js_map_regions(napi_env env, napi_callback_info info) {
      during decoding is a page fault, and an MoE model touches new experts for many tokens. */
   int flags = MAP_SHARED;
 #ifdef MAP_POPULATE
-  if (!getenv("DSEEK_NO_POPULATE")) flags |= MAP_POPULATE;
+  if (populate && !getenv("DSEEK_NO_POPULATE")) flags |= MAP_POPULATE;
 #endif
   void *base = mmap(NULL, length, PROT_READ, flags, fd, 0);
   close(fd);
@@ -291,6 +294,203 @@ static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
   return out;
 }
 
+
+/* levels() -> [{ name, supported }], best first */
+static napi_value js_levels(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, (size_t)ops_level_count(), &arr));
+  for (int i = 0; i < ops_level_count(); i++) {
+    napi_value obj, name, ok;
+    CHECK(napi_create_object(env, &obj));
+    CHECK(napi_create_string_utf8(env, ops_level_name(i), NAPI_AUTO_LENGTH, &name));
+    CHECK(napi_get_boolean(env, ops_level_supported(i) != 0, &ok));
+    CHECK(napi_set_named_property(env, obj, "name", name));
+    CHECK(napi_set_named_property(env, obj, "supported", ok));
+    CHECK(napi_set_element(env, arr, (uint32_t)i, obj));
+  }
+  return arr;
+}
+
+/* setLevel(name) */
+static napi_value js_set_level(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char name[32];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, a[0], name, sizeof name, &len) != napi_ok)
+    return fail(env, "setLevel(name): expected a string");
+  if (kernels_set_level(name) != 0) return fail(env, "setLevel: unknown level, or this CPU lacks it");
+  return NULL;
+}
+
+static int get_weight_shape(napi_env env, napi_value *a, int64_t *wtype, int64_t *rows, int64_t *cols) {
+  return get_i64(env, a[0], wtype) && get_i64(env, a[1], rows) && get_i64(env, a[2], cols) && *rows >= 0 && *cols >= 0 &&
+         kernels_supports((int)*wtype);
+}
+
+/* repackPlan(wtype, rows, cols) -> [layout, bytes] (layout 0: the level keeps the rows) */
+static napi_value js_repack_plan(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int64_t wtype, rows, cols;
+  if (argc < 3 || !get_weight_shape(env, a, &wtype, &rows, &cols)) return fail(env, "repackPlan(wtype, rows, cols): bad arguments");
+  int layout = repack_layout((int)wtype, rows, cols);
+  napi_value arr, l, b;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_create_int32(env, layout, &l));
+  CHECK(napi_create_double(env, layout ? (double)repack_bytes((int)wtype, rows, cols) : 0, &b));
+  CHECK(napi_set_element(env, arr, 0, l));
+  CHECK(napi_set_element(env, arr, 1, b));
+  return arr;
+}
+
+/* repack(src, dst, wtype, rows, cols) -> layout written into dst */
+static napi_value js_repack(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t src, dst;
+  int64_t wtype, rows, cols;
+  if (argc < 5 || !get_view(env, a[0], &src) || !get_view(env, a[1], &dst) || !get_weight_shape(env, a + 2, &wtype, &rows, &cols) ||
+      src.type != napi_uint8_array || dst.type != napi_uint8_array)
+    return fail(env, "repack(src, dst, wtype, rows, cols): bad arguments");
+  int layout = repack_layout((int)wtype, rows, cols);
+  if (layout == 0) return fail(env, "repack: this weight keeps its rows at this level (see repackPlan)");
+  if (src.length < weight_bytes((int)wtype, rows * cols) || dst.length < repack_bytes((int)wtype, rows, cols))
+    return fail(env, "repack: array shorter than the shape");
+  napi_value out;
+  CHECK(napi_create_int32(env, repack_weight(src.data, (int)wtype, rows, cols, dst.data), &out));
+  return out;
+}
+
+/* packedMatmul(y, x, w, layout, wtype, rows, cols, tokens) */
+static napi_value js_packed_matmul(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x, w;
+  int64_t layout, wtype, rows, cols, tokens;
+  if (argc < 8 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_view(env, a[2], &w) || !get_i64(env, a[3], &layout) ||
+      !get_weight_shape(env, a + 4, &wtype, &rows, &cols) || !get_i64(env, a[7], &tokens) || tokens < 0)
+    return fail(env, "packedMatmul(y, x, w, layout, wtype, rows, cols, tokens): bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array || w.type != napi_uint8_array)
+    return fail(env, "packedMatmul: y and x must be Float32Array, w Uint8Array");
+  int be = quant_block_elements((int)wtype);
+  if (be <= 0 || cols % be != 0 || rows < 8) return fail(env, "packedMatmul: not a repackable shape");
+  if (w.length < repack_bytes((int)wtype, rows, cols) || x.length < (size_t)(cols * tokens) || y.length < (size_t)(rows * tokens))
+    return fail(env, "packedMatmul: array shorter than the shape");
+  int rc = packed_matmul(y.data, x.data, w.data, (int)layout, (int)wtype, rows, cols, tokens);
+  if (rc == -1) return fail(env, "packedMatmul: the layout does not belong to this weight type");
+  if (rc != 0) return fail(env, "packedMatmul: out of memory");
+  return NULL;
+}
+
+/* releasePages(view): the whole pages inside a mapped view are dropped from this process (they are
+   read back from the file if touched again): a repacked weight's original bytes stop counting in RSS. */
+static napi_value js_release_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t v;
+  if (argc < 1 || !get_view(env, a[0], &v)) return fail(env, "releasePages(view): bad arguments");
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)v.data + page - 1) & ~(uintptr_t)(page - 1);
+  uintptr_t end = ((uintptr_t)v.data + v.length) & ~(uintptr_t)(page - 1);
+  if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
+  return NULL;
+}
+
+/* prefault(view): read every page of a mapped view in now (what MAP_POPULATE does for a whole file),
+   so that decoding does not page-fault its way through weights that stay in their stored rows. */
+typedef struct {
+  const volatile uint8_t *p;
+  size_t n, page;
+} touch_ctx;
+
+static void touch_task(void *c_, int64_t start, int64_t end) {
+  touch_ctx *c = c_;
+  for (int64_t i = start; i < end; i++) (void)c->p[(size_t)i * c->page];
+}
+
+static napi_value js_prefault(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t v;
+  if (argc < 1 || !get_view(env, a[0], &v)) return fail(env, "prefault(view): bad arguments");
+  if (v.length == 0) return NULL;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  touch_ctx c = {v.data, v.length, page};
+  pool_run(touch_task, &c, (int64_t)((v.length + page - 1) / page), 256);
+  return NULL;
+}
+
+/* A 64-bit content hash (4 lanes of multiply-xor over 8-byte words, 1 MiB chunks hashed on the
+   pool, chunk hashes combined in order): fast enough to check a whole repacked file at each load. */
+typedef struct {
+  const uint8_t *p;
+  size_t n, chunk;
+  uint64_t *out;
+} hash_ctx;
+
+static inline uint64_t mix64(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+static uint64_t hash_chunk(const uint8_t *p, size_t n, uint64_t seed) {
+  uint64_t h[4] = {seed ^ 0x9e3779b97f4a7c15ULL, seed + 1, seed + 2, seed + 3};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 4; l++) {
+      uint64_t w;
+      memcpy(&w, p + i + 8 * l, 8);
+      h[l] = (h[l] ^ w) * 0x100000001b3ULL + (h[l] >> 29);
+    }
+  uint64_t t = 0;
+  for (; i < n; i++) t = (t << 8 | p[i]) * 0x100000001b3ULL;
+  return mix64(h[0] ^ mix64(h[1] ^ mix64(h[2] ^ mix64(h[3] ^ t ^ n))));
+}
+
+static void hash_task(void *c_, int64_t start, int64_t end) {
+  hash_ctx *c = c_;
+  for (int64_t i = start; i < end; i++) {
+    size_t off = (size_t)i * c->chunk, len = off + c->chunk > c->n ? c->n - off : c->chunk;
+    c->out[i] = hash_chunk(c->p + off, len, (uint64_t)i);
+  }
+}
+
+/* hashBytes(view) -> 16 hex digits */
+static napi_value js_hash_bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t v;
+  if (argc < 1 || !get_view(env, a[0], &v) || v.type != napi_uint8_array) return fail(env, "hashBytes(Uint8Array): bad arguments");
+  size_t chunk = 1 << 20, chunks = (v.length + chunk - 1) / chunk;
+  uint64_t *out = calloc(chunks ? chunks : 1, sizeof(uint64_t));
+  if (!out) return fail(env, "hashBytes: out of memory");
+  hash_ctx c = {v.data, v.length, chunk, out};
+  pool_run(hash_task, &c, (int64_t)chunks, 1);
+  uint64_t h = mix64((uint64_t)v.length);
+  for (size_t i = 0; i < chunks; i++) h = mix64(h ^ out[i]);
+  free(out);
+  char hex[17];
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 16; i++) hex[i] = digits[(h >> (60 - 4 * i)) & 15];
+  hex[16] = 0;
+  napi_value s;
+  CHECK(napi_create_string_utf8(env, hex, 16, &s));
+  return s;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value a[1];
@@ -324,6 +524,14 @@ static napi_value init(napi_env env, napi_value exports) {
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
       {"mapRegions", NULL, js_map_regions, NULL, NULL, NULL, napi_default, NULL},
       {"readBandwidth", NULL, js_read_bandwidth, NULL, NULL, NULL, napi_default, NULL},
+      {"levels", NULL, js_levels, NULL, NULL, NULL, napi_default, NULL},
+      {"setLevel", NULL, js_set_level, NULL, NULL, NULL, napi_default, NULL},
+      {"repackPlan", NULL, js_repack_plan, NULL, NULL, NULL, napi_default, NULL},
+      {"repack", NULL, js_repack, NULL, NULL, NULL, napi_default, NULL},
+      {"packedMatmul", NULL, js_packed_matmul, NULL, NULL, NULL, napi_default, NULL},
+      {"releasePages", NULL, js_release_pages, NULL, NULL, NULL, napi_default, NULL},
+      {"hashBytes", NULL, js_hash_bytes, NULL, NULL, NULL, napi_default, NULL},
+      {"prefault", NULL, js_prefault, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

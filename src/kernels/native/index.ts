@@ -7,22 +7,43 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
-import type { Backend, SharedKvRows } from '../backend.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Backend, PrepareOptions, PrepareReport, SharedKvRows, Weight } from '../backend.js';
+import { InvalidInputError } from '../../errors.js';
+import { buildRepacked, openRepacked, repackKey, type PlannedTensor, type RepackAddon } from './repackCache.js';
 import { referenceBackend } from '../reference/index.js';
 import { elementCount, type Tensor, type Vec } from '../tensor.js';
 import { GGML_TYPE_ID } from '../../formats/quant/index.js';
 
-interface NativeAddon {
+interface NativeAddon extends RepackAddon {
   matmul(y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, rows: number, cols: number, tokens: number, transposed: number): void;
   rmsNorm(y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, dim: number, tokens: number, eps: number): void;
   siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, dk: number, dv: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   setThreads(n: number): void;
-  mapRegions(path: string, offsets: Float64Array, sizes: Float64Array): ArrayBuffer[];
   readBandwidth(bytes: number, passes: number): number;
   info(): { simd: string; threads: number };
+  levels(): Array<{ name: string; supported: boolean }>;
+  setLevel(name: string): void;
+  prefault(view: Uint8Array): void;
+  packedMatmul(y: Float32Array, x: Float32Array, w: Uint8Array, layout: number, wtype: number, rows: number, cols: number, tokens: number): void;
 }
+
+/** Instruction levels of the native kernels, best first, and whether this CPU has each. */
+export function nativeLevels(): Array<{ name: string; supported: boolean }> {
+  const n = loadAddon();
+  return n ? n.levels() : [];
+}
+
+/** The default folder for repacked weights: $XDG_CACHE_HOME/dseek/repacked or ~/.cache/dseek/repacked. */
+export function defaultRepackDir(): string {
+  return join(process.env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'dseek', 'repacked');
+}
+
+/** Default cap of that folder: 64 GiB (a few quantised V2-Lite files, or one V2). */
+export const DEFAULT_REPACK_CACHE_MIB = 65536;
 
 /** GGML type numbers (ggml.h), which the addon uses for weight types. */
 const WEIGHT_TYPE: Readonly<Record<string, number | undefined>> = GGML_TYPE_ID;
@@ -44,6 +65,9 @@ function loadAddon(): NativeAddon | null {
   return addon;
 }
 
+/** Buffers of file mappings (only their pages may be released: releasing heap memory would zero it). */
+const mappedBuffers = new WeakSet<ArrayBufferLike>();
+
 /** Why the native backend is unavailable ('' when it loaded). */
 export function nativeLoadError(): string {
   loadAddon();
@@ -55,10 +79,15 @@ export function nativeLoadError(): string {
  * view is garbage-collected): weights are used in place, loading costs no copy, and pages count
  * in RSS only once touched. Null when the addon is unavailable (callers then read the bytes).
  */
-export function mapFileRegions(path: string, regions: ReadonlyArray<{ offset: number; size: number }>): Uint8Array[] | null {
+export function mapFileRegions(
+  path: string,
+  regions: ReadonlyArray<{ offset: number; size: number }>,
+  populate = true,
+): Uint8Array[] | null {
   const n = loadAddon();
   if (!n || process.env['DSEEK_NO_MMAP']) return null;
-  const buffers = n.mapRegions(path, Float64Array.from(regions, (r) => r.offset), Float64Array.from(regions, (r) => r.size));
+  const buffers = n.mapRegions(path, Float64Array.from(regions, (r) => r.offset), Float64Array.from(regions, (r) => r.size), populate);
+  for (const b of buffers) mappedBuffers.add(b);
   return buffers.map((b) => new Uint8Array(b));
 }
 
@@ -86,19 +115,127 @@ function dims(w: Tensor): [number, number] {
 const isF32 = (v: Vec): v is Float32Array => v instanceof Float32Array;
 
 /** The native backend with `threads` threads, or null (with nativeLoadError()) if the addon is unavailable. */
-export function createNativeBackend(threads = defaultThreads()): Backend | null {
+export function createNativeBackend(threads = defaultThreads(), level?: string): Backend | null {
   const n = loadAddon();
   if (!n) return null;
   n.setThreads(threads);
+  // DSEEK_SIMD forces a level (lower than the best, for comparisons and tests); DSEEK_NO_SIMD=1 means scalar.
+  const wanted = level ?? (process.env['DSEEK_SIMD'] || (process.env['DSEEK_NO_SIMD'] ? 'scalar' : undefined));
+  const levels = n.levels();
+  if (wanted !== undefined) {
+    const known = levels.find((l) => l.name === wanted);
+    if (!known || !known.supported) {
+      throw new InvalidInputError(
+        'DSEEK_SIMD',
+        `"${wanted}" is not a kernel level this CPU runs: choose one of ${levels.filter((l) => l.supported).map((l) => l.name).join(', ')}`,
+      );
+    }
+    n.setLevel(wanted);
+  } else {
+    n.setLevel(levels.find((l) => l.supported)!.name);
+  }
   const ref = referenceBackend;
   const info = n.info();
+  const simd = info.simd;
+  const owner = `native:${simd}`;
+  // The addon's level is process-wide: a backend made for another level switches it back before its products.
+  const useLevel = () => {
+    if (n.info().simd !== simd) n.setLevel(simd);
+  };
+
+  const cacheAddon: RepackAddon = {
+    repackPlan: (wtype, rows, cols) => n.repackPlan(wtype, rows, cols),
+    repack: (src, dst, wtype, rows, cols) => n.repack(src, dst, wtype, rows, cols),
+    hashBytes: (view) => n.hashBytes(view),
+    mapRegions: (path, offsets, sizes, populate) => n.mapRegions(path, offsets, sizes, populate),
+    releasePages: (view) => {
+      if (mappedBuffers.has(view.buffer)) n.releasePages(view);
+    },
+  };
+  const prefault = (t: Tensor) => {
+    if (mappedBuffers.has(t.data.buffer)) n.prefault(t.data);
+  };
+
+  const prepareAll = (tensors: readonly Tensor[], options: PrepareOptions = {}): { weights: Weight[]; report: PrepareReport } => {
+    const started = performance.now();
+    useLevel();
+    for (const t of options.others ?? []) prefault(t);
+    const planned: PlannedTensor[] = [];
+    const index: number[] = [];
+    if (options.repack !== false) {
+      tensors.forEach((t, i) => {
+        const wtype = WEIGHT_TYPE[t.dtype];
+        if (wtype === undefined || t.shape.length < 2) return;
+        const [rows, cols] = dims(t);
+        const [layout, bytes] = n.repackPlan(wtype, rows, cols);
+        if (layout === 0) return;
+        planned.push({ tensor: t, wtype, rows, cols, layout, bytes });
+        index.push(i);
+      });
+    }
+    const weights: Weight[] = [...tensors];
+    const repackedBytes = planned.reduce((s, p) => s + p.bytes, 0);
+    const plannedSet = new Set(index);
+    tensors.forEach((t, i) => {
+      if (!plannedSet.has(i)) prefault(t);
+    });
+    if (planned.length === 0) {
+      return { weights, report: { repacked: 0, repackedBytes: 0, source: 'none', seconds: 0, file: null } };
+    }
+    const notice = options.onNotice ?? ((m: string) => process.stderr.write(`${m}\n`));
+    const progress = options.onProgress ?? (() => {});
+    let views: Uint8Array[] | null = null;
+    let source: PrepareReport['source'] = 'memory';
+    let file: string | null = null;
+    // Tiny models are repacked in memory: a cache file would cost more than it saves.
+    if (options.cacheDir && repackedBytes >= 16 << 20) {
+      const key = repackKey(cacheAddon, simd, planned);
+      let hit = openRepacked(cacheAddon, options.cacheDir, key, simd, planned, notice);
+      if (hit) source = 'mapped';
+      else {
+        hit = buildRepacked(cacheAddon, options.cacheDir, key, simd, planned, (options.cacheMaxMiB ?? DEFAULT_REPACK_CACHE_MIB) * 2 ** 20, progress, notice);
+        if (hit) source = 'built';
+      }
+      if (hit) {
+        views = hit.views;
+        file = hit.file;
+      }
+    }
+    if (!views) {
+      views = [];
+      let done = 0;
+      for (const p of planned) {
+        const out = new Uint8Array(p.bytes);
+        n.repack(p.tensor.data, out, p.wtype, p.rows, p.cols);
+        views.push(out);
+        done += p.bytes;
+        progress(done, repackedBytes);
+      }
+    }
+    planned.forEach((p, k) => {
+      if (source !== 'built') cacheAddon.releasePages(p.tensor.data); // the original rows are not read again
+      weights[index[k]!] = { ...p.tensor, packed: { owner, layout: p.layout, bytes: views![k]! } };
+    });
+    progress(repackedBytes, repackedBytes);
+    const seconds = (performance.now() - started) / 1000;
+    return { weights, report: { repacked: planned.length, repackedBytes, source, seconds, file } };
+  };
+
   return {
     name: `native (${info.simd}, ${info.threads} thread${info.threads === 1 ? '' : 's'})`,
+
+    prepareAll,
 
     matmul(y, x, w, tokens) {
       const wtype = WEIGHT_TYPE[w.dtype];
       if (wtype === undefined || !isF32(y) || !isF32(x)) return ref.matmul(y, x, w, tokens);
       const [rows, cols] = dims(w);
+      const packed = (w as Weight).packed;
+      if (packed && packed.owner.startsWith('native:')) {
+        useLevel();
+        n.packedMatmul(y, x, packed.bytes, packed.layout, wtype, rows, cols, tokens);
+        return;
+      }
       n.matmul(y, x, w.data, wtype, rows, cols, tokens, 0);
     },
 

@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "threadpool.h"
 #include "quant.h"
+#include "repack.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -173,32 +174,35 @@ static void (*axpy_f32)(float *, float, const float *, int64_t);
 static void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
 static const char *simd_name = "scalar";
 
-void kernels_init(void) {
+/* The row kernels of a level: AVX2 serves the AVX2 and AVX-512 levels (the packed products of
+   ops.h carry the AVX-512 work), NEON the ARM64 one. */
+int kernels_set_level(const char *name) {
+  if (ops_select(name) != 0) return -1;
+  const char *level = ops_active_name();
   dot_f32 = (dot_fn)dot_f32_scalar;
   dot_f16 = (dot_fn)dot_f16_scalar;
   dot_bf16 = (dot_fn)dot_bf16_scalar;
   axpy_f32 = axpy_f32_scalar;
   axpy_f16 = axpy_f16_scalar;
+  quant_init(0);
+  simd_name = level;
 #ifdef DSEEK_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-      !getenv("DSEEK_NO_SIMD")) {
+  if (strcmp(level, "avx2") == 0 || strcmp(level, "avx512") == 0) {
     dot_f32 = (dot_fn)dot_f32_avx2;
     dot_f16 = (dot_fn)dot_f16_avx2;
     dot_bf16 = (dot_fn)dot_bf16_avx2;
     axpy_f32 = axpy_f32_avx2;
     axpy_f16 = axpy_f16_avx2;
-    simd_name = "avx2";
     quant_init(1);
   }
 #endif
 #ifdef DSEEK_NEON
-  if (!getenv("DSEEK_NO_SIMD")) {
-    dot_f32 = (dot_fn)dot_f32_neon;
-    simd_name = "neon";
-  }
+  if (strcmp(level, "neon") == 0) dot_f32 = (dot_fn)dot_f32_neon;
 #endif
+  return 0;
 }
+
+void kernels_init(void) { kernels_set_level(NULL); }
 
 const char *kernels_simd_name(void) { return simd_name; }
 
@@ -533,7 +537,7 @@ static void probe_task(void *p, int64_t start, int64_t end) {
   probe_ctx *c = p;
   for (int64_t i = start; i < end; i++) {
 #ifdef DSEEK_X86
-    if (strcmp(simd_name, "avx2") == 0) {
+    if (strcmp(simd_name, "avx2") == 0 || strcmp(simd_name, "avx512") == 0) {
       c->sums[i] = sum_avx2(c->data + i * c->chunk, c->chunk);
       continue;
     }

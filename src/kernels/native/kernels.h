@@ -12,6 +12,8 @@ enum weight_type {
 /* Which SIMD path the kernels take: chosen once from the CPU's features. */
 const char *kernels_simd_name(void);
 void kernels_init(void);
+/* Switch to the named instruction level (NULL: the best the CPU has); -1 if unknown or unsupported. */
+int kernels_set_level(const char *name);
 
 /* Bytes of n elements of a weight type. */
 #include <stddef.h>

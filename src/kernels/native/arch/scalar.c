@@ -1,0 +1,131 @@
+/*
+ * The portable level: plain C over the packed layouts of ops.h. It defines, in integers, what
+ * every SIMD level computes (same integer sums per block; float summation order may differ), and
+ * runs where no SIMD level applies. Tested against the TypeScript reference.
+ */
+#include "../ops.h"
+
+#define F16(p, i) f16_bits_to_f32((uint16_t)((p)[2 * (i)] | ((p)[2 * (i) + 1] << 8)))
+
+/* Σ over the 8 rows of a group-block: isum[r] of 4-bit/8-bit weights against activation q. */
+static void gemm_q4_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                        int64_t tokens, int64_t g0, int64_t g1) {
+  const act_q8x *x = xv;
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * gbytes;
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc[8] = {0};
+      for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = wg + b * 144;
+        const act_q8x *a = x + t * xs + b;
+        for (int r = 0; r < 8; r++) {
+          int32_t s = 0;
+          for (int h = 0; h < 2; h++)
+            for (int i = 0; i < 8; i++) {
+              uint8_t byte = blk[16 + h * 64 + r * 8 + i];
+              s += (int32_t)(byte & 15) * a->q[8 * h + i] + (int32_t)(byte >> 4) * a->q[16 + 8 * h + i];
+            }
+          s -= 8 * (a->s[0] + a->s[1]);
+          acc[r] += F16(blk, r) * a->d * (float)s;
+        }
+      }
+      for (int r = 0; r < 8; r++) y[t * ys + 8 * g + r] = acc[r];
+    }
+  }
+}
+
+static void gemm_q8_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                        int64_t tokens, int64_t g0, int64_t g1) {
+  const act_q8x *x = xv;
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * gbytes;
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc[8] = {0};
+      for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = wg + b * 272;
+        const act_q8x *a = x + t * xs + b;
+        for (int r = 0; r < 8; r++) {
+          int32_t s = 0;
+          for (int c = 0; c < 4; c++)
+            for (int i = 0; i < 8; i++) s += (int32_t)(int8_t)(blk[16 + c * 64 + r * 8 + i] ^ 0x80) * a->q[8 * c + i];
+          acc[r] += F16(blk, r) * a->d * (float)s;
+        }
+      }
+      for (int r = 0; r < 8; r++) y[t * ys + 8 * g + r] = acc[r];
+    }
+  }
+}
+
+/* Q4_K: w = d·sc_j·q − dmin·m_j per 32-element sub-block j (ggml-quants.c dequantize_row_q4_K),
+   so a super-block gives dx·(d·Σ_j sc_j·Σ q·qx − dmin·Σ_j m_j·Σ qx). */
+static void gemm_q4_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                        int64_t tokens, int64_t g0, int64_t g1) {
+  const act_q8kx *x = xv;
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * gbytes;
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc[8] = {0};
+      for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = wg + b * 1184;
+        const act_q8kx *a = x + t * xs + b;
+        for (int r = 0; r < 8; r++) {
+          int32_t isum = 0, msum = 0;
+          for (int j = 0; j < 8; j++) {
+            int c = j >> 1, hi = j & 1;
+            int32_t s = 0;
+            for (int k = 0; k < 4; k++)
+              for (int i = 0; i < 8; i++) {
+                uint8_t byte = blk[160 + (c * 4 + k) * 64 + r * 8 + i];
+                s += (int32_t)(hi ? byte >> 4 : byte & 15) * a->q[32 * j + 8 * k + i];
+              }
+            isum += s * blk[32 + (j >> 1) * 16 + r * 2 + (j & 1)];
+            msum += (int32_t)blk[96 + (j >> 1) * 16 + r * 2 + (j & 1)] * a->bs32[j];
+          }
+          acc[r] += a->d * (F16(blk, r) * (float)isum - F16(blk + 16, r) * (float)msum);
+        }
+      }
+      for (int r = 0; r < 8; r++) y[t * ys + 8 * g + r] = acc[r];
+    }
+  }
+}
+
+/* Q6_K: w = d·sc_g·(q − 32) per 16-element group g (dequantize_row_q6_K), so a super-block gives
+   dx·d·(Σ_g sc_g·Σ q·qx − 32·Σ_g sc_g·Σ qx). */
+static void gemm_q6_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                        int64_t tokens, int64_t g0, int64_t g1) {
+  const act_q8kx *x = xv;
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * gbytes;
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc[8] = {0};
+      for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = wg + b * 1680;
+        const act_q8kx *a = x + t * xs + b;
+        for (int r = 0; r < 8; r++) {
+          int32_t isum = 0, corr = 0;
+          for (int gi = 0; gi < 16; gi++) {
+            int sc = (int8_t)blk[16 + (gi >> 1) * 16 + r * 2 + (gi & 1)];
+            corr += sc * a->bs16[gi];
+            int32_t s = 0;
+            for (int e = 16 * gi; e < 16 * gi + 16; e++) {
+              int h = e >> 7, tt = (e >> 5) & 3, k = (e >> 3) & 3, i = e & 7;
+              uint8_t l = blk[144 + ((h * 2 + (tt & 1)) * 4 + k) * 64 + r * 8 + i];
+              uint8_t hb = blk[1168 + (h * 4 + k) * 64 + r * 8 + i];
+              int q = (tt < 2 ? l & 15 : l >> 4) | (((hb >> (2 * tt)) & 3) << 4);
+              s += q * a->q[e];
+            }
+            isum += sc * s;
+          }
+          acc[r] += a->d * F16(blk, r) * (float)(isum - 32 * corr);
+        }
+      }
+      for (int r = 0; r < 8; r++) y[t * ys + 8 * g + r] = acc[r];
+    }
+  }
+}
+
+const kernel_ops ops_scalar = {
+    .name = "scalar",
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
+    .quantise_block = quantise_block_scalar,
+};

@@ -1,0 +1,136 @@
+/*
+ * The AVX2 level (AVX2 + FMA + F16C; built with those flags alone). Over a packed row group
+ * (ops.h) one 256-bit register holds 4 rows × 8 bytes: `maddubs` + `madd` give int32 lane 2r+k =
+ * row r's elements 4k..4k+3 of a chunk, as the AVX-512 level's `vpdpbusd` does for 8 rows. A tile
+ * is one half of a group (4 rows) × up to 4 tokens, so weights, scales and accumulators stay in
+ * the 16 registers. The K formats stay in rows at this level (their row kernels are in quant.c).
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../ops.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE __m256i bcast8(const void *p) {
+  long long v;
+  memcpy(&v, p, 8);
+  return _mm256_set1_epi64x(v);
+}
+
+/* Scales of rows 4h..4h+3, each to lanes (2r, 2r+1). */
+INLINE __m256 scales_half(const uint8_t *p, int h) {
+  __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+  const __m256i lo = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0), hi = _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4);
+  return _mm256_permutevar8x32_ps(d, h ? hi : lo);
+}
+
+/* Lanes (2r, 2r+1) of a half summed into y[0..3]. */
+INLINE void store_half(float *y, __m256 acc) {
+  __m256 p = _mm256_add_ps(acc, _mm256_permute_ps(acc, 0xB1));
+  __m128 lo = _mm256_castps256_ps128(p), hi = _mm256_extractf128_ps(p, 1);
+  _mm_storeu_ps(y, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
+}
+
+INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, int h, const int nt) {
+  const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 144;
+    const __m256 dw = scales_half(blk, h);
+    const __m256i A = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * h));
+    const __m256i B = _mm256_loadu_si256((const __m256i *)(blk + 80 + 32 * h));
+    const __m256i a0 = _mm256_and_si256(A, m4), a1 = _mm256_and_si256(_mm256_srli_epi16(A, 4), m4);
+    const __m256i b0 = _mm256_and_si256(B, m4), b1 = _mm256_and_si256(_mm256_srli_epi16(B, 4), m4);
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      /* four int16 pair sums of nibble·q stay within ±15,360: add them before widening */
+      __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
+      p = _mm256_add_epi16(p, _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24))));
+      __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), _mm256_slli_epi32(bcast8(a->s), 3));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
+}
+
+INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, int h, const int nt) {
+  const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 272;
+    const __m256 dw = scales_half(blk, h);
+    __m256i wq[4], wa[4];
+    for (int c = 0; c < 4; c++) {
+      wq[c] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 16 + 64 * c + 32 * h)), bias); /* signed again */
+      wa[c] = _mm256_sign_epi8(wq[c], wq[c]);                                                            /* |w| */
+    }
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m256i s = _mm256_setzero_si256();
+      for (int c = 0; c < 4; c++) {
+        /* |w|·(x·sign w): maddubs needs one unsigned operand; |w| ≤ 128 keeps the int16 pairs in range */
+        __m256i p = _mm256_maddubs_epi16(wa[c], _mm256_sign_epi8(bcast8(a->q + 8 * c), wq[c]));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+      }
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
+}
+
+#define GEMM(NAME, TILE)                                                                                             \
+  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,  \
+                   int64_t tokens, int64_t g0, int64_t g1) {                                                            \
+    const act_q8x *x = xv;                                                                                              \
+    for (int64_t g = g0; g < g1; g++) {                                                                                 \
+      const uint8_t *wg = w + (size_t)g * gbytes;                                                                       \
+      float *yg = y + 8 * g;                                                                                            \
+      for (int h = 0; h < 2; h++) {                                                                                     \
+        int64_t t = 0;                                                                                                  \
+        for (; t + 4 <= tokens; t += 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 4);                        \
+        switch (tokens - t) {                                                                                           \
+          case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 3); break;                                       \
+          case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 2); break;                                       \
+          case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1); break;                                       \
+          default: break;                                                                                               \
+        }                                                                                                               \
+      }                                                                                                                 \
+    }                                                                                                                   \
+  }
+
+GEMM(gemm_q4_0x8, q4_0_tile)
+GEMM(gemm_q8_0x8, q8_0_tile)
+
+/* As quantise_block_scalar, 8 values at a time (round-half-even, then ties away from zero). */
+static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  float amax = _mm_cvtss_f32(m);
+  float d = amax / 127.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = d;
+  const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int i = 0; i < n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vid);
+    __m256 even = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 tie = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(v, t), abs_mask), half, _CMP_EQ_OQ);
+    __m256 away = _mm256_add_ps(t, _mm256_or_ps(one, _mm256_andnot_ps(abs_mask, v)));
+    __m256i r = _mm256_cvtps_epi32(_mm256_blendv_ps(even, away, tie));
+    __m128i r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(r16, r16));
+  }
+}
+
+const kernel_ops ops_avx2 = {
+    .name = "avx2",
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8},
+    .quantise_block = quantise_block_avx2,
+};

@@ -1,0 +1,261 @@
+/*
+ * The AVX-512 level (F, BW, VL, VNNI; built with those flags alone, chosen only when the CPU has
+ * them). One `vpdpbusd` multiplies 64 unsigned weight bytes by 64 signed activation bytes and
+ * sums each 4 into an int32 lane: over a packed row group (ops.h) lane 2r+k is row r's
+ * elements 4k..4k+3 of an 8-element chunk, so one broadcast activation chunk meets 8 rows and
+ * the lane sums belong to rows without any horizontal reduction until a tile ends.
+ *
+ * Tiles are 8 rows × up to 8 tokens (4 for the K formats): each weight block is unpacked once
+ * per tile and used for every token of it; a token's sums are accumulated in the same order
+ * whatever the tile, the batch or the thread count.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../ops.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE __m512i bcast8(const void *p) {
+  long long v;
+  memcpy(&v, p, 8);
+  return _mm512_set1_epi64(v);
+}
+
+INLINE __m512i bcast_pair16(int16_t lo, int16_t hi) {
+  return _mm512_set1_epi32((int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16));
+}
+
+/* 8 f16 scales, each to two lanes (2r, 2r+1). */
+INLINE __m512 scales_x2(const uint8_t *p) {
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  return _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p))));
+}
+
+/* Lanes (2r, 2r+1) summed: the 8 row results. */
+INLINE __m256 pair_sums(__m512 acc) {
+  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512 p = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
+  return _mm512_castps512_ps256(_mm512_permutexvar_ps(even, p));
+}
+
+INLINE __m256i pair_sums_i32(__m512i acc) {
+  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512i p = _mm512_add_epi32(acc, _mm512_shuffle_epi32(acc, _MM_PERM_CDAB));
+  return _mm512_castsi512_si256(_mm512_permutexvar_epi32(even, p));
+}
+
+/* ---------- Q4_0 ---------- */
+
+INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 144;
+    const __m512 dw = scales_x2(blk);
+    const __m512i A = _mm512_loadu_si512(blk + 16), B = _mm512_loadu_si512(blk + 80);
+    const __m512i a0 = _mm512_and_si512(A, m4), a1 = _mm512_and_si512(_mm512_srli_epi16(A, 4), m4);
+    const __m512i b0 = _mm512_and_si512(B, m4), b1 = _mm512_and_si512(_mm512_srli_epi16(B, 4), m4);
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 3)); /* the −8 offset: 8·Σq per lane */
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, pair_sums(acc[t]));
+}
+
+/* ---------- Q8_0 (weights biased by +128) ---------- */
+
+INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 272;
+    const __m512 dw = scales_x2(blk);
+    const __m512i w0 = _mm512_loadu_si512(blk + 16), w1 = _mm512_loadu_si512(blk + 80);
+    const __m512i w2 = _mm512_loadu_si512(blk + 144), w3 = _mm512_loadu_si512(blk + 208);
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, w1, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, w2, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, w3, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 7)); /* the +128 bias: 128·Σq */
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, pair_sums(acc[t]));
+}
+
+/* ---------- Q4_K ---------- */
+
+INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 1184;
+    __m512i isum[4];
+    __m256i msum[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm512_setzero_si512();
+      msum[t] = _mm256_setzero_si256();
+    }
+    for (int p = 0; p < 4; p++) {
+      /* scales of sub-blocks 2p and 2p+1, [r][s] as int32, then each to lanes (2r, 2r+1) */
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * p)));
+      const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
+      const __m256i mn = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 96 + 16 * p)));
+      __m512i lo[4], hi[4];
+      for (int k = 0; k < 4; k++) {
+        __m512i q = _mm512_loadu_si512(blk + 160 + (p * 4 + k) * 64);
+        lo[k] = _mm512_and_si512(q, m4);
+        hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      }
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        const int8_t *q0 = a->q + 64 * p, *q1 = q0 + 32;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], bcast8(q0));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], bcast8(q1));
+        for (int k = 1; k < 4; k++) {
+          s0 = _mm512_dpbusd_epi32(s0, lo[k], bcast8(q0 + 8 * k));
+          s1 = _mm512_dpbusd_epi32(s1, hi[k], bcast8(q1 + 8 * k));
+        }
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
+        msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mn, _mm256_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] |
+                                                                                  ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+    for (int t = 0; t < nt; t++) {
+      const __m256 dx = _mm256_set1_ps(x[t * xs + b].d);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(pair_sums_i32(isum[t])), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* ---------- Q6_K ---------- */
+
+INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 1680;
+    __m512i isum[4];
+    __m256i corr[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm512_setzero_si512();
+      corr[t] = _mm256_setzero_si256();
+    }
+    for (int h = 0; h < 2; h++) {
+      for (int m = 0; m < 2; m++) {
+        /* chunks k = 2m, 2m+1 of the four 32-element quarters t of half h: 16-element group 8h+2t+m */
+        __m512i q[4][2];
+        for (int kk = 0; kk < 2; kk++) {
+          int k = 2 * m + kk;
+          __m512i l0 = _mm512_loadu_si512(blk + 144 + ((h * 2 + 0) * 4 + k) * 64);
+          __m512i l1 = _mm512_loadu_si512(blk + 144 + ((h * 2 + 1) * 4 + k) * 64);
+          __m512i hb = _mm512_loadu_si512(blk + 1168 + (h * 4 + k) * 64);
+          q[0][kk] = _mm512_or_si512(_mm512_and_si512(l0, m4), _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
+          q[1][kk] = _mm512_or_si512(_mm512_and_si512(l1, m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2), m2), 4));
+          q[2][kk] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 4), m2), 4));
+          q[3][kk] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 6), m2), 4));
+        }
+        for (int tq = 0; tq < 4; tq++) {
+          int p = 4 * h + tq; /* groups 2p, 2p+1; this m is group 2p+m */
+          const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
+          const __m512i scm = m ? _mm512_shuffle_epi32(sc, _MM_PERM_DDBB) : _mm512_shuffle_epi32(sc, _MM_PERM_CCAA);
+          for (int t = 0; t < nt; t++) {
+            const int8_t *xq = x[t * xs + b].q + 128 * h + 32 * tq + 16 * m;
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[tq][0], bcast8(xq));
+            s = _mm512_dpbusd_epi32(s, q[tq][1], bcast8(xq + 8));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, scm));
+          }
+        }
+      }
+    }
+    for (int p = 0; p < 8; p++) {
+      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(sc16, _mm256_set1_epi32((int32_t)(uint16_t)a->bs16[2 * p] |
+                                                                                      ((int32_t)(uint16_t)a->bs16[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    for (int t = 0; t < nt; t++) {
+      __m256i total = _mm256_sub_epi32(pair_sums_i32(isum[t]), _mm256_slli_epi32(corr[t], 5)); /* − 32·Σ sc·Σq */
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[t * xs + b].d)), _mm256_cvtepi32_ps(total), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* Token tiles of `max` (a constant per layout), the tail with its own constant size. */
+#define GEMM(NAME, TILE, ACT, MAX, BLOCK)                                                                             \
+  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,   \
+                   int64_t tokens, int64_t g0, int64_t g1) {                                                             \
+    const ACT *x = xv;                                                                                                   \
+    for (int64_t g = g0; g < g1; g++) {                                                                                  \
+      const uint8_t *wg = w + (size_t)g * gbytes;                                                                        \
+      float *yg = y + 8 * g;                                                                                             \
+      int64_t t = 0;                                                                                                     \
+      for (; t + MAX <= tokens; t += MAX) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, MAX);                        \
+      switch (tokens - t) {                                                                                              \
+        case 7: if (MAX > 7) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 7); break;                                \
+        case 6: if (MAX > 6) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 6); break;                                \
+        case 5: if (MAX > 5) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 5); break;                                \
+        case 4: if (MAX > 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 4); break;                                \
+        case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 3); break;                                             \
+        case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2); break;                                             \
+        case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1); break;                                             \
+        default: break;                                                                                                  \
+      }                                                                                                                  \
+    }                                                                                                                    \
+    (void)BLOCK;                                                                                                         \
+  }
+
+GEMM(gemm_q4_0x8, q4_0_tile, act_q8x, 8, 144)
+GEMM(gemm_q8_0x8, q8_0_tile, act_q8x, 8, 272)
+GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx, 4, 1184)
+GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx, 4, 1680)
+
+/* The same rounding as quantise_block_scalar, 16 values at a time: round-half-even from the
+   conversion, then ties moved away from zero as roundf does. */
+static void quantise_block_avx512(const float *x, int n, float *d_out, int8_t *q) {
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  __m512 vmax = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_and_ps(_mm512_loadu_ps(x + i), abs_mask));
+  float amax = _mm512_reduce_max_ps(vmax);
+  float d = amax / 127.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = d;
+  const __m512 vid = _mm512_set1_ps(id), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  for (int i = 0; i < n; i += 16) {
+    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vid);
+    __m512 even = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __mmask16 tie = _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_sub_ps(v, t), abs_mask), half, _CMP_EQ_OQ);
+    __m512 away = _mm512_add_ps(t, _mm512_or_ps(one, _mm512_andnot_ps(abs_mask, v)));
+    __m512i r = _mm512_cvtps_epi32(_mm512_mask_blend_ps(tie, even, away));
+    _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtsepi32_epi8(r));
+  }
+}
+
+const kernel_ops ops_avx512 = {
+    .name = "avx512",
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
+    .quantise_block = quantise_block_avx512,
+};

@@ -1,0 +1,102 @@
+#ifndef DSEEK_OPS_H
+#define DSEEK_OPS_H
+/*
+ * Kernel-owned weight layouts and the table of operations each instruction level fills.
+ *
+ * A repacked weight interleaves 8 rows ("a row group") block by block, so that one unpacked
+ * activation block meets eight rows, the eight scales load as one vector, and the int32 lanes of
+ * an 8-bit dot product fall on whole rows (no horizontal sum per row). The idea and the 8-row,
+ * 8-byte interleave are those of ggml-cpu's repack.h (`block_q4_0x8`) and ik_llama.cpp's
+ * `_r8` types; the byte orders below are ours, chosen for the lane pattern described at each
+ * layout. Rows past the last whole group stay in the file's own row format, after the groups.
+ *
+ * Every level (arch/scalar.c, arch/x86/avx2.c, arch/x86/avx512.c, arch/arm/neon.c) computes exactly
+ * the same integer sums; results differ from the scalar level only by float summation order.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROW_GROUP 8
+
+/* Layout ids (0: the file's own row-major bytes). */
+enum packed_layout {
+  LAYOUT_ROWS = 0,
+  /* Q4_0, per group and 32-column block (144 bytes):
+       uint16 d[8]                 f16 scales of rows 0..7
+       uint8  qs[2][8][8]          [h][r][i] = row r's Q4_0 byte 8h+i: low nibble element 8h+i,
+                                   high nibble element 16+8h+i
+     so the 64 bytes of one h hold 8 consecutive elements of every row, 8 bytes per row: the
+     16 int32 lanes of a 4-byte dot product are (row r, elements 4k..4k+3) at lane 2r+k. */
+  LAYOUT_Q4_0X8 = 1,
+  /* Q8_0, per group and block (272 bytes): uint16 d[8]; uint8 qs[4][8][8] = [c][r][i] = row r's
+     quant 8c+i XOR 0x80 (biased to unsigned, so x86's u8·s8 dot applies; Σ(w+128)x − 128Σx). */
+  LAYOUT_Q8_0X8 = 2,
+  /* Q4_K, per group and 256-column super-block (1184 bytes):
+       uint16 d[8], dmin[8]
+       uint8  sc[4][8][2]          [p][r][s] = row r's 6-bit scale of sub-block 2p+s
+       uint8  mn[4][8][2]          the same for the mins
+       uint8  qs[4][4][8][8]       [c][k][r][i] = row r's byte 32c+8k+i: low nibble element
+                                   32·2c+8k+i (sub-block 2c), high nibble sub-block 2c+1 */
+  LAYOUT_Q4_KX8 = 3,
+  /* Q6_K, per group and super-block (1680 bytes):
+       uint16 d[8]
+       int8   sc[8][8][2]          [p][r][s] = row r's scale of 16-element group 2p+s
+       uint8  ql[2][2][4][8][8]    [h][a][k][r][i] = row r's ql byte 64h+32a+8k+i
+       uint8  qh[2][4][8][8]       [h][k][r][i] = row r's qh byte 32h+8k+i
+     (element 128h+32t+8k+i: nibble of ql[h][t&1][k], low for t<2; bits 2t of qh[h][k]). */
+  LAYOUT_Q6_KX8 = 4,
+  LAYOUT_COUNT = 5,
+};
+
+/* Activations for the 32-element formats: 32 values as d·q, and Σq split by the lane they meet:
+   s[k] = Σ over the block's elements e with e mod 8 in [4k, 4k+4) (the −8 of Q4_0 and the +128
+   bias of packed Q8_0 are subtracted as one vector operation per block). */
+typedef struct {
+  float d;
+  int32_t s[2];
+  int32_t pad;
+  int8_t q[32];
+} act_q8x;
+
+/* Activations for the K formats: one scale per 256 values, Σq per 16 and per 32. */
+typedef struct {
+  float d;
+  int16_t bs16[16];
+  int16_t bs32[8];
+  int32_t pad[3];
+  int8_t q[256];
+} act_q8kx;
+
+/*
+ * A level's products over packed weights: rows of row groups [g0, g1) of a packed weight
+ * (group stride `group_bytes`) times `tokens` activation rows (`x` + t·xs blocks), into
+ * y[t·ys + 8g + r]. NULL where the level keeps the type in rows.
+ */
+typedef void (*packed_gemm_fn)(float *y, int64_t ys, const uint8_t *w, size_t group_bytes, const void *x, int64_t xs,
+                               int64_t blocks, int64_t tokens, int64_t g0, int64_t g1);
+
+typedef struct {
+  const char *name;
+  packed_gemm_fn gemm[LAYOUT_COUNT];
+  /* Quantise one block (32 or 256 values) as d = amax/127, q = round-half-away(x/d). */
+  void (*quantise_block)(const float *x, int n, float *d, int8_t *q);
+} kernel_ops;
+
+/* The levels, best first; a level is usable when the CPU has its features. */
+extern const kernel_ops ops_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const kernel_ops ops_avx2;
+extern const kernel_ops ops_avx512;
+#endif
+#if defined(__aarch64__)
+extern const kernel_ops ops_neon;
+#endif
+
+/* The level in use (set once at start; tests may lower it). */
+extern const kernel_ops *active_ops;
+
+/* Shared helpers every level uses (repack.c). */
+void quantise_block_scalar(const float *x, int n, float *d, int8_t *q);
+float f16_bits_to_f32(uint16_t h);
+
+#endif

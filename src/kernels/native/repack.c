@@ -1,0 +1,349 @@
+/*
+ * Repacking weights into the kernel-owned layouts of ops.h, the products over them (activations
+ * quantised once per call, row groups split over the thread pool), and the choice of instruction
+ * level. Kernels know nothing about models: a weight is bytes, a GGML type and a shape.
+ */
+#include "repack.h"
+#include "ops.h"
+#include "quant.h"
+#include "threadpool.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+const kernel_ops *active_ops = &ops_scalar;
+
+float f16_bits_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) bits = sign;
+    else {
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        exp--;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
+  else bits = sign | ((exp + 112) << 23) | (mant << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* Round half away from zero, as roundf and ggml's reference quantisers do (and the TypeScript
+   reference: src/formats/quant). */
+void quantise_block_scalar(const float *x, int n, float *d_out, int8_t *q) {
+  float amax = 0;
+  for (int i = 0; i < n; i++) {
+    float a = fabsf(x[i]);
+    if (a > amax) amax = a;
+  }
+  float d = amax / 127.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = d;
+  for (int i = 0; i < n; i++) q[i] = (int8_t)roundf(x[i] * id);
+}
+
+/* ---------- levels ---------- */
+
+static int cpu_has(const kernel_ops *ops) {
+  if (ops == &ops_scalar) return 1;
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  if (ops == &ops_avx2)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (ops == &ops_avx512)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#endif
+#if defined(__aarch64__)
+  if (ops == &ops_neon) {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    return 1; /* every Apple ARM64 CPU has the dot-product instructions */
+#else
+    return 0;
+#endif
+  }
+#endif
+  return 0;
+}
+
+/* Best first. */
+static const kernel_ops *const levels[] = {
+#if defined(__x86_64__) || defined(_M_X64)
+    &ops_avx512,
+    &ops_avx2,
+#endif
+#if defined(__aarch64__)
+    &ops_neon,
+#endif
+    &ops_scalar,
+};
+#define LEVEL_COUNT (sizeof levels / sizeof levels[0])
+
+int ops_level_count(void) { return (int)LEVEL_COUNT; }
+
+const char *ops_level_name(int i) { return i >= 0 && i < (int)LEVEL_COUNT ? levels[i]->name : NULL; }
+
+int ops_level_supported(int i) { return i >= 0 && i < (int)LEVEL_COUNT && cpu_has(levels[i]); }
+
+int ops_select(const char *name) {
+  for (size_t i = 0; i < LEVEL_COUNT; i++) {
+    if (name ? strcmp(levels[i]->name, name) == 0 : 1) {
+      if (!cpu_has(levels[i])) {
+        if (name) return -1;
+        continue;
+      }
+      active_ops = levels[i];
+      return 0;
+    }
+  }
+  return -1;
+}
+
+const char *ops_active_name(void) { return active_ops->name; }
+
+/* ---------- layouts ---------- */
+
+static int layout_of(int wtype) {
+  switch (wtype) {
+    case QT_Q4_0: return LAYOUT_Q4_0X8;
+    case QT_Q8_0: return LAYOUT_Q8_0X8;
+    case QT_Q4_K: return LAYOUT_Q4_KX8;
+    case QT_Q6_K: return LAYOUT_Q6_KX8;
+    default: return LAYOUT_ROWS;
+  }
+}
+
+/* Bytes of one row group's block (8 rows × one 32- or 256-element block). */
+static size_t group_block_bytes(int layout) {
+  switch (layout) {
+    case LAYOUT_Q4_0X8: return 144;
+    case LAYOUT_Q8_0X8: return 272;
+    case LAYOUT_Q4_KX8: return 1184;
+    case LAYOUT_Q6_KX8: return 1680;
+    default: return 0;
+  }
+}
+
+int repack_layout(int wtype, int64_t rows, int64_t cols) {
+  int layout = layout_of(wtype);
+  if (layout == LAYOUT_ROWS || rows < ROW_GROUP || active_ops->gemm[layout] == NULL) return LAYOUT_ROWS;
+  int be = quant_block_elements(wtype);
+  if (be <= 0 || cols % be != 0 || cols == 0) return LAYOUT_ROWS;
+  return layout;
+}
+
+size_t repack_bytes(int wtype, int64_t rows, int64_t cols) {
+  /* Every layout is as large as the rows it holds (Q4_K gains 4 bytes per row and super-block
+     from unpacked 6-bit scales; the others are a permutation). */
+  int layout = layout_of(wtype);
+  int be = quant_block_elements(wtype), bb = quant_block_bytes(wtype);
+  int64_t groups = rows / ROW_GROUP, blocks = cols / be;
+  return (size_t)(groups * blocks) * group_block_bytes(layout) + (size_t)((rows - groups * ROW_GROUP) * blocks * bb);
+}
+
+static void scale_min_k4(const uint8_t *s, int j, int *sc, int *m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+/* One group-block from the 8 source rows' block b. */
+static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t *o) {
+  switch (layout) {
+    case LAYOUT_Q4_0X8:
+      for (int r = 0; r < 8; r++) {
+        memcpy(o + 2 * r, src[r], 2);
+        for (int h = 0; h < 2; h++) memcpy(o + 16 + h * 64 + r * 8, src[r] + 2 + 8 * h, 8);
+      }
+      break;
+    case LAYOUT_Q8_0X8:
+      for (int r = 0; r < 8; r++) {
+        memcpy(o + 2 * r, src[r], 2);
+        for (int c = 0; c < 4; c++)
+          for (int i = 0; i < 8; i++) o[16 + c * 64 + r * 8 + i] = (uint8_t)(src[r][2 + 8 * c + i] ^ 0x80);
+      }
+      break;
+    case LAYOUT_Q4_KX8:
+      for (int r = 0; r < 8; r++) {
+        const uint8_t *s = src[r];
+        memcpy(o + 2 * r, s, 2);
+        memcpy(o + 16 + 2 * r, s + 2, 2);
+        for (int j = 0; j < 8; j++) {
+          int sc, m;
+          scale_min_k4(s + 4, j, &sc, &m);
+          o[32 + (j >> 1) * 16 + r * 2 + (j & 1)] = (uint8_t)sc;
+          o[96 + (j >> 1) * 16 + r * 2 + (j & 1)] = (uint8_t)m;
+        }
+        for (int c = 0; c < 4; c++)
+          for (int k = 0; k < 4; k++) memcpy(o + 160 + (c * 4 + k) * 64 + r * 8, s + 16 + 32 * c + 8 * k, 8);
+      }
+      break;
+    case LAYOUT_Q6_KX8:
+      for (int r = 0; r < 8; r++) {
+        const uint8_t *s = src[r];
+        memcpy(o + 2 * r, s + 208, 2);
+        for (int g = 0; g < 16; g++) o[16 + (g >> 1) * 16 + r * 2 + (g & 1)] = s[192 + g];
+        for (int h = 0; h < 2; h++)
+          for (int a = 0; a < 2; a++)
+            for (int k = 0; k < 4; k++) memcpy(o + 144 + ((h * 2 + a) * 4 + k) * 64 + r * 8, s + 64 * h + 32 * a + 8 * k, 8);
+        for (int h = 0; h < 2; h++)
+          for (int k = 0; k < 4; k++) memcpy(o + 1168 + (h * 4 + k) * 64 + r * 8, s + 128 + 32 * h + 8 * k, 8);
+      }
+      break;
+  }
+}
+
+typedef struct {
+  const uint8_t *src;
+  uint8_t *dst;
+  int layout;
+  size_t row_bytes, gb;
+  int64_t blocks;
+  int bb;
+} repack_ctx;
+
+static void repack_task(void *p, int64_t start, int64_t end) {
+  repack_ctx *c = p;
+  for (int64_t g = start; g < end; g++) {
+    uint8_t *o = c->dst + (size_t)g * c->blocks * c->gb;
+    for (int64_t b = 0; b < c->blocks; b++) {
+      const uint8_t *src[ROW_GROUP];
+      for (int r = 0; r < ROW_GROUP; r++) src[r] = c->src + (size_t)(g * ROW_GROUP + r) * c->row_bytes + (size_t)b * c->bb;
+      pack_block(c->layout, src, o + (size_t)b * c->gb);
+    }
+  }
+}
+
+int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uint8_t *dst) {
+  int layout = repack_layout(wtype, rows, cols);
+  if (layout == LAYOUT_ROWS) return LAYOUT_ROWS;
+  int be = quant_block_elements(wtype), bb = quant_block_bytes(wtype);
+  int64_t blocks = cols / be, groups = rows / ROW_GROUP;
+  repack_ctx c = {src, dst, layout, (size_t)(blocks * bb), group_block_bytes(layout), blocks, bb};
+  pool_run(repack_task, &c, groups, 16);
+  size_t tail_rows = (size_t)(rows - groups * ROW_GROUP);
+  memcpy(dst + (size_t)(groups * blocks) * c.gb, src + (size_t)groups * ROW_GROUP * c.row_bytes, tail_rows * c.row_bytes);
+  return layout;
+}
+
+/* ---------- activations ---------- */
+
+static void quantise_q8x(const float *x, int64_t n, act_q8x *out) {
+  for (int64_t b = 0; b < n / 32; b++) {
+    act_q8x *a = out + b;
+    active_ops->quantise_block(x + 32 * b, 32, &a->d, a->q);
+    int32_t s0 = 0, s1 = 0;
+    for (int i = 0; i < 32; i++) {
+      if ((i & 7) < 4) s0 += a->q[i];
+      else s1 += a->q[i];
+    }
+    a->s[0] = s0;
+    a->s[1] = s1;
+    a->pad = 0;
+  }
+}
+
+static void quantise_q8kx(const float *x, int64_t n, act_q8kx *out) {
+  for (int64_t b = 0; b < n / 256; b++) {
+    act_q8kx *a = out + b;
+    active_ops->quantise_block(x + 256 * b, 256, &a->d, a->q);
+    for (int g = 0; g < 16; g++) {
+      int s = 0;
+      for (int i = 0; i < 16; i++) s += a->q[16 * g + i];
+      a->bs16[g] = (int16_t)s;
+    }
+    for (int j = 0; j < 8; j++) a->bs32[j] = (int16_t)(a->bs16[2 * j] + a->bs16[2 * j + 1]);
+    memset(a->pad, 0, sizeof a->pad);
+  }
+}
+
+/* ---------- products ---------- */
+
+/* Rows past the last group (the file's own format) against the same activations: decoded to
+   f32 block by block (only awkward shapes have them; real weights have rows in multiples of 8). */
+static void tail_rows(float *y, int64_t ys, const uint8_t *rows, int wtype, int64_t first, int64_t count, int64_t cols,
+                      const void *x, int64_t xs, int64_t tokens) {
+  int be = quant_block_elements(wtype), bb = quant_block_bytes(wtype);
+  int64_t blocks = cols / be;
+  float w[256];
+  for (int64_t r = 0; r < count; r++) {
+    const uint8_t *row = rows + (size_t)(r * blocks * bb);
+    for (int64_t t = 0; t < tokens; t++) {
+      float sum = 0;
+      for (int64_t b = 0; b < blocks; b++) {
+        quant_decode_row(wtype, row + b * bb, be, w);
+        float s = 0, d;
+        const int8_t *q;
+        if (be == 256) {
+          const act_q8kx *a = (const act_q8kx *)x + t * xs + b;
+          d = a->d;
+          q = a->q;
+        } else {
+          const act_q8x *a = (const act_q8x *)x + t * xs + b;
+          d = a->d;
+          q = a->q;
+        }
+        for (int i = 0; i < be; i++) s += w[i] * (float)q[i];
+        sum += s * d;
+      }
+      y[t * ys + first + r] = sum;
+    }
+  }
+}
+
+typedef struct {
+  float *y;
+  int64_t ys;
+  const uint8_t *w;
+  size_t group_bytes;
+  const void *x;
+  int64_t xs, blocks, tokens;
+  packed_gemm_fn fn;
+} packed_ctx;
+
+static void packed_task(void *p, int64_t start, int64_t end) {
+  packed_ctx *c = p;
+  c->fn(c->y, c->ys, c->w, c->group_bytes, c->x, c->xs, c->blocks, c->tokens, start, end);
+}
+
+int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
+  if (layout <= LAYOUT_ROWS || layout >= LAYOUT_COUNT || layout_of(wtype) != layout) return -1;
+  packed_gemm_fn fn = active_ops->gemm[layout];
+  if (!fn) fn = ops_scalar.gemm[layout]; /* packed under another level: still computed right */
+  int be = quant_block_elements(wtype);
+  int64_t blocks = cols / be, groups = rows / ROW_GROUP;
+  size_t act = be == 256 ? sizeof(act_q8kx) : sizeof(act_q8x);
+  void *xq = NULL;
+  if (posix_memalign(&xq, 64, act * (size_t)(blocks * tokens) + 64) != 0) return -2;
+  for (int64_t t = 0; t < tokens; t++) {
+    if (be == 256) quantise_q8kx(x + t * cols, cols, (act_q8kx *)xq + t * blocks);
+    else quantise_q8x(x + t * cols, cols, (act_q8x *)xq + t * blocks);
+  }
+  size_t gb = (size_t)blocks * group_block_bytes(layout);
+  packed_ctx c = {y, rows, w, gb, xq, blocks, blocks, tokens, fn};
+  /* ~64 KB of weights per chunk for one token; fewer groups per chunk when many tokens share them. */
+  int64_t grain = (int64_t)(65536 / (gb + 1)) / (tokens > 8 ? 8 : tokens) + 1;
+  pool_run(packed_task, &c, groups, grain);
+  if (rows > groups * ROW_GROUP)
+    tail_rows(y, rows, w + (size_t)groups * gb, wtype, groups * ROW_GROUP, rows - groups * ROW_GROUP, cols, xq, blocks, tokens);
+  free(xq);
+  return 0;
+}

@@ -1,0 +1,23 @@
+#ifndef DSEEK_REPACK_H
+#define DSEEK_REPACK_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Instruction levels, best first: names, whether the CPU has them, and the choice (NULL: the best
+   the CPU has). ops_select returns -1 when the named level is unknown or unsupported here. */
+int ops_level_count(void);
+const char *ops_level_name(int i);
+int ops_level_supported(int i);
+int ops_select(const char *name);
+const char *ops_active_name(void);
+
+/* The layout the active level would repack a [rows, cols] weight of GGML type `wtype` into
+   (0: it keeps the rows), and the bytes of the repacked copy. */
+int repack_layout(int wtype, int64_t rows, int64_t cols);
+size_t repack_bytes(int wtype, int64_t rows, int64_t cols);
+/* Writes the repacked copy (repack_bytes) into dst; returns its layout (0: nothing written). */
+int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uint8_t *dst);
+/* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a repacked weight. 0 on success. */
+int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);
+
+#endif

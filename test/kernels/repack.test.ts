@@ -1,0 +1,123 @@
+/**
+ * Kernel-owned layouts: at every instruction level this CPU runs (scalar, avx2, avx512 / neon),
+ * weights repacked into interleaved row groups multiply exactly as the TypeScript reference
+ * defines (8-bit activations), on awkward shapes — row counts below, at and past a group of 8 (the
+ * plain tail), one block or many, every token-tile size and its tails — and give the same bits
+ * at 1, 2 and 7 threads. Levels the CPU lacks are listed as skipped with the reason.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
+import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
+import type { Backend, Weight } from '../../src/kernels/backend.js';
+import type { Tensor } from '../../src/kernels/tensor.js';
+import { blockSize, quantizeRow, rowBytes, type GgmlType } from '../../src/formats/quant/index.js';
+
+const levels = nativeLevels();
+const noAddon = levels.length === 0 ? `native addon unavailable: ${nativeLoadError()}` : false;
+
+let seed = 987654321;
+function rand(): number {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return seed / 2 ** 32 - 0.5;
+}
+function randomVec(n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => rand() * 2 * scale);
+}
+function quantised(dtype: GgmlType, rows: number, cols: number): Tensor {
+  const values = randomVec(rows * cols);
+  const rb = rowBytes(dtype, cols);
+  const data = new Uint8Array(rb * rows);
+  for (let r = 0; r < rows; r++) quantizeRow(dtype, values.subarray(r * cols, (r + 1) * cols), data.subarray(r * rb));
+  return { dtype, shape: [rows, cols], data };
+}
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let max = 0;
+  let scale = 1e-6;
+  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max / scale;
+}
+function product(backend: Backend, w: Weight, x: Float32Array, tokens: number): Float32Array {
+  const y = new Float32Array(w.shape[0]! * tokens);
+  backend.matmul(y, x, w, tokens);
+  return y;
+}
+
+const types = ['q4_0', 'q8_0', 'q4_k', 'q6_k'] as const;
+// [rows, blocks]: below a group (plain rows only), one group, groups + tail, many groups.
+const shapes: Array<[number, number]> = [
+  [7, 1],
+  [8, 1],
+  [13, 3],
+  [24, 2],
+  [41, 5],
+];
+const tokenCounts = [1, 2, 3, 4, 5, 7, 8, 9, 13, 17];
+
+for (const level of levels.length ? levels : [{ name: 'native', supported: false }]) {
+  const skip = noAddon || (level.supported ? false : `this CPU lacks the ${level.name} instructions`);
+  test(`${level.name}: repacked q4_0, q8_0, q4_k, q6_k weights multiply as the reference on awkward shapes and token counts`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    let packedSeen = 0;
+    for (const dtype of types) {
+      for (const [rows, blocks] of shapes) {
+        const cols = blocks * blockSize(dtype);
+        const w = quantised(dtype, rows, cols);
+        const { weights, report } = nb.prepareAll([w]);
+        const pw = weights[0]!;
+        if (pw.packed) packedSeen++;
+        assert.equal(report.repacked, pw.packed ? 1 : 0);
+        for (const tokens of tokenCounts) {
+          const x = randomVec(cols * tokens, 3);
+          const yr = new Float32Array(rows * tokens);
+          ref.matmul(yr, x, w, tokens);
+          const yp = product(nb, pw, x, tokens);
+          assert.ok(maxRelDiff(yp, yr) < 2e-5, `${level.name} ${dtype} ${rows}x${cols}x${tokens}: ${maxRelDiff(yp, yr)}`);
+          // repacked against the row kernels on the same inputs
+          const yu = product(nb, w, x, tokens);
+          assert.ok(maxRelDiff(yp, yu) < 2e-5, `${level.name} ${dtype} packed vs rows ${rows}x${cols}x${tokens}`);
+        }
+      }
+    }
+    // Every level repacks q4_0 and q8_0 once a weight has a whole group; the K formats where the level has kernels.
+    assert.ok(packedSeen >= 2 * 4, `${level.name}: only ${packedSeen} weights were repacked`);
+  });
+
+  test(`${level.name}: repacked products give identical bits at 1, 2 and 7 threads`, { skip }, () => {
+    for (const dtype of types) {
+      const rows = 45;
+      const cols = 3 * blockSize(dtype);
+      const w = quantised(dtype, rows, cols);
+      const x = randomVec(cols * 11, 2);
+      const results = [1, 2, 7].map((threads) => {
+        const nb = createNativeBackend(threads, level.name)!;
+        return product(nb, nb.prepareAll([w]).weights[0]!, x, 11);
+      });
+      assert.deepEqual(results[1], results[0], `${dtype}: 2 threads differ from 1`);
+      assert.deepEqual(results[2], results[0], `${dtype}: 7 threads differ from 1`);
+    }
+  });
+}
+
+test('a token computed alone or inside a batch gives the same bits (tiles do not change the sums)', { skip: noAddon }, () => {
+  const nb = createNativeBackend(2)!;
+  for (const dtype of types) {
+    const cols = 2 * blockSize(dtype);
+    const w = nb.prepareAll([quantised(dtype, 32, cols)]).weights[0]!;
+    const x = randomVec(cols * 9, 2);
+    const batch = product(nb, w, x, 9);
+    for (const t of [0, 4, 8]) {
+      const alone = product(nb, w, x.subarray(t * cols, (t + 1) * cols), 1);
+      assert.deepEqual(alone, batch.subarray(t * 32, (t + 1) * 32), `${dtype} token ${t}`);
+    }
+  }
+});
+
+test('DSEEK_SIMD names only levels this CPU runs', { skip: noAddon }, () => {
+  assert.throws(() => createNativeBackend(1, 'no-such-level'), /not a kernel level this CPU runs/);
+  const unsupported = levels.find((l) => !l.supported);
+  if (unsupported) assert.throws(() => createNativeBackend(1, unsupported.name), /not a kernel level/);
+  assert.equal(levels.at(-1)!.name, 'scalar');
+  assert.ok(levels.at(-1)!.supported);
+});
