@@ -81,3 +81,18 @@ export function samplingFromFlags(f: SamplingFlags): SamplingOptions {
   if (f.seed !== undefined) o.seed = parseInteger('--seed', f.seed, Number.MIN_SAFE_INTEGER);
   return o;
 }
+
+/** Flags of the repacked-weights cache (`bench`, `serve`, `run`, `chat`, …), as commander hands them over. */
+export interface RepackFlags {
+  /** commander's `--no-repack` sets this false. */
+  repack?: boolean;
+  repackCacheSize?: string;
+}
+
+/** LoadOptions fields for the repack flags (unset flags keep the defaults and DSEEK_* variables). */
+export function repackFromFlags(f: RepackFlags): { repack?: boolean; repackCacheMiB?: number } {
+  return {
+    ...(f.repack === false ? { repack: false } : {}),
+    ...(f.repackCacheSize !== undefined ? { repackCacheMiB: parseInteger('--repack-cache-size', f.repackCacheSize, 1) } : {}),
+  };
+}

@@ -12,9 +12,9 @@ import { activeWeightBytes } from '../model/params.js';
 import { selectBackend, type BackendChoice } from '../kernels/select.js';
 import { defaultThreads, measureReadBandwidth } from '../kernels/native/index.js';
 import type { DeepseekModel } from '../model/deepseek.js';
-import { parseInteger, resolveModelPath } from './args.js';
+import { parseInteger, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
 
-interface BenchFlags {
+interface BenchFlags extends RepackFlags {
   model?: string;
   prompt: string;
   gen: string;
@@ -38,6 +38,13 @@ export interface BenchResult {
   tg_tok_s: number;
   tg_tok_s_sd: number;
   load_s: number;
+  /** The instruction level of the native kernels ('' for the reference backend). */
+  simd: string;
+  /** How the weights reached the kernels' layout: repacked now (in memory or into the cache), mapped from the cache, or none. */
+  repack_source: string;
+  /** Seconds spent preparing weights inside load_s (repacking, or mapping and checking the cache). */
+  repack_s: number;
+  repacked_bytes: number;
   rss_mb: number;
   cache_bytes_per_token: number;
   active_weight_bytes: number;
@@ -94,6 +101,8 @@ export function registerBenchCommand(program: Command): void {
     .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
     .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
     .option('--cache-type <type>', 'latent cache storage: f16 or f32', 'f16')
+    .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
+    .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)')
     .option('--json', 'print one JSON object (pp_tok_s, tg_tok_s, load_s, rss_mb, …)')
     .action(async (flags: BenchFlags) => {
       const path = await resolveModelPath(flags.model);
@@ -107,7 +116,7 @@ export function registerBenchCommand(program: Command): void {
       const backend = selectBackend(flags.backend, threads);
 
       const t0 = performance.now();
-      const { model, config } = loadModel(path, { backend });
+      const { model, config, prepared } = loadModel(path, { backend, ...repackFromFlags(flags) });
       const loadS = (performance.now() - t0) / 1000;
       const limit = config.maxPositionEmbeddings;
       if (prompt >= limit || depth + gen >= limit) {
@@ -153,6 +162,10 @@ export function registerBenchCommand(program: Command): void {
         tg_tok_s: tgS.mean,
         tg_tok_s_sd: tgS.sd,
         load_s: loadS,
+        simd: /^native \(([^,]+),/.exec(backend.name)?.[1] ?? '',
+        repack_source: prepared.source,
+        repack_s: prepared.seconds,
+        repacked_bytes: prepared.repackedBytes,
         rss_mb: rssMb,
         cache_bytes_per_token: config.numHiddenLayers * width * (flags.cacheType === 'f16' ? 2 : 4),
         active_weight_bytes: active,
@@ -171,6 +184,7 @@ export function registerBenchCommand(program: Command): void {
         ...(prompt > 0 ? [[`pp${prompt}`, `${f(ppS.mean)} ± ${f(ppS.sd)} tok/s`]] : []),
         ...(gen > 0 ? [[`tg${gen}${depth ? ` @ d${depth}` : ''}`, `${f(tgS.mean)} ± ${f(tgS.sd)} tok/s`]] : []),
         ['load', `${f(loadS)} s`],
+        ['repacked weights', prepared.source === 'none' ? 'none (rows as stored)' : `${f(prepared.repackedBytes / 1e9, 2)} GB ${prepared.source === 'mapped' ? 'mapped from' : prepared.source === 'built' ? 'repacked into' : 'repacked in memory'}${prepared.file ? ` ${prepared.file}` : ''} (${f(prepared.seconds)} s)`],
         ['peak RSS', `${f(result.rss_mb, 0)} MB`],
         ['latent cache', `${result.cache_bytes_per_token} bytes/token (${flags.cacheType})`],
         ['weights read per token', `${f(active / 1e9, 3)} GB`],

@@ -2,12 +2,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 
-const dseek = (...args: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+const repackDir = mkdtempSync(join(tmpdir(), 'dseek-repacked-'));
+const dseek = (...args: string[]) =>
+  spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, DSEEK_REPACK_DIR: repackDir },
+  });
 
 test('random-model writes a GGUF that inspect, logits and bench accept; bench --json has the contract keys', () => {
   const out = join(mkdtempSync(join(tmpdir(), 'dseek-bench-')), 'moon.gguf');
@@ -23,6 +29,31 @@ test('random-model writes a GGUF that inspect, logits and bench accept; bench --
   for (const key of ['pp_tok_s', 'tg_tok_s', 'load_s', 'rss_mb']) assert.equal(typeof r[key], 'number', key);
   assert.ok((r['pp_tok_s'] as number) > 0 && (r['tg_tok_s'] as number) > 0);
   assert.equal(r['cache_bytes_per_token'], 2 * 576 * 2);
+  assert.equal(typeof r['simd'], 'string');
+  if (r['simd']) {
+    // native kernels: the q8_0 weights were repacked into the (empty) cache folder on this first load …
+    assert.equal(r['repack_source'], 'built', bench.stderr);
+    assert.ok((r['repacked_bytes'] as number) > 100e6);
+    const again = JSON.parse(dseek('bench', '--model', out, '-p', '8', '-n', '0', '-r', '1', '--json').stdout) as Record<string, unknown>;
+    // … and mapped from it on the next,
+    assert.equal(again['repack_source'], 'mapped');
+    // a corrupt cache file is detected by its checksums and rebuilt, never used,
+    const [file] = readdirSync(repackDir).filter((f) => f.endsWith('.dsrp'));
+    const path = join(repackDir, file!);
+    const fd = openSync(path, 'r+');
+    const at = Math.floor(statSync(path).size / 2);
+    const byte = Buffer.alloc(1);
+    readSync(fd, byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0xff;
+    writeSync(fd, byte, 0, 1, at);
+    closeSync(fd);
+    const rebuilt = dseek('bench', '--model', out, '-p', '8', '-n', '0', '-r', '1', '--json');
+    assert.equal((JSON.parse(rebuilt.stdout) as Record<string, unknown>)['repack_source'], 'built');
+    assert.match(rebuilt.stderr, /corrupt .*checksum.*rebuilding/);
+    // and --no-repack keeps the rows.
+    const rows = JSON.parse(dseek('bench', '--model', out, '-p', '8', '-n', '0', '-r', '1', '--no-repack', '--json').stdout) as Record<string, unknown>;
+    assert.equal(rows['repack_source'], 'none');
+  }
 });
 
 test('random-model and bench refuse bad flags with one line', () => {

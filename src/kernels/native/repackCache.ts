@@ -17,7 +17,7 @@
  * hashing every weight at each load would cost what repacking costs.)
  */
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../tensor.js';
 
@@ -31,7 +31,8 @@ export interface RepackAddon {
   repackPlan(wtype: number, rows: number, cols: number): [layout: number, bytes: number];
   repack(src: Uint8Array, dst: Uint8Array, wtype: number, rows: number, cols: number): number;
   hashBytes(view: Uint8Array): string;
-  mapRegions(path: string, offsets: Float64Array, sizes: Float64Array, populate?: boolean): ArrayBuffer[];
+  /** Read-only views of byte regions of a file, over one shared mapping. */
+  mapRegions(path: string, regions: ReadonlyArray<{ offset: number; size: number }>, populate: boolean): Uint8Array[];
   releasePages(view: Uint8Array): void;
 }
 
@@ -134,13 +135,13 @@ export function openRepacked(
       return bad('do not match this model (layout or size)');
     }
   }
-  const buffers = addon.mapRegions(
+  const views = addon.mapRegions(
     file,
-    Float64Array.from(header.entries, (e) => e.offset),
-    Float64Array.from(header.entries, (e) => e.bytes),
-    true,
+    header.entries.map((e) => ({ offset: e.offset, size: e.bytes })),
+    // No MAP_POPULATE: the checksum pass below reads every page anyway, and its faults (with the
+    // kernel's fault-around) cost less than populating first and hashing after (measured).
+    false,
   );
-  const views = buffers.map((b) => new Uint8Array(b));
   for (let i = 0; i < views.length; i++) {
     if (addon.hashBytes(views[i]!) !== header.entries[i]!.hash) return bad(`are corrupt (tensor ${i} fails its checksum)`);
   }
@@ -231,8 +232,8 @@ export function buildRepacked(
     if (alignUp(12 + json.byteLength) > entries[0]!.offset) throw new Error('header larger than its reserved space');
     writeSync(fd, head, 0, 12, 0);
     writeSync(fd, json, 0, json.byteLength, 12);
-    // The file's last byte, so its size is the full extent even if the last tensor ends early.
-    writeSync(fd, new Uint8Array(1), 0, 1, fileBytes - 1);
+    // The full extent, including the padding after the last tensor.
+    ftruncateSync(fd, fileBytes);
     closeSync(fd);
     fd = -1;
     renameSync(tmp, file);
