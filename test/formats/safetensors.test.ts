@@ -90,7 +90,7 @@ test('round trip of f32, f16 and bf16 tensors keeps bytes, order, shapes and met
     assert.equal(got.dtype, t.dtype);
     assert.deepEqual(got.shape, t.shape);
     assert.deepEqual(got.data, t.data);
-    assert.equal(got.data.byteOffset, 0, 'own buffer, so typed views are aligned');
+    assert.equal(got.data.byteOffset % 8, 0, 'typed views of any element type can be made over the bytes');
   }
   assert.deepEqual([...new Float32Array(src.get('a.f32').data.buffer)], [1.5, -2, 3.25]);
   assert.equal(src.has('nope'), false);

@@ -113,7 +113,8 @@ function mapGrouped(
   for (const i of order) {
     const r = regions[i]!;
     const last = spans.at(-1);
-    if (last && r.offset + r.size - last.offset <= SPAN_BYTES) {
+    // A view's offset in its span keeps the alignment its element type needs (8 covers every type).
+    if (last && r.offset + r.size - last.offset <= SPAN_BYTES && (r.offset - last.offset) % 8 === 0) {
       last.end = Math.max(last.end, r.offset + r.size);
       last.members.push(i);
     } else {
