@@ -1,5 +1,5 @@
 /**
- * The DeepSeek-V2/V3 decoder (SPEC.md §2): embeddings, then per layer
+ * The DeepSeek-V2/V3 decoder (docs/SPEC.md §2): embeddings, then per layer
  *   h = h + MLA(RMSNorm(h)),  h = h + FFN(RMSNorm(h))   (FFN dense below first_k_dense_replace, else MoE)
  * then the final RMSNorm and lm_head. Backend-agnostic: all arithmetic goes through `Backend`.
  */

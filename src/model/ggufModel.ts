@@ -1,5 +1,5 @@
 /**
- * DeepSeek models from GGUF files as llama.cpp writes them (architecture `deepseek2`; SPEC.md
+ * DeepSeek models from GGUF files as llama.cpp writes them (architecture `deepseek2`; docs/SPEC.md
  * §6.2): the metadata keys mapped onto ModelConfig, and the `blk.N.*` tensors onto ModelWeights.
  * Both MLA layouts load: legacy (`attn_kv_b`, head_count_kv = heads) and current (`attn_k_b` +
  * `attn_v_b`, head_count_kv 1, key_length 576).

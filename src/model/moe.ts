@@ -1,6 +1,6 @@
 /**
  * Feed-forward blocks: the dense SwiGLU MLP and DeepSeekMoE (DeepSeek-V2 paper §2.2, eq. 20–22;
- * DeepSeek-V3 report §2.1.2; SPEC.md §5).
+ * DeepSeek-V3 report §2.1.2; docs/SPEC.md §5).
  *
  *   y = SharedMLP(u) + Σ_{i ∈ TopK} g_i · Expert_i(u)
  *
