@@ -50,6 +50,11 @@ try {
     if (m.type === 'submit') {
       try {
         const sid = scheduler.submit(m.request, (event) => {
+          if (event.type === 'error') {
+            idMap.delete(m.id);
+            post({ type: 'error', id: m.id, error: { name: event.error.name, code: event.error.code, message: event.error.message } });
+            return;
+          }
           if (event.type === 'done') idMap.delete(m.id);
           post({ type: 'event', id: m.id, event });
         });

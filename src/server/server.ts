@@ -145,8 +145,10 @@ export function createServer(options: ServerOptions): DseekServer {
       if (e instanceof ClientGoneError || res.destroyed) return;
       const err = toHttpError(e, log);
       if (res.headersSent) {
-        // Mid-stream: the status is already 200, so the error travels as an event (the openai client throws it).
+        // Mid-stream: the status is already 200, so the error travels as an event (the openai
+        // client throws it), and the stream still ends as every stream does.
         writeSse(res, `data: ${JSON.stringify(err.body())}\n\n`);
+        writeSse(res, 'data: [DONE]\n\n');
         res.end();
       } else {
         sendJson(res, err.status, err.body(), err.headers);
