@@ -381,7 +381,7 @@ export class Scheduler {
       const cache = new LatentCache({ maxTokens: this.contextLength, pool: this.pool });
       // Reuse whole pages of a cached prefix, always leaving ≥ 1 token to compute (for its logits).
       if (this.prefix && seq.cachedTokens === 0 && !seq.started) {
-        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk);
+        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk, seq.request.cacheSalt ?? '');
         if (pages.length > 0) {
           cache.adoptPrefix(pages);
           seq.cachedTokens = cache.length;
@@ -490,7 +490,7 @@ export class Scheduler {
   /** Put the prompt's full pages into the prefix cache ("end of the user input" unit). */
   private rememberPrefix(seq: Sequence): void {
     if (!this.prefix || !seq.cache) return;
-    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk);
+    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
   }
 
   private finish(seq: Sequence, reason: FinishReason, stoppedByString = false): void {
@@ -503,7 +503,7 @@ export class Scheduler {
     }
     if (seq.cache) {
       // "End of the model output" unit: the whole conversation so far, for the next turn.
-      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk);
+      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
       seq.cache.release();
       seq.cache = null;
     }

@@ -10,6 +10,7 @@ import { badRequest, type HttpError } from './httpError.js';
 /** OpenAI allows 4 stop strings; the engine's matcher allows 16. */
 export const MAX_STOP = 16;
 export const MAX_N = 16;
+export const MAX_CACHE_SALT = 1024;
 
 /** Create-params that make every issue the schema raises say `rule`. */
 const rule = (message: string) => ({ errorMap: () => ({ message }) });
@@ -57,6 +58,15 @@ const common = {
     .nullish(),
   response_format: z.object({ type: z.enum(['text', 'json_object'], rule(FORMAT)) }, rule(FORMAT)).nullish(),
   user: z.string(rule('must be a string')).nullish(),
+  /**
+   * vLLM's field: a secret that partitions the prefix cache. Requests share cached prompt pages
+   * only when their salts (and tenants, see --cache-isolation) are equal.
+   */
+  cache_salt: z
+    .string(rule(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .min(1, say(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .max(MAX_CACHE_SALT, say(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .nullish(),
   /** dseek's own opt-in extras: `{"routing": true}` adds the answer's expert-routing counts to the response. */
   dseek: z
     .object({ routing: bool('must be a boolean') }, rule('must be an object like {"routing": true}'))

@@ -1,6 +1,6 @@
 /** POST /v1/chat/completions: OpenAI chat.completion / chat.completion.chunk objects. */
 import { randomBytes } from 'node:crypto';
-import { checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
+import { cacheSaltOf, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
 import { chatPromptIds, tokenBudget } from '../prompt.js';
 import { respond, type Formatter } from '../respond.js';
@@ -15,7 +15,7 @@ export function chatRoute(ctx: ServerContext): Route {
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages');
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const plan = {
-      requests: engineRequests(body, prompt, maxTokens, topLogprobs),
+      requests: engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body)),
       promptTokens: prompt.length,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
