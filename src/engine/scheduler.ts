@@ -333,6 +333,14 @@ export class Scheduler {
     this.fault([...this.running], err);
   }
 
+  /**
+   * Check the weight files now (the worker does so every second, so that /health turns
+   * unhealthy without waiting for a request). False once one changed.
+   */
+  verifyModelFiles(): boolean {
+    return this.modelFilesIntact();
+  }
+
   /** False (after failing every request) once a weight file has changed on disk. */
   private modelFilesIntact(): boolean {
     if (!this.broken) {

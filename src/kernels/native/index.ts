@@ -21,6 +21,7 @@ interface NativeAddon {
   setThreads(n: number): void;
   mapRegions(path: string, offsets: Float64Array, sizes: Float64Array): ArrayBuffer[];
   readBandwidth(bytes: number, passes: number): number;
+  mappedFileFaults(): number;
   info(): { simd: string; threads: number };
 }
 
@@ -60,6 +61,14 @@ export function mapFileRegions(path: string, regions: ReadonlyArray<{ offset: nu
   if (!n || process.env['DSEEK_NO_MMAP']) return null;
   const buffers = n.mapRegions(path, Float64Array.from(regions, (r) => r.offset), Float64Array.from(regions, (r) => r.size));
   return buffers.map((b) => new Uint8Array(b));
+}
+
+/**
+ * Reads of mapped file pages that faulted because the file shrank (turned into zeros by
+ * guard.c instead of SIGBUS), since start; 0 without the addon (nothing is mapped then).
+ */
+export function mappedFileFaults(): number {
+  return loadAddon()?.mappedFileFaults() ?? 0;
 }
 
 /**
