@@ -11,7 +11,7 @@ export function chatRoute(ctx: ServerContext): Route {
   return async (req) => {
     const body = parseBody(chatSchema, req.body);
     checkModel(body, ctx.modelName);
-    const prompt = chatPromptIds(ctx.tokenizer, body.messages);
+    const prompt = chatPromptIds(ctx.tokenizer, body.messages, ctx.contextLength);
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages');
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const plan = {

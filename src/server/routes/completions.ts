@@ -11,7 +11,7 @@ export function completionsRoute(ctx: ServerContext): Route {
   return async (req) => {
     const body = parseBody(completionSchema, req.body);
     checkModel(body, ctx.modelName);
-    const prompt = completionPromptIds(ctx.tokenizer, body.prompt, body.suffix);
+    const prompt = completionPromptIds(ctx.tokenizer, body.prompt, body.suffix, ctx.contextLength);
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'prompt');
     const topLogprobs = body.logprobs ?? undefined;
     const plan = {
