@@ -13,7 +13,8 @@
         "src/kernels/native/kernels.c",
         "src/kernels/native/quant.c",
         "src/kernels/native/repack.c",
-        "src/kernels/native/arch/scalar.c"
+        "src/kernels/native/arch/scalar.c",
+        "src/kernels/native/guard.c"
       ],
       "conditions": [
         ["OS=='linux'", { "libraries": ["-lpthread", "-lm"] }],

@@ -64,3 +64,27 @@ export class ContextLengthExceededError extends DseekError {
     this.limit = limit;
   }
 }
+
+/**
+ * The engine itself failed while running a request (a bug or a kernel fault, not the caller's
+ * input). The requests in the failed step end with it; the engine recovers and keeps serving.
+ * `message` is safe to show a client; the stack goes to the log.
+ */
+export class EngineFaultError extends DseekError {
+  constructor(message = 'the engine failed while running this request (details are in the server log); other requests are unaffected, retry') {
+    super('internal_error', message);
+  }
+}
+
+/**
+ * A weight file changed on disk after it was loaded (truncated, replaced or rewritten in place).
+ * Its mapped bytes can no longer be trusted, so nothing more is computed from them: restart with
+ * an intact file.
+ */
+export class ModelFileChangedError extends DseekError {
+  readonly file: string;
+  constructor(file: string, what: string) {
+    super('model_file_changed', `the model file ${file} ${what} since it was loaded: restart the server with an intact file`);
+    this.file = file;
+  }
+}

@@ -3,6 +3,6 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-/** ../shared/golden beside the checkout: the reference models and their outputs. */
-export const goldenRoot = join(repoRoot, '..', 'shared', 'golden');
+/** test/golden: the reference models and their outputs (see its README.md), kept in the repo so a clone stands alone. */
+export const goldenRoot = join(repoRoot, 'test', 'golden');
 export const goldenModels = ['lite', 'full', 'v3'] as const;

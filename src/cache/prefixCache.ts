@@ -4,6 +4,12 @@
  * whose prompt starts with a cached path adopts those pages instead of recomputing them. Leaves
  * are evicted least-recently-used when the pool needs room. Optionally backed by a DiskCache,
  * which persists each unit under a hash of the whole prefix ending there.
+ *
+ * Isolation: every lookup and insert names a salt (the tenant: a hash of the API key, the `user`,
+ * a request's `cache_salt`). Each salt has its own tree, and its disk keys are chained from a
+ * hash of the salt, so a page computed for one tenant is never a hit for another — otherwise
+ * `prompt_cache_hit_tokens` would tell a caller whether someone else sent a given page of text.
+ * The empty salt is the shared partition (and keeps the disk keys of unsalted caches).
  */
 import { createHash } from 'node:crypto';
 import type { Page, PagePool } from './pagePool.js';
@@ -29,8 +35,14 @@ function chainHash(parent: string, tokens: readonly number[], start: number, cou
   return createHash('sha256').update(parent).update(new Uint8Array(ids.buffer)).digest('hex');
 }
 
+/** The chain's starting hash for a salt: '' for the shared partition, else a hash of the salt. */
+function saltHash(salt: string): string {
+  return salt === '' ? '' : createHash('sha256').update('dseek prefix-cache salt\0').update(salt).digest('hex');
+}
+
 export class PrefixCache {
-  private readonly root: Node = { page: null, parent: null, children: new Map(), key: '', prefixHash: '', lastUsed: 0 };
+  /** One tree per salt; a salt's root is dropped when eviction empties it. */
+  private readonly roots = new Map<string, Node>();
   private clock = 0;
   private nodes = 0;
 
@@ -46,10 +58,11 @@ export class PrefixCache {
    * first from memory, then continued from `disk`. Each returned page is retained once for the
    * caller (who passes them to LatentCache.adoptPrefix), so eviction cannot take them meanwhile.
    */
-  lookup(tokens: readonly number[], maxTokens: number, disk: DiskCache | null = null): Page[] {
+  lookup(tokens: readonly number[], maxTokens: number, disk: DiskCache | null = null, salt = ''): Page[] {
     const P = this.pool.pageTokens;
     const pages: Page[] = [];
-    let node = this.root;
+    const root = this.root(salt);
+    let node = root;
     const now = ++this.clock;
     for (let start = 0; start + P <= Math.min(tokens.length, maxTokens); start += P) {
       const key = chunkKey(tokens, start, P);
@@ -61,6 +74,8 @@ export class PrefixCache {
       pages.push(child.page!);
       node = child;
     }
+    // A salt that caches nothing keeps no root (callers may send a fresh salt per request).
+    if (root.children.size === 0) this.roots.delete(salt);
     return pages;
   }
 
@@ -69,10 +84,10 @@ export class PrefixCache {
    * Pages already in the tree are kept (theirs and ours hold the same rows); new nodes are also
    * written to `disk`.
    */
-  insert(tokens: readonly number[], pages: readonly Page[], disk: DiskCache | null = null): void {
+  insert(tokens: readonly number[], pages: readonly Page[], disk: DiskCache | null = null, salt = ''): void {
     const P = this.pool.pageTokens;
     const full = Math.min(Math.floor(tokens.length / P), pages.length);
-    let node = this.root;
+    let node = this.root(salt);
     const now = ++this.clock;
     for (let k = 0; k < full; k++) {
       const key = chunkKey(tokens, k * P, P);
@@ -102,10 +117,11 @@ export class PrefixCache {
           } else visit(c);
         }
       };
-      visit(this.root);
+      for (const root of this.roots.values()) visit(root);
       if (!victim) break;
       const v: Node = victim;
       v.parent!.children.delete(v.key);
+      if (v.parent!.parent === null && v.parent!.children.size === 0) this.roots.delete(v.parent!.key);
       this.nodes--;
       this.pool.release(v.page!);
       freed++;
@@ -122,8 +138,19 @@ export class PrefixCache {
       }
       n.children.clear();
     };
-    drop(this.root);
+    for (const root of this.roots.values()) drop(root);
+    this.roots.clear();
     this.nodes = 0;
+  }
+
+  /** The tree of a salt (its root's `key` is the salt itself). */
+  private root(salt: string): Node {
+    let r = this.roots.get(salt);
+    if (!r) {
+      r = { page: null, parent: null, children: new Map(), key: salt, prefixHash: saltHash(salt), lastUsed: 0 };
+      this.roots.set(salt, r);
+    }
+    return r;
   }
 
   private loadFromDisk(parent: Node, tokens: readonly number[], start: number, disk: DiskCache): Node | null {

@@ -10,7 +10,7 @@ import { isMoeLayer, readConfigFile, type ModelConfig } from '../model/config.js
 import { configFromGguf } from '../model/ggufModel.js';
 import { openGguf } from '../formats/gguf.js';
 import { WorkerEngine } from '../engine/workerEngine.js';
-import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type ModelFacts, type PriceTable } from '../server/index.js';
+import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type CacheIsolation, type ModelFacts, type PriceTable } from '../server/index.js';
 import { defaultThreads } from '../kernels/native/index.js';
 import type { BackendChoice } from '../kernels/select.js';
 import { parseInteger, parseNumber, resolveModelPath } from './args.js';
@@ -39,6 +39,7 @@ interface ServeFlags {
   priceOutput?: string;
   currency: string;
   open?: boolean;
+  cacheIsolation?: string;
 }
 
 /** Where context-cache units live unless --disk-cache-dir says otherwise. */
@@ -56,7 +57,8 @@ export function registerServeCommand(program: Command): void {
     .option('-m, --model <path>', 'model folder or .gguf file (default: the bundled model)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: any free port)', '8080')
-    .option('--api-key <key>', 'require `Authorization: Bearer <key>` on /v1/* and /metrics (default: $DSEEK_API_KEY)')
+    .option('--api-key <keys>', 'require `Authorization: Bearer <key>` on /v1/* and /metrics; several keys separated by commas (default: $DSEEK_API_KEY)')
+    .option('--cache-isolation <mode>', 'who shares prefix-cache pages: none, key (per API key) or user (per key and `user` field); default key with --api-key, else none')
     .option('-c, --ctx-size <n>', 'context window per sequence (default: min(4096, the model’s))')
     .option('--parallel <n>', 'sequences decoded at once', '16')
     .option('--queue <n>', 'requests that may wait for a slot before 429', '64')
@@ -84,6 +86,8 @@ export function registerServeCommand(program: Command): void {
       if (flags.cacheType !== 'f16' && flags.cacheType !== 'f32') {
         throw new InvalidInputError('--cache-type', `must be f16 or f32, got ${flags.cacheType}`);
       }
+      const apiKeys = parseApiKeys(flags.apiKey ?? process.env['DSEEK_API_KEY']);
+      const cacheIsolation = parseCacheIsolation(flags.cacheIsolation, apiKeys.length > 0);
       const port = parseInteger('--port', flags.port);
       if (port > 65535) throw new InvalidInputError('--port', `must be ≤ 65535, got ${port}`);
       const tokenizer = loadModelTokenizer(modelPath);
@@ -113,7 +117,8 @@ export function registerServeCommand(program: Command): void {
             ...(flags.cacheBudget !== undefined ? { cacheBudgetBytes: parseNumber('--cache-budget', flags.cacheBudget) * MB } : {}),
             prefixCache: flags.prefixCache,
           },
-          diskCacheDir: flags.diskCache ? resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) : null,
+          // The disk cache is reached through the prefix tree: without one it would never be read.
+          diskCacheDir: flags.diskCache && flags.prefixCache ? resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) : null,
           diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
         },
         log,
@@ -123,7 +128,8 @@ export function registerServeCommand(program: Command): void {
         tokenizer,
         modelName: basename(modelPath).replace(/\.gguf$/, ''),
         contextLength,
-        ...(flags.apiKey || process.env['DSEEK_API_KEY'] ? { apiKey: flags.apiKey ?? process.env['DSEEK_API_KEY']! } : {}),
+        ...(apiKeys.length > 0 ? { apiKey: apiKeys } : {}),
+        cacheIsolation,
         prices,
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
@@ -137,7 +143,9 @@ export function registerServeCommand(program: Command): void {
       log(`  kernels: ${info.backend}`);
       log(`  context: ${contextLength} tokens per sequence, ${flags.parallel} in parallel`);
       log(`  latent cache: ${budgetTokens} tokens (${(info.cacheBytesBudget / MB).toFixed(1)} MiB at ${info.cacheBytesPerToken} bytes per token, ${flags.cacheType})`);
-      log(`  disk cache: ${info.diskCacheDir ?? 'off'}`);
+      log(`  prefix cache: ${flags.prefixCache ? `on, isolation ${cacheIsolation}${cacheIsolation === 'none' ? ' (one pool: a cache hit tells a caller that someone sent that prefix)' : ''}` : 'off (--no-prefix-cache)'}`);
+      log(`  disk cache: ${info.diskCacheDir ?? (!flags.diskCache ? 'off (--no-disk-cache)' : 'off (--no-prefix-cache turns it off too: it is read through the prefix tree)')}`);
+      if (apiKeys.length > 0) log(`  API keys: ${apiKeys.length}`);
       log(`  listening on ${url}  (chat page: ${url}/, API: ${url}/v1)`);
       if (flags.open) openBrowser(url);
 
@@ -154,6 +162,21 @@ export function registerServeCommand(program: Command): void {
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
     });
+}
+
+/** `--api-key a,b` (or $DSEEK_API_KEY): the accepted keys, none when unset. */
+export function parseApiKeys(value: string | undefined): string[] {
+  if (value === undefined || value === '') return [];
+  const keys = value.split(',').map((k) => k.trim());
+  if (keys.some((k) => k === '')) throw new InvalidInputError('--api-key', 'an empty key in the list: separate non-empty keys with commas');
+  return keys;
+}
+
+export function parseCacheIsolation(value: string | undefined, haveKeys: boolean): CacheIsolation {
+  if (value === undefined) return haveKeys ? 'key' : 'none';
+  if (value !== 'none' && value !== 'key' && value !== 'user') throw new InvalidInputError('--cache-isolation', `must be none, key or user, got ${value}`);
+  if (value === 'key' && !haveKeys) throw new InvalidInputError('--cache-isolation', 'key needs --api-key (or $DSEEK_API_KEY): without keys every caller is the same tenant');
+  return value;
 }
 
 /** The config of a model folder or GGUF file (the worker holds the weights; this reads metadata only). */

@@ -81,9 +81,10 @@ export class SchedulerLoop {
     try {
       if (this.scheduler.hasWork()) this.scheduler.step();
     } catch (err) {
-      // A failure inside the model is a bug, not a request error: end every request with it.
-      process.stderr.write(`dseek engine: step failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-      this.scheduler.cancelAll();
+      // The scheduler fails the requests of a step whose forward pass throws; this is the last
+      // resort for a fault outside it. A bug is an error for the requests it hit — never a
+      // silent cancellation that reaches clients as a short answer — and the loop goes on.
+      this.scheduler.faultAll(err);
     }
     this.afterStep?.();
     if (this.scheduler.hasWork() && !this.closing) setImmediate(() => this.tick());
@@ -116,6 +117,11 @@ export class LocalEngine implements Engine {
     let id = 0;
     try {
       id = this.scheduler.submit(request, (event) => {
+        if (event.type === 'error') {
+          signal?.removeEventListener('abort', onAbort);
+          stream.fail(event.error);
+          return;
+        }
         stream.push(event);
         if (event.type === 'done') {
           signal?.removeEventListener('abort', onAbort);

@@ -12,7 +12,7 @@ import { LatentCache } from '../cache/latentCache.js';
 import { CacheFullError, PagePool, type LatentCacheDType } from '../cache/pagePool.js';
 import { PrefixCache } from '../cache/prefixCache.js';
 import type { DiskCache } from '../cache/diskCache.js';
-import { ContextLengthExceededError, DseekError, InvalidInputError } from '../errors.js';
+import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputError, ModelFileChangedError } from '../errors.js';
 import type { Vec } from '../kernels/tensor.js';
 import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stopStrings.js';
@@ -47,9 +47,21 @@ export interface SchedulerOptions {
   readonly prefixCache?: boolean;
   readonly diskCache?: DiskCache | null;
   readonly log?: (line: string) => void;
+  /**
+   * Called before every step: throws ModelFileChangedError when a weight file changed on disk
+   * (see model/fileGuard.ts). From then on every request fails with that error instead of being
+   * computed from bytes that can no longer be trusted.
+   */
+  readonly checkModelFiles?: () => void;
 }
 
-type Sink = (event: EngineEvent) => void;
+/**
+ * What the scheduler tells a request's owner: the engine's events, plus `error`, the end of a
+ * request the engine failed on (the Engine implementations turn it into a rejected stream).
+ */
+export type SchedulerEvent = EngineEvent | { readonly type: 'error'; readonly error: DseekError };
+
+type Sink = (event: SchedulerEvent) => void;
 
 interface Sequence {
   readonly id: number;
@@ -94,6 +106,10 @@ export class Scheduler {
   private promptMisses = 0;
   /** The model's MoE layer indices, in order (rows of RoutingCounts). */
   private readonly moeLayers: number[];
+  private readonly checkModelFiles: () => void;
+  private faults = 0;
+  /** Set once a weight file changed: every request fails with it from then on. */
+  private broken: ModelFileChangedError | null = null;
 
   constructor(
     readonly model: DeepseekModel,
@@ -124,10 +140,12 @@ export class Scheduler {
     this.eos = endOfSequenceIds(model, tokenizer);
     this.validVocab = tokenizer ? Math.min(tokenizer.vocabSize, c.vocabSize) : c.vocabSize;
     this.moeLayers = Array.from({ length: c.numHiddenLayers }, (_, l) => l).filter((l) => isMoeLayer(c, l));
+    this.checkModelFiles = options.checkModelFiles ?? (() => {});
   }
 
   /** Queue a request; its events go to `sink`. Throws for a request that can never run. */
   submit(request: EngineRequest, sink: Sink): number {
+    if (this.broken) throw this.broken;
     if (request.prompt.length === 0) throw new InvalidInputError('prompt', 'empty: give at least one token');
     for (const id of request.prompt) {
       if (!Number.isInteger(id) || id < 0 || id >= this.model.config.vocabSize) {
@@ -206,12 +224,15 @@ export class Scheduler {
       promptCacheMissTokens: this.promptMisses,
       mhaBytesPerToken: footprint.mhaElements * elementBytes,
       gqaBytesPerToken: footprint.gqaElements * elementBytes,
+      engineFaults: this.faults,
+      unhealthy: this.broken ? this.broken.message : null,
     };
   }
 
   /** One batched forward pass and its sampling. Returns false when there was nothing to do. */
   step(): boolean {
     for (const seq of [...this.running]) if (seq.cancelled) this.finish(seq, 'cancelled');
+    if (!this.modelFilesIntact()) return false;
     this.admit();
     if (this.running.length === 0) return false;
 
@@ -263,7 +284,17 @@ export class Scheduler {
           }
         }
       : undefined;
-    const logits = this.model.forwardBatch(items, onRouting ? { onRouting } : {});
+    let logits: Vec;
+    try {
+      logits = this.model.forwardBatch(items, onRouting ? { onRouting } : {});
+      // A file truncated during the step reads as zeros past its end (native/guard.c), never
+      // as a crash; whatever the step computed from it is dropped.
+      this.checkModelFiles();
+    } catch (err) {
+      if (!this.modelFilesIntact()) return true;
+      this.fault(batch.map((b) => b.seq), err);
+      return true;
+    }
     const V = this.model.config.vocabSize;
     let row = 0;
     for (const b of batch) {
@@ -272,10 +303,71 @@ export class Scheduler {
       if (!b.last) continue;
       const rowLogits = logits.subarray(row * V, (row + 1) * V);
       row++;
-      if (seq.generated.length === 0 && seq.tokens.length === seq.request.prompt.length) this.rememberPrefix(seq);
-      this.sampleNext(seq, rowLogits);
+      try {
+        if (seq.generated.length === 0 && seq.tokens.length === seq.request.prompt.length) this.rememberPrefix(seq);
+        this.sampleNext(seq, rowLogits);
+      } catch (err) {
+        this.fault([seq], err);
+      }
     }
     return true;
+  }
+
+  /**
+   * A step failed with an exception: a bug or a kernel fault, not the requests' fault. The
+   * sequences it ran end with an `internal_error` (their partly written cache pages are dropped,
+   * never kept for reuse); the rest of the engine carries on.
+   */
+  private fault(seqs: readonly Sequence[], err: unknown): void {
+    this.faults++;
+    const ids = seqs.map((s) => s.id).join(', ');
+    this.log(`engine fault: a step failed, ending request${seqs.length === 1 ? '' : 's'} ${ids} with an internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    for (const seq of seqs) this.fail(seq, new EngineFaultError());
+  }
+
+  /**
+   * A step failed outside the forward pass (admission, cache bookkeeping): end every running
+   * sequence with an internal error, since which one caused it is unknown. Queued requests stay.
+   */
+  faultAll(err: unknown): void {
+    this.fault([...this.running], err);
+  }
+
+  /**
+   * Check the weight files now (the worker does so every second, so that /health turns
+   * unhealthy without waiting for a request). False once one changed.
+   */
+  verifyModelFiles(): boolean {
+    return this.modelFilesIntact();
+  }
+
+  /** False (after failing every request) once a weight file has changed on disk. */
+  private modelFilesIntact(): boolean {
+    if (!this.broken) {
+      try {
+        this.checkModelFiles();
+        return true;
+      } catch (err) {
+        if (!(err instanceof ModelFileChangedError)) throw err;
+        this.broken = err;
+        this.log(`engine stopped: ${err.message}`);
+      }
+    }
+    for (const seq of [...this.running, ...this.queue]) this.fail(seq, this.broken);
+    return false;
+  }
+
+  /** End a request with an error: no `done`, its pages released and not remembered. */
+  private fail(seq: Sequence, error: DseekError): void {
+    const r = this.running.indexOf(seq);
+    if (r >= 0) this.running.splice(r, 1);
+    const q = this.queue.indexOf(seq);
+    if (q >= 0) this.queue.splice(q, 1);
+    if (seq.cache) {
+      seq.cache.release();
+      seq.cache = null;
+    }
+    seq.sink({ type: 'error', error });
   }
 
   /** Cancel everything (shutdown). */
@@ -297,7 +389,7 @@ export class Scheduler {
       const cache = new LatentCache({ maxTokens: this.contextLength, pool: this.pool });
       // Reuse whole pages of a cached prefix, always leaving ≥ 1 token to compute (for its logits).
       if (this.prefix && seq.cachedTokens === 0 && !seq.started) {
-        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk);
+        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk, seq.request.cacheSalt ?? '');
         if (pages.length > 0) {
           cache.adoptPrefix(pages);
           seq.cachedTokens = cache.length;
@@ -406,7 +498,7 @@ export class Scheduler {
   /** Put the prompt's full pages into the prefix cache ("end of the user input" unit). */
   private rememberPrefix(seq: Sequence): void {
     if (!this.prefix || !seq.cache) return;
-    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk);
+    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
   }
 
   private finish(seq: Sequence, reason: FinishReason, stoppedByString = false): void {
@@ -419,7 +511,7 @@ export class Scheduler {
     }
     if (seq.cache) {
       // "End of the model output" unit: the whole conversation so far, for the next turn.
-      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk);
+      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
       seq.cache.release();
       seq.cache = null;
     }

@@ -19,6 +19,12 @@ export interface EngineRequest {
   readonly ignoreEos?: boolean;
   /** Count which routed experts the generated tokens used in each MoE layer (reported with `done`). */
   readonly routing?: boolean;
+  /**
+   * Partitions the prefix cache: pages computed under one salt are never a hit for a request with
+   * another (the server derives it from the API key, `user` and `cache_salt`). '' or absent: the
+   * shared partition.
+   */
+  readonly cacheSalt?: string;
 }
 
 /** Expert routing of a request's generated tokens: counts[i][e] = tokens routed to expert e in MoE layer layers[i]. */
@@ -96,6 +102,10 @@ export interface EngineStats {
   /** What the same cached tokens would take with the expanded MHA cache and with a GQA cache (8 KV heads), for comparison. */
   readonly mhaBytesPerToken: number;
   readonly gqaBytesPerToken: number;
+  /** Steps that failed with an exception since start (each failed the requests it ran). */
+  readonly engineFaults: number;
+  /** Why the engine can no longer serve (e.g. a weight file changed on disk), or null when healthy. */
+  readonly unhealthy: string | null;
 }
 
 export interface Engine {

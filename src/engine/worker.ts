@@ -9,6 +9,7 @@ import { modelFingerprint } from '../model/fingerprint.js';
 import { selectBackend } from '../kernels/select.js';
 import { DiskCache } from '../cache/diskCache.js';
 import { Scheduler } from './scheduler.js';
+import { ModelFileGuard } from '../model/fileGuard.js';
 import { SchedulerLoop } from './localEngine.js';
 import type { WorkerInit, ToWorker, FromWorker } from './workerProtocol.js';
 
@@ -34,8 +35,18 @@ try {
         log,
       })
     : null;
-  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, diskCache: disk, log });
+  // The files as loaded: a truncated, replaced or rewritten file is reported, never served.
+  const guard = ModelFileGuard.forModel(init.modelPath);
+  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, diskCache: disk, log, checkModelFiles: () => guard.check() });
   const loop = new SchedulerLoop(scheduler);
+  // Between requests too, so that /health tells a balancer before a client finds out.
+  let healthy = true;
+  setInterval(() => {
+    if (healthy && !scheduler.verifyModelFiles()) {
+      healthy = false;
+      post({ type: 'stats', stats: scheduler.stats() });
+    }
+  }, 1000).unref();
   /** The engine's request ids → the scheduler's. */
   const idMap = new Map<number, number>();
   let lastStats = 0;
@@ -50,6 +61,11 @@ try {
     if (m.type === 'submit') {
       try {
         const sid = scheduler.submit(m.request, (event) => {
+          if (event.type === 'error') {
+            idMap.delete(m.id);
+            post({ type: 'error', id: m.id, error: { name: event.error.name, code: event.error.code, message: event.error.message } });
+            return;
+          }
           if (event.type === 'done') idMap.delete(m.id);
           post({ type: 'event', id: m.id, event });
         });

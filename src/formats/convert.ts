@@ -1,6 +1,6 @@
 /**
  * Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]) → GGUF v3 that llama.cpp's
- * `deepseek2` loader and dseek's model/ggufModel.ts both load (SPEC §6.2).
+ * `deepseek2` loader and dseek's model/ggufModel.ts both load (docs/SPEC.md §6.2).
  *
  * Facts copied from llama.cpp (never its code): the `DeepseekV2Model` converter class
  * (conversion/deepseek.py, formerly convert_hf_to_gguf.py [LC]) and `TextModel.set_gguf_parameters`
@@ -278,7 +278,7 @@ function splitKvB(p: Planner, layer: number, hf: string, c: ModelConfig): void {
   });
 }
 
-/** HF → GGUF tensor mapping (SPEC §6.2, llama.cpp's tensor map for MODEL_ARCH.DEEPSEEK2). */
+/** HF → GGUF tensor mapping (docs/SPEC.md §6.2, llama.cpp's tensor map for MODEL_ARCH.DEEPSEEK2). */
 function planTensors(p: Planner, c: ModelConfig, layout: MlaLayout): void {
   const d = c.hiddenSize;
   const H = c.numAttentionHeads;
@@ -405,7 +405,7 @@ export function modelMetadata(c: ModelConfig, layout: MlaLayout): Array<[string,
   out.push([k('rope.dimension_count'), u32(c.qkRopeHeadDim)]);
   const y = c.ropeScaling;
   if (y) {
-    // llama.cpp's deepseek2 graph assumes mscale == mscale_all_dim (cos/sin magnitude 1, SPEC §4.3)
+    // llama.cpp's deepseek2 graph assumes mscale == mscale_all_dim (cos/sin magnitude 1, docs/SPEC.md §4.3)
     // and only stores mscale_all_dim; a checkpoint where they differ would silently change.
     if (y.mscale !== y.mscaleAllDim) {
       throw new UnsupportedConfigError('rope_scaling.mscale', y.mscale, `GGUF deepseek2 stores only mscale_all_dim (${y.mscaleAllDim}); llama.cpp assumes both are equal`);
@@ -497,7 +497,7 @@ function splitRegexes(config: unknown): string[] {
 /**
  * Which llama.cpp pre-tokenizer a tokenizer.json's Split regexes are: `\p{N}{1,3}` (digits in
  * threes) is DeepSeek-V3's; unbounded `\p{N}+` after a newline split is DeepSeek-V2's
- * (`deepseek-llm`, SPEC §7.1). llama.cpp tells them apart by hashing a test encoding instead.
+ * (`deepseek-llm`, docs/SPEC.md §7.1). llama.cpp tells them apart by hashing a test encoding instead.
  */
 export function detectPreTokenizer(preTokenizer: unknown, source: string): GgufPreTokenizer {
   const regexes = splitRegexes(preTokenizer);

@@ -1,5 +1,5 @@
 /**
- * Multi-head Latent Attention (DeepSeek-V2 paper §2.1, eq. 9–19; SPEC.md §3).
+ * Multi-head Latent Attention (DeepSeek-V2 paper §2.1, eq. 9–19; docs/SPEC.md §3).
  *
  * Per token t (paper symbols):
  *   c_t^Q  = W^DQ h_t, normalised            (q_a_proj + q_a_layernorm; Lite: absent)
@@ -29,11 +29,11 @@ export type AttentionForm = 'expanded' | 'absorbed';
 
 /**
  * The original modeling code builds q_a_layernorm and kv_a_layernorm with the default eps 1e-6
- * rather than rms_norm_eps (SPEC.md §2); identical for V2/V3, different only for eps-1e-5 models.
+ * rather than rms_norm_eps (docs/SPEC.md §2); identical for V2/V3, different only for eps-1e-5 models.
  */
 const LATENT_NORM_EPS = 1e-6;
 
-/** The MLA sizes every step needs, named as in the paper / SPEC §3. */
+/** The MLA sizes every step needs, named as in the paper / docs/SPEC.md §3. */
 export function mlaDims(c: ModelConfig) {
   const dn = c.qkNopeHeadDim;
   const dr = c.qkRopeHeadDim;

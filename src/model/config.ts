@@ -3,14 +3,14 @@
  * `config.json` (GGUF metadata maps onto the same shape in formats/gguf).
  *
  * Field meanings and defaults follow the original `configuration_deepseek.py` / modeling code
- * that ships with the checkpoints (SPEC.md §1, §4, §5). Anything dseek cannot compute exactly is
+ * that ships with the checkpoints (docs/SPEC.md §1, §4, §5). Anything dseek cannot compute exactly is
  * rejected here with an UnsupportedConfigError naming the field and value.
  */
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelFormatError, UnsupportedConfigError } from '../errors.js';
 
-/** YaRN rope scaling (SPEC.md §4.2–4.3). */
+/** YaRN rope scaling (docs/SPEC.md §4.2–4.3). */
 export interface YarnScaling {
   readonly factor: number;
   readonly originalMaxPositionEmbeddings: number;
@@ -26,7 +26,7 @@ export interface YarnScaling {
 export type TopkMethod = 'greedy' | 'group_limited_greedy' | 'noaux_tc';
 export type ScoringFunc = 'softmax' | 'sigmoid';
 
-/** Which generation of the reference gate code defines weight normalisation (SPEC.md §5.2–5.3). */
+/** Which generation of the reference gate code defines weight normalisation (docs/SPEC.md §5.2–5.3). */
 export type ArchFamily = 'deepseek_v2' | 'deepseek_v3';
 
 export interface ModelConfig {

@@ -1,5 +1,5 @@
 /**
- * The DeepSeek-V2/V3 decoder (SPEC.md §2): embeddings, then per layer
+ * The DeepSeek-V2/V3 decoder (docs/SPEC.md §2): embeddings, then per layer
  *   h = h + MLA(RMSNorm(h)),  h = h + FFN(RMSNorm(h))   (FFN dense below first_k_dense_replace, else MoE)
  * then the final RMSNorm and lm_head. Backend-agnostic: all arithmetic goes through `Backend`.
  */
@@ -21,6 +21,17 @@ export interface ForwardOptions {
   readonly logits?: 'last' | 'all';
   /** Called with each MoE layer's routing decisions. */
   readonly onRouting?: RoutingObserver;
+  /**
+   * Called after each layer with the residual stream h [tokens][hidden_size] (scratch: copy it to
+   * keep it). For comparing two runs layer by layer (tests, debugging a backend).
+   */
+  readonly onHidden?: (layer: number, hidden: Vec) => void;
+  /**
+   * Per MoE layer, the experts to use instead of the router's top-k (`experts[t·k + i]`, as
+   * Routing has them; undefined: the router decides). Their weights still come from this run's
+   * own scores. Lets a comparison of two backends follow one routing where scores nearly tie.
+   */
+  readonly forceExperts?: (layer: number) => Int32Array | undefined;
 }
 
 /** One sequence's share of a batched forward pass. */
@@ -122,9 +133,10 @@ export class DeepseekModel {
       multiHeadLatentAttention(ctx, layer.attention, l, normed, positions, slices, branch);
       for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
       backend.rmsNorm(normed, h, layer.ffnNorm, c.rmsNormEps, T);
-      if (layer.moe) moeForward(ctx, layer.moe, normed, T, branch, l, options.onRouting);
+      if (layer.moe) moeForward(ctx, layer.moe, normed, T, branch, l, options.onRouting, options.forceExperts?.(l));
       else swiglu(ctx, layer.dense!, normed, T, branch);
       for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
+      options.onHidden?.(l, h.subarray(0, T * d));
     });
     for (const item of items) item.cache.commit(item.tokens.length);
 

@@ -1,8 +1,14 @@
 /**
- * DeepSeek models from GGUF files as llama.cpp writes them (architecture `deepseek2`; SPEC.md
+ * DeepSeek models from GGUF files as llama.cpp writes them (architecture `deepseek2`; docs/SPEC.md
  * §6.2): the metadata keys mapped onto ModelConfig, and the `blk.N.*` tensors onto ModelWeights.
  * Both MLA layouts load: legacy (`attn_kv_b`, head_count_kv = heads) and current (`attn_k_b` +
  * `attn_v_b`, head_count_kv 1, key_length 576).
+ *
+ * Optional keys follow llama.cpp's loader, which is what writes and reads these files: its model
+ * saver writes `attention.q_lora_rank = 0` for Lite models (0 or absent: no q_lora, `attn_q`);
+ * V2/V2.5 files predate `expert_gating_func` (absent or 0, "none": softmax); group counts absent
+ * or 0 mean one group; `expert_weights_norm` absent is false, `expert_weights_scale` absent 1,
+ * `leading_dense_block_count` and `expert_shared_count` absent 0; the yarn keys default as below.
  */
 import type { GgufFile } from '../formats/gguf.js';
 import { ModelFormatError, TensorShapeError, UnsupportedConfigError } from '../errors.js';
@@ -37,10 +43,11 @@ export function configFromGguf(file: GgufFile): ModelConfig {
   const nextn = optU32('nextn_predict_layers') ?? 0;
   const blocks = u32('block_count');
   const experts = optU32('expert_count') ?? 0;
-  const gating = optU32('expert_gating_func') ?? 1; // missing means softmax (llama.cpp: V2/V2.5 files)
-  if (gating !== 1 && gating !== 2) throw new UnsupportedConfigError(k('expert_gating_func'), gating, 'expected 1 (softmax) or 2 (sigmoid)');
-  const groups = optU32('expert_group_count') ?? 1;
-  const groupsUsed = optU32('expert_group_used_count') ?? 1;
+  // Missing or 0 ("none") means softmax, as llama.cpp reads V2/V2.5 files written before the key.
+  const gating = optU32('expert_gating_func') || 1;
+  if (gating !== 1 && gating !== 2) throw new UnsupportedConfigError(k('expert_gating_func'), gating, 'expected 0 or 1 (softmax) or 2 (sigmoid)');
+  const groups = optU32('expert_group_count') || 1;
+  const groupsUsed = optU32('expert_group_used_count') || 1;
   const sigmoid = gating === 2;
   const ropeType = file.typedKey(k('rope.scaling.type'), 'string');
   let ropeScaling: Record<string, unknown> | null = null;
@@ -72,7 +79,8 @@ export function configFromGguf(file: GgufFile): ModelConfig {
       intermediate_size: u32('feed_forward_length'),
       num_hidden_layers: blocks - nextn,
       num_attention_heads: heads,
-      q_lora_rank: optU32('attention.q_lora_rank') ?? null,
+      // 0 is how llama.cpp's saver writes "no q_lora" (Lite); llama.cpp treats the key as optional.
+      q_lora_rank: optU32('attention.q_lora_rank') || null,
       kv_lora_rank: kvLora,
       qk_nope_head_dim: keyLength - rope,
       qk_rope_head_dim: rope,

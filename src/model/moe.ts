@@ -1,6 +1,6 @@
 /**
  * Feed-forward blocks: the dense SwiGLU MLP and DeepSeekMoE (DeepSeek-V2 paper §2.2, eq. 20–22;
- * DeepSeek-V3 report §2.1.2; SPEC.md §5).
+ * DeepSeek-V3 report §2.1.2; docs/SPEC.md §5).
  *
  *   y = SharedMLP(u) + Σ_{i ∈ TopK} g_i · Expert_i(u)
  *
@@ -47,8 +47,11 @@ export function swiglu(ctx: FfnContext, w: SwiGluWeights, x: Vec, tokens: number
   backend.matmul(out, g, w.down, tokens);
 }
 
-/** Choose experts and their mixing weights for each of `tokens` rows of x. */
-export function routeTokens(ctx: FfnContext, w: MoeWeights, x: Vec, tokens: number): Routing {
+/**
+ * Choose experts and their mixing weights for each of `tokens` rows of x; with `forced`, take
+ * those experts (`forced[t·k + i]`) instead of the top-k, weighted by this run's scores.
+ */
+export function routeTokens(ctx: FfnContext, w: MoeWeights, x: Vec, tokens: number, forced?: Int32Array): Routing {
   const { backend, config: c, ws } = ctx;
   const E = c.nRoutedExperts;
   const k = c.numExpertsPerTok;
@@ -86,7 +89,8 @@ export function routeTokens(ctx: FfnContext, w: MoeWeights, x: Vec, tokens: numb
         for (let i = 0; i < perGroup; i++) choice[g * perGroup + i] = -Infinity;
       }
     }
-    backend.topK(experts, t * k, choice, 0, E, k);
+    if (forced) experts.set(forced.subarray(t * k, (t + 1) * k), t * k);
+    else backend.topK(experts, t * k, choice, 0, E, k);
 
     let sum = 0;
     for (let i = 0; i < k; i++) {
@@ -115,10 +119,14 @@ export function moeForward(
   out: Vec,
   layer: number,
   observer?: RoutingObserver,
+  forcedExperts?: Int32Array,
 ): void {
   const { config: c, ws } = ctx;
   const d = c.hiddenSize;
-  const routing = routeTokens(ctx, w, x, tokens);
+  if (forcedExperts && forcedExperts.length !== tokens * c.numExpertsPerTok) {
+    throw new RangeError(`forced experts for layer ${layer}: ${forcedExperts.length} entries, expected ${tokens} tokens × ${c.numExpertsPerTok}`);
+  }
+  const routing = routeTokens(ctx, w, x, tokens, forcedExperts);
   observer?.(layer, routing);
 
   const byExpert: number[][] = Array.from({ length: c.nRoutedExperts }, () => []);

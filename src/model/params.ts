@@ -1,7 +1,7 @@
 /**
  * Parameter and cache-size arithmetic from a config alone (no weights needed): what `dseek
  * inspect` reports. Formulas: DeepSeek-V2 paper §2.1.4 Table 1 (KV cache per token) and the
- * weight shapes of SPEC.md §6.1.
+ * weight shapes of docs/SPEC.md §6.1.
  */
 import { isMoeLayer, latentWidth, type ModelConfig } from './config.js';
 import type { Tensor } from '../kernels/tensor.js';

@@ -1,5 +1,5 @@
 /**
- * Random-weight GGUF files with the real shapes of the DeepSeek family (SPEC.md §1.2–1.3), in the
+ * Random-weight GGUF files with the real shapes of the DeepSeek family (docs/SPEC.md §1.2–1.3), in the
  * current llama.cpp `deepseek2` layout, for benchmarks: speed does not depend on the weight values,
  * so a 9 GB V2-Lite-shaped Q4_0 file can be made in seconds instead of downloaded.
  *
@@ -15,7 +15,7 @@ import { isMoeLayer, parseConfig, type ModelConfig } from './config.js';
 
 const yarn = (mscale: number) => ({ type: 'yarn', factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale, mscale_all_dim: mscale });
 
-/** config.json values of each family's reference checkpoint (SPEC.md §1). */
+/** config.json values of each family's reference checkpoint (docs/SPEC.md §1). */
 export const RANDOM_MODEL_PRESETS: Readonly<Record<string, Record<string, unknown>>> = {
   'v2-lite': {
     model_type: 'deepseek_v2', vocab_size: 102400, hidden_size: 2048, intermediate_size: 10944, moe_intermediate_size: 1408,

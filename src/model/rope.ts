@@ -1,5 +1,5 @@
 /**
- * YaRN rotary embeddings as the DeepSeek reference computes them (SPEC.md §4; the original
+ * YaRN rotary embeddings as the DeepSeek reference computes them (docs/SPEC.md §4; the original
  * `DeepseekV2YarnRotaryEmbedding`, DeepSeek-V3 `precompute_freqs_cis`; YaRN paper, Peng et al.
  * 2023, §3.2–3.4). Frequencies are computed in float64; the kernels rotate adjacent pairs.
  */
@@ -10,7 +10,7 @@ export interface RopeParams {
   readonly invFreq: Float64Array;
   /** Multiplier on cos and sin: m(s, mscale) / m(s, mscale_all_dim) (1.0 for released checkpoints). */
   readonly magnitude: number;
-  /** Attention logit scale: (qk_nope + qk_rope)^-½ × m(s, mscale_all_dim)² (SPEC.md §3.4, pitfall 1). */
+  /** Attention logit scale: (qk_nope + qk_rope)^-½ × m(s, mscale_all_dim)² (docs/SPEC.md §3.4, pitfall 1). */
   readonly softmaxScale: number;
 }
 

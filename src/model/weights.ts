@@ -1,6 +1,6 @@
 /**
  * The model's weights, gathered by name from a WeightSource and checked against the config.
- * Names are those of the released Hugging Face checkpoints (SPEC.md §6.1); shapes are [out, in].
+ * Names are those of the released Hugging Face checkpoints (docs/SPEC.md §6.1); shapes are [out, in].
  * Layers past num_hidden_layers (DeepSeek-V3's multi-token-prediction module) are ignored.
  */
 import type { WeightSource } from '../formats/safetensors.js';

@@ -4,8 +4,12 @@ import { badRequest, HttpError } from './httpError.js';
 
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
+/**
+ * The 413 closes the connection: the rest of the body is never read (a chunked upload can be
+ * any size), so the connection cannot carry another request.
+ */
 function tooLarge(): HttpError {
-  return new HttpError(413, `the request body is larger than ${MAX_BODY_BYTES / (1024 * 1024)} MB`, 'invalid_request_error', null, 'request_too_large');
+  return new HttpError(413, `the request body is larger than ${MAX_BODY_BYTES / (1024 * 1024)} MB`, 'invalid_request_error', null, 'request_too_large', { connection: 'close' });
 }
 
 export async function readJsonBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
@@ -20,12 +24,22 @@ export async function readJsonBody(req: IncomingMessage, limit = MAX_BODY_BYTES)
     const chunks: Buffer[] = [];
     let size = 0;
     // Listeners, not for-await: leaving a for-await loop early destroys the socket, and the
-    // client should still get its 413. Past the limit the rest is read and dropped.
-    req.on('data', (chunk: Buffer) => {
+    // client should still get its 413. At the limit reading stops: the 413 goes out at once
+    // with `connection: close`, and the server drops the connection after it instead of
+    // reading the rest (a chunked body has no declared size to refuse up front).
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-    });
-    req.on('end', () => (size > limit ? reject(tooLarge()) : resolve(Buffer.concat(chunks).toString('utf8'))));
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      req.off('data', onData);
+      req.pause();
+      chunks.length = 0;
+      reject(tooLarge());
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
   if (text.trim() === '') throw badRequest(null, 'the request body is empty: send a JSON object', 'invalid_json');

@@ -1,8 +1,10 @@
 /** Validated OpenAI fields → the engine's requests, one per choice. */
+import { createHash } from 'node:crypto';
 import type { SamplingOptions } from '../engine/sampler.js';
 import type { EngineRequest } from '../engine/types.js';
 import { HttpError } from './httpError.js';
 import type { ChatBody, CompletionBody } from './schemas.js';
+import type { CacheIsolation, ParsedRequest } from './types.js';
 
 type Common = ChatBody | CompletionBody;
 
@@ -34,7 +36,7 @@ export function samplingOf(body: Common): SamplingOptions {
  * n requests for the n choices. With a seed, choice i uses seed + i: reproducible, yet the
  * choices differ (n identical answers would be useless).
  */
-export function engineRequests(body: Common, prompt: readonly number[], maxTokens: number, topLogprobs: number | undefined): EngineRequest[] {
+export function engineRequests(body: Common, prompt: readonly number[], maxTokens: number, topLogprobs: number | undefined, cacheSalt = ''): EngineRequest[] {
   const n = body.n ?? 1;
   const stop = body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop;
   const sampling = samplingOf(body);
@@ -46,7 +48,23 @@ export function engineRequests(body: Common, prompt: readonly number[], maxToken
     ...(topLogprobs !== undefined && { topLogprobs }),
     ...(body.response_format?.type === 'json_object' && { jsonMode: true }),
     ...(body.dseek?.routing === true && { routing: true }),
+    ...(cacheSalt !== '' && { cacheSalt }),
   }));
+}
+
+/**
+ * The prefix-cache partition of a request: its tenant under the isolation mode (the API key's
+ * digest, and the `user` field) and its own `cache_salt`, hashed into one opaque string. ''
+ * (the shared partition) only when isolation is off and no salt was sent.
+ */
+export function cacheSaltOf(isolation: CacheIsolation, req: Pick<ParsedRequest, 'apiKeyDigest'>, body: Pick<Common, 'user' | 'cache_salt'>): string {
+  const parts: string[] = [];
+  if (isolation !== 'none') parts.push(`key:${req.apiKeyDigest ?? ''}`);
+  if (isolation === 'user') parts.push(`user:${body.user ?? ''}`);
+  if (body.cache_salt != null) parts.push(`salt:${body.cache_salt}`);
+  if (parts.length === 0) return '';
+  // JSON keeps the parts unambiguous (a user name cannot forge another tenant's separator).
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
 /** seed + i, stepping down instead at the top of the safe-integer range. */

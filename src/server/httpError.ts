@@ -66,6 +66,16 @@ export function toHttpError(e: unknown, log: (line: string) => void): HttpError 
       const field = (e as { field?: unknown }).field;
       return badRequest(typeof field === 'string' ? field : null, e instanceof Error ? e.message : 'invalid input');
     }
+    case 'internal_error': {
+      // The engine failed on this request (its log has the stack); the message is the engine's
+      // generic one, safe to show. A 500, so clients see a fault, never a short answer.
+      log(`engine fault answered with 500: ${e instanceof Error ? e.message : String(e)}`);
+      return new HttpError(500, e instanceof Error ? e.message : 'the engine failed', 'server_error', null, 'internal_error');
+    }
+    case 'model_file_changed': {
+      const message = e instanceof Error ? e.message : 'a model file changed on disk: restart the server';
+      return new HttpError(503, message, 'server_error', null, 'model_file_changed');
+    }
     case QUEUE_FULL: {
       const after = (e as { retryAfterS?: unknown }).retryAfterS;
       const seconds = typeof after === 'number' && after > 0 ? Math.ceil(after) : 1;

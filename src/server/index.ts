@@ -2,6 +2,6 @@
 export { createServer, type DseekServer, type ServerOptions } from './server.js';
 export { DEEPSEEK_V2_LAUNCH_PRICES, costOf, type Cost, type PriceTable } from './prices.js';
 export { HttpError, QUEUE_FULL, type ErrorBody, type OpenAiErrorType } from './httpError.js';
-export type { ModelFacts } from './types.js';
+export type { CacheIsolation, ModelFacts } from './types.js';
 export type { StatusBody } from './routes/status.js';
 export type { Extras, RoutingBody, Timings } from './extras.js';

@@ -117,6 +117,8 @@ export class Metrics {
       metric('dseek_cache_bytes_in_use', 'gauge', 'Latent-cache bytes in use.', [`dseek_cache_bytes_in_use ${stats.cacheBytesInUse}`]);
       metric('dseek_cache_bytes_budget', 'gauge', 'Latent-cache byte budget.', [`dseek_cache_bytes_budget ${stats.cacheBytesBudget}`]);
       metric('dseek_prefix_cache_tokens', 'gauge', 'Tokens held in the prefix cache.', [`dseek_prefix_cache_tokens ${stats.prefixCacheTokens}`]);
+      metric('dseek_engine_faults_total', 'counter', 'Engine steps that failed with an exception (their requests got a 500).', [`dseek_engine_faults_total ${stats.engineFaults}`]);
+      metric('dseek_engine_healthy', 'gauge', '1 while the engine can serve; 0 once a model file changed on disk (restart needed).', [`dseek_engine_healthy ${stats.unhealthy === null ? 1 : 0}`]);
     }
     metric('dseek_time_to_first_token_seconds', 'histogram', 'Time from request arrival to the first generated token.', this.ttft.lines('dseek_time_to_first_token_seconds', ''));
     metric('dseek_request_duration_seconds', 'histogram', 'Time from request arrival to the end of the response, by route.', [...this.durations].flatMap(([route, h]) => h.lines('dseek_request_duration_seconds', `route="${route}"`)));

@@ -14,7 +14,7 @@ export interface PriceTable {
   readonly outputPerMillion: number;
 }
 
-/** DeepSeek-V2's launch prices (SPEC.md §9): $0.14 miss, $0.014 hit, $0.28 output per 1M tokens. */
+/** DeepSeek-V2's launch prices (docs/SPEC.md §9): $0.14 miss, $0.014 hit, $0.28 output per 1M tokens. */
 export const DEEPSEEK_V2_LAUNCH_PRICES: PriceTable = {
   currency: 'USD',
   inputCacheMissPerMillion: 0.14,

@@ -7,7 +7,44 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { badRequest } from './httpError.js';
 import type { ChatMessageBody } from './schemas.js';
 
-export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[]): number[] {
+/** Per tokenizer: the most UTF-8 bytes one token stands for (computed once over the vocabulary). */
+const longestToken = new WeakMap<Tokenizer, number>();
+
+function maxTokenBytes(tokenizer: Tokenizer): number {
+  let max = longestToken.get(tokenizer);
+  if (max === undefined) {
+    max = 1;
+    for (let id = 0; id < tokenizer.vocabSize; id++) {
+      try {
+        max = Math.max(max, tokenizer.tokenBytes(id).length);
+      } catch {
+        // a hole in the vocabulary
+      }
+    }
+    longestToken.set(tokenizer, max);
+  }
+  return max;
+}
+
+/**
+ * Refuses, before any templating or tokenising, text that cannot fit the context: no token
+ * covers more than maxTokenBytes bytes, so `bytes` of text are at least bytes / maxTokenBytes
+ * tokens. Tokenising runs on the HTTP event loop; without this bound a multi-megabyte message
+ * would stall every client for seconds only to be refused as too long afterwards.
+ */
+export function refuseTextThatCannotFit(tokenizer: Tokenizer, bytes: number, contextLength: number, param: string): void {
+  const perToken = maxTokenBytes(tokenizer);
+  const atLeast = Math.ceil(bytes / perToken);
+  if (atLeast >= contextLength) {
+    throw badRequest(
+      param,
+      `the text of ${param} is ${bytes} bytes, so at least ${atLeast} tokens (no token is longer than ${perToken} bytes), but the context holds ${contextLength}: shorten the ${param}`,
+      'context_length_exceeded',
+    );
+  }
+}
+
+export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[], contextLength = Infinity): number[] {
   if (!tokenizer.chatTemplate) {
     throw badRequest('messages', 'the served model has no chat template; use /v1/completions with a raw prompt');
   }
@@ -15,6 +52,7 @@ export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessa
     role: m.role,
     content: typeof m.content === 'string' ? m.content : m.content === null ? '' : m.content.map((p) => p.text).join(''),
   }));
+  refuseTextThatCannotFit(tokenizer, plain.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0), contextLength, 'messages');
   const text = renderChat(tokenizer.chatTemplate, plain, {
     bosToken: tokenText(tokenizer, tokenizer.bosId),
     eosToken: tokenText(tokenizer, tokenizer.eosId),
@@ -38,7 +76,8 @@ export const FIM_END = '<｜fim▁end｜>';
  * (parseSpecial false); token-id prompts are taken as given after a range check. With `suffix`,
  * builds DeepSeek-Coder's fill-in-the-middle prompt `<｜fim▁begin｜>prompt<｜fim▁hole｜>suffix<｜fim▁end｜>`.
  */
-export function completionPromptIds(tokenizer: Tokenizer, prompt: string | readonly number[], suffix: string | null | undefined): number[] {
+export function completionPromptIds(tokenizer: Tokenizer, prompt: string | readonly number[], suffix: string | null | undefined, contextLength = Infinity): number[] {
+  if (typeof prompt === 'string') refuseTextThatCannotFit(tokenizer, Buffer.byteLength(prompt) + Buffer.byteLength(suffix ?? ''), contextLength, 'prompt');
   if (typeof prompt !== 'string') {
     const bad = prompt.findIndex((id) => id >= tokenizer.vocabSize);
     if (bad >= 0) throw badRequest('prompt', `prompt[${bad}] = ${prompt[bad]} is not a token id: ids run from 0 to ${tokenizer.vocabSize - 1}`);

@@ -10,6 +10,7 @@ import { badRequest, type HttpError } from './httpError.js';
 /** OpenAI allows 4 stop strings; the engine's matcher allows 16. */
 export const MAX_STOP = 16;
 export const MAX_N = 16;
+export const MAX_CACHE_SALT = 1024;
 
 /** Create-params that make every issue the schema raises say `rule`. */
 const rule = (message: string) => ({ errorMap: () => ({ message }) });
@@ -57,6 +58,15 @@ const common = {
     .nullish(),
   response_format: z.object({ type: z.enum(['text', 'json_object'], rule(FORMAT)) }, rule(FORMAT)).nullish(),
   user: z.string(rule('must be a string')).nullish(),
+  /**
+   * vLLM's field: a secret that partitions the prefix cache. Requests share cached prompt pages
+   * only when their salts (and tenants, see --cache-isolation) are equal.
+   */
+  cache_salt: z
+    .string(rule(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .min(1, say(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .max(MAX_CACHE_SALT, say(`must be a non-empty string of at most ${MAX_CACHE_SALT} characters`))
+    .nullish(),
   /** dseek's own opt-in extras: `{"routing": true}` adds the answer's expert-routing counts to the response. */
   dseek: z
     .object({ routing: bool('must be a boolean') }, rule('must be an object like {"routing": true}'))
@@ -150,7 +160,39 @@ function valueAt(body: unknown, path: readonly (string | number)[]): unknown {
   return v;
 }
 
-function preview(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+const PREVIEW_CHARS = 60;
+const PREVIEW_DEPTH = 8;
+
+/**
+ * A short JSON-like rendering of an offending value for the error message. It walks at most
+ * PREVIEW_DEPTH levels and stops once it has PREVIEW_CHARS characters: JSON.stringify of a value
+ * nested thousands deep overflows the stack (a 500), and of a huge one costs its whole size.
+ */
+export function preview(v: unknown): string {
+  let out = '';
+  const full = () => out.length > PREVIEW_CHARS;
+  const walk = (x: unknown, depth: number): void => {
+    if (full()) return;
+    if (Array.isArray(x) || (typeof x === 'object' && x !== null)) {
+      if (depth >= PREVIEW_DEPTH) {
+        out += Array.isArray(x) ? '[…]' : '{…}';
+        return;
+      }
+      const array = Array.isArray(x);
+      out += array ? '[' : '{';
+      let first = true;
+      for (const key in x) {
+        if (full()) return;
+        if (!first) out += ',';
+        first = false;
+        if (!array) out += `${JSON.stringify(key.slice(0, PREVIEW_CHARS))}:`;
+        walk((x as Record<string, unknown>)[key], depth + 1);
+      }
+      out += array ? ']' : '}';
+      return;
+    }
+    out += typeof x === 'string' ? JSON.stringify(x.slice(0, PREVIEW_CHARS + 1)) : (JSON.stringify(x) ?? String(x));
+  };
+  walk(v, 0);
+  return out.length > PREVIEW_CHARS ? `${out.slice(0, PREVIEW_CHARS - 3)}...` : out;
 }

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Engine } from '../engine/types.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { InvalidInputError } from '../errors.js';
 import { readJsonBody } from './body.js';
 import { HttpError, toHttpError } from './httpError.js';
 import { Metrics, type CancelReason } from './metrics.js';
@@ -18,7 +19,7 @@ import { completionsRoute } from './routes/completions.js';
 import { healthRoute, metricsRoute, modelsRoute } from './routes/info.js';
 import { isStaticPath, staticRoute } from './routes/static.js';
 import { statusRoute } from './routes/status.js';
-import type { ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
+import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
 
 export interface ServerOptions {
   readonly engine: Engine;
@@ -27,8 +28,10 @@ export interface ServerOptions {
   readonly modelName: string;
   /** Context window in tokens: prompt + max_tokens must fit. */
   readonly contextLength: number;
-  /** When set, /v1/* and /metrics need `Authorization: Bearer <apiKey>`. */
-  readonly apiKey?: string;
+  /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with one of these keys. */
+  readonly apiKey?: string | readonly string[];
+  /** Prefix-cache partitions (see CacheIsolation). Default: `key` when there are API keys, else `none`. */
+  readonly cacheIsolation?: CacheIsolation;
   /** Default: DeepSeek-V2's launch prices. */
   readonly prices?: PriceTable;
   /** Default 10 minutes. */
@@ -61,6 +64,11 @@ const SHUTDOWN_GRACE_MS = 1000;
 export function createServer(options: ServerOptions): DseekServer {
   const log = options.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
   const prices = options.prices ?? DEEPSEEK_V2_LAUNCH_PRICES;
+  const keys = options.apiKey === undefined ? [] : typeof options.apiKey === 'string' ? [options.apiKey] : [...options.apiKey];
+  if (options.apiKey !== undefined && (keys.length === 0 || keys.some((k) => k === ''))) {
+    throw new InvalidInputError('apiKey', 'give one or more non-empty API keys, or none to leave the API open');
+  }
+  const cacheIsolation = options.cacheIsolation ?? (keys.length > 0 ? 'key' : 'none');
   const ctx: ServerContext = {
     engine: options.engine,
     tokenizer: options.tokenizer,
@@ -75,6 +83,7 @@ export function createServer(options: ServerOptions): DseekServer {
     model: options.model ?? null,
     backend: options.backend ?? null,
     startedAt: Math.floor(Date.now() / 1000),
+    cacheIsolation,
   };
   const page = staticRoute(ctx);
   const files = new Map([['GET', page], ['HEAD', page]]);
@@ -89,7 +98,7 @@ export function createServer(options: ServerOptions): DseekServer {
     ['/', files],
   ]);
   const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const keyDigest = options.apiKey === undefined ? null : digest(options.apiKey);
+  const keyDigests = keys.map(digest);
   const inFlight = new Set<AbortController>();
   let closing = false;
   let onIdle: (() => void) | null = null;
@@ -137,16 +146,18 @@ export function createServer(options: ServerOptions): DseekServer {
         const allowed = [...table.keys()].join(', ');
         throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
       }
-      if (keyDigest && (path.startsWith('/v1/') || path === '/metrics')) checkApiKey(req, keyDigest);
+      const apiKeyDigest = keyDigests.length > 0 && (path.startsWith('/v1/') || path === '/metrics') ? checkApiKey(req, keyDigests) : null;
       const body = method === 'POST' ? await readJsonBody(req) : undefined;
-      const out = await route({ method, path, headers: req.headers, body, signal: controller.signal, receivedAt });
+      const out = await route({ method, path, headers: req.headers, body, signal: controller.signal, receivedAt, apiKeyDigest });
       await write(res, out);
     } catch (e) {
       if (e instanceof ClientGoneError || res.destroyed) return;
       const err = toHttpError(e, log);
       if (res.headersSent) {
-        // Mid-stream: the status is already 200, so the error travels as an event (the openai client throws it).
+        // Mid-stream: the status is already 200, so the error travels as an event (the openai
+        // client throws it), and the stream still ends as every stream does.
         writeSse(res, `data: ${JSON.stringify(err.body())}\n\n`);
+        writeSse(res, 'data: [DONE]\n\n');
         res.end();
       } else {
         sendJson(res, err.status, err.body(), err.headers);
@@ -240,10 +251,17 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/** Compares digests in constant time, so response timing does not leak the key. */
-function checkApiKey(req: IncomingMessage, expected: Buffer): void {
+/**
+ * The digest (hex) of the request's key when it is one of `expected`. Compares digests in
+ * constant time and against every key, so response timing does not leak a key or which one matched.
+ */
+function checkApiKey(req: IncomingMessage, expected: readonly Buffer[]): string {
   const match = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-  if (!match || !timingSafeEqual(digest(match[1]!.trim()), expected)) {
+  const given = match ? digest(match[1]!.trim()) : null;
+  let found: Buffer | null = null;
+  for (const key of expected) if (given && timingSafeEqual(given, key)) found = key;
+  if (!found) {
     throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
   }
+  return found.toString('hex');
 }

@@ -16,6 +16,8 @@ export interface ParsedRequest {
   readonly signal: AbortSignal;
   /** performance.now() when the request arrived. */
   readonly receivedAt: number;
+  /** SHA-256 (hex) of the API key the request was authorised with; null when the server has no keys. */
+  readonly apiKeyDigest: string | null;
 }
 
 /** Writes server-sent events; writes after the client has gone are dropped. */
@@ -84,4 +86,14 @@ export interface ServerContext {
   readonly backend: string | null;
   /** Seconds since the Unix epoch when the server was created (the model's `created`). */
   readonly startedAt: number;
+  /** Who shares prefix-cache pages with whom (see CacheIsolation). */
+  readonly cacheIsolation: CacheIsolation;
 }
+
+/**
+ * Which requests may hit each other's prefix-cache pages. A hit is visible to the caller
+ * (`prompt_cache_hit_tokens`, and latency), so a shared cache tells one tenant whether another
+ * sent a given page of text. `none`: one pool for everyone; `key`: one per API key; `user`: one
+ * per API key and `user` field. A request's `cache_salt` partitions further in every mode.
+ */
+export type CacheIsolation = 'none' | 'key' | 'user';

@@ -1,4 +1,4 @@
-/** Chat prompt rendering with the checkpoint's own Jinja template (SPEC §7.2). */
+/** Chat prompt rendering with the checkpoint's own Jinja template (docs/SPEC.md §7.2). */
 import { Template } from '@huggingface/jinja';
 import { InvalidInputError, ModelFormatError } from '../errors.js';
 

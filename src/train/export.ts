@@ -24,7 +24,7 @@ function toTensor(v: Vec, shape: readonly number[], dtype: ExportDType): Tensor 
   return { dtype, shape, data: new Uint8Array(u.buffer) };
 }
 
-/** The tensors of a checkpoint, named as SPEC §6.1. */
+/** The tensors of a checkpoint, named as docs/SPEC.md §6.1. */
 export function checkpointTensors(
   shape: ModelShape,
   params: ParamSet,

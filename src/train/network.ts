@@ -3,8 +3,8 @@
  * pass needs, and the backward pass written out by hand for every layer type.
  *
  *   h⁰ = E[x]
- *   per layer l:  h ← h + MLA(RMSNorm(h))          (DeepSeek-V2 §2.1, expanded form: SPEC §3.1)
- *                 h ← h + FFN_l(RMSNorm(h))        (dense SwiGLU, or DeepSeekMoE: SPEC §5)
+ *   per layer l:  h ← h + MLA(RMSNorm(h))          (DeepSeek-V2 §2.1, expanded form: docs/SPEC.md §3.1)
+ *                 h ← h + FFN_l(RMSNorm(h))        (dense SwiGLU, or DeepSeekMoE: docs/SPEC.md §5)
  *   logits = RMSNorm(h) · W_lmᵀ,   loss = mean cross-entropy of the next token
  *
  * The forward pass computes the function src/model/deepseek.ts computes for inference (the same
@@ -41,7 +41,7 @@ import {
 } from './ops.js';
 import type { ParamSet } from './params.js';
 
-/** The original code builds q_a_layernorm / kv_a_layernorm with eps 1e-6 (SPEC §2; src/model/attention.ts). */
+/** The original code builds q_a_layernorm / kv_a_layernorm with eps 1e-6 (docs/SPEC.md §2; src/model/attention.ts). */
 const LATENT_NORM_EPS = 1e-6;
 
 /** Configs the trainer supports: what src/model runs, minus the routers it does not train. */

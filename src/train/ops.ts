@@ -161,7 +161,7 @@ export function linearBackward(
 // ---- RMSNorm ------------------------------------------------------------------------------------
 
 /**
- * y = x / sqrt(mean(x²) + eps) · w over rows of width D (SPEC §2). `inv` receives each row's
+ * y = x / sqrt(mean(x²) + eps) · w over rows of width D (docs/SPEC.md §2). `inv` receives each row's
  * 1/rms for the backward pass. y may alias x.
  */
 export function rmsNorm(y: Vec, x: Vec, w: Vec, eps: number, rows: number, D: number, inv: Float64Array): void {
@@ -235,7 +235,7 @@ export function ropeTables(invFreq: Float64Array, magnitude: number, positions: 
 }
 
 /**
- * Rotate adjacent pairs (2i, 2i+1) of the 2·pairs values at `offset` of each row (SPEC §4.1) by
+ * Rotate adjacent pairs (2i, 2i+1) of the 2·pairs values at `offset` of each row (docs/SPEC.md §4.1) by
  * the angle of the row's position, or by minus that angle when `inverse`: the backward pass, since
  * the transpose of m·R(θ) is m·R(−θ). Row r has position pos[floor(r / rowsPerPos)].
  */
@@ -286,7 +286,7 @@ function sigmoid(z: number): number {
   return 1 / (1 + Math.exp(-z));
 }
 
-/** out[T][D] = down(silu(gate x) · up x) with hidden width F (SPEC §2). Keeps its activations (fresh arrays). */
+/** out[T][D] = down(silu(gate x) · up x) with hidden width F (docs/SPEC.md §2). Keeps its activations (fresh arrays). */
 export function swigluForward(ctx: OpContext, p: SwiGluParams, x: Vec, rows: number, D: number, F: number, out: Vec): SwiGluSaved {
   const g = allocVec(ctx.precision, rows * F);
   const u = allocVec(ctx.precision, rows * F);

@@ -1,6 +1,6 @@
 /**
  * The trainable parameters of a DeepSeek-V2/V3 model, named and shaped exactly as the Hugging Face
- * checkpoints that src/model/weights.ts loads (SPEC §6.1; shapes [out, in]). All values live in one
+ * checkpoints that src/model/weights.ts loads (docs/SPEC.md §6.1; shapes [out, in]). All values live in one
  * flat buffer (and the gradients in another of the same layout), which keeps the optimizer, the
  * gradient norm and checkpoints to single loops and single writes.
  */

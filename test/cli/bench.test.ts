@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot } from '../paths.js';
+import { goldenRoot, repoRoot } from '../paths.js';
 
 const repackDir = mkdtempSync(join(tmpdir(), 'dseek-repacked-'));
 const dseek = (...args: string[]) =>
@@ -62,7 +62,7 @@ test('random-model and bench refuse bad flags with one line', () => {
     [['random-model', '--like', 'gpt5', join(dir, 'x.gguf')], /--like.*gpt5/],
     [['random-model', '--like', 'v2-lite', '--type', 'q3_xs', join(dir, 'x.gguf')], /--type/],
     [['random-model', '--like', 'v2-lite', '--layers', '0', join(dir, 'x.gguf')], /--layers/],
-    [['bench', '--model', join(repoRoot, '..', 'shared', 'golden', 'lite'), '-p', '100'], /context/],
+    [['bench', '--model', join(goldenRoot, 'lite'), '-p', '100'], /context/],
   ] as const) {
     const r = dseek(...args);
     assert.notEqual(r.status, 0);

@@ -303,7 +303,7 @@ for (const name of goldenModels) {
     }
   });
 
-  test(`${name}: metadata has every deepseek2 key llama.cpp and dseek read (SPEC §6.2)`, () => {
+  test(`${name}: metadata has every deepseek2 key llama.cpp and dseek read (docs/SPEC.md §6.2)`, () => {
     const c = config as Record<string, number & string & boolean & null & Record<string, number>>;
     const yarn = c['rope_scaling'];
     const moeKeys: Record<string, [string, number | boolean]> = {

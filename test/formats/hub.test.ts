@@ -4,7 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { spawnSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,17 @@ const source = join(goldenRoot, 'lite');
 let requests: string[] = [];
 let cutAfter = -1; // when ≥ 0, the next weights download stops after this many bytes
 
+/** The stand-in hub. Every request gets an answer: a fault in the stub is a 500, never a hung client. */
 const server: Server = createServer((req, res) => {
+  try {
+    serveHub(req, res);
+  } catch (err) {
+    res.statusCode = 500;
+    res.end(`stub hub failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+});
+
+function serveHub(req: IncomingMessage, res: ServerResponse): void {
   const url = req.url ?? '';
   requests.push(`${req.method} ${url} ${req.headers.range ?? ''}`);
   if (url === '/api/models/tiny/lite') {
@@ -42,7 +52,7 @@ const server: Server = createServer((req, res) => {
     return;
   }
   res.end(bytes.subarray(from));
-});
+}
 const endpoint = await new Promise<string>((resolve) =>
   server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as { port: number }).port}`)),
 );

@@ -3,14 +3,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ModelFormatError } from '../../src/errors.js';
 import { openSafetensors, writeSafetensors } from '../../src/formats/safetensors.js';
 import { f32ToBf16, f32ToF16, tensorFromF32, type Tensor } from '../../src/kernels/tensor.js';
 
-// Tests compile to dist/test/formats/: three levels up is the repo root, shared/ sits beside it.
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const goldenDir = path.join(repoRoot, '..', 'shared', 'golden', 'lite');
+import { goldenRoot } from '../paths.js';
+
+const goldenDir = path.join(goldenRoot, 'lite');
 
 const tmpDirs: string[] = [];
 function tmpDir(): string {
@@ -116,7 +115,7 @@ test('get of a missing tensor names the tensor and the file', () => {
   src.close();
 });
 
-test('reads the golden lite model.safetensors (folder and file) byte for byte', { skip: !fs.existsSync(goldenDir) && 'no ../shared/golden' }, () => {
+test('reads the golden lite model.safetensors (folder and file) byte for byte', () => {
   const file = path.join(goldenDir, 'model.safetensors');
   const bytes = fs.readFileSync(file);
   const n = Number(bytes.readBigUInt64LE(0));

@@ -9,7 +9,7 @@ import { repoRoot, goldenRoot } from '../paths.js';
 
 const liteJson = JSON.parse(readFileSync(join(repoRoot, 'test/data/deepseek-v2-lite/config.json'), 'utf8')) as Record<string, unknown>;
 
-test('V2-Lite config normalises with every SPEC §1 field', () => {
+test('V2-Lite config normalises with every docs/SPEC.md §1 field', () => {
   const c = parseConfig(liteJson);
   assert.equal(c.family, 'deepseek_v2');
   assert.equal(c.qLoraRank, null);
@@ -24,7 +24,7 @@ test('V2-Lite config normalises with every SPEC §1 field', () => {
   assert.equal(isMoeLayer(c, 1), true);
 });
 
-test('YaRN constants match SPEC §11', () => {
+test('YaRN constants match docs/SPEC.md §11', () => {
   const c = parseConfig(liteJson);
   const rope = ropeParams(c);
   assert.ok(Math.abs(yarnMscale(40, 0.707) - 1.2608038) < 1e-7);

@@ -1,5 +1,5 @@
 /**
- * Parity with the reference implementation: ../shared/golden holds three tiny checkpoints (V2-Lite,
+ * Parity with the reference implementation: test/golden holds three tiny checkpoints (V2-Lite,
  * V2 and V3 architectures) and the logits the original modeling_deepseek.py computed for them in
  * float64, plus greedy continuations and router choices.
  */

@@ -1,6 +1,6 @@
 /**
  * An independent, deliberately naive float64 implementation of the DeepSeek-V2/V3 forward pass,
- * written from SPEC.md §2–§5 and §10 only (not from src/model/*). It follows the structure of the
+ * written from docs/SPEC.md §2–§5 and §10 only (not from src/model/*). It follows the structure of the
  * original HF remote code (modeling_deepseek.py) rather than dseek's:
  *   - RoPE: each rope slice is permuted from interleaved to half-split order (even-indexed
  *     elements, then odd-indexed) and rotated with LLaMA `rotate_half` and duplicated cos/sin;

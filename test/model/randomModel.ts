@@ -1,6 +1,6 @@
 /**
  * Write a tiny, randomly initialised DeepSeek-V2/V3 checkpoint (config.json + model.safetensors)
- * for shape and parity tests. Tensor names and [out, in] shapes follow SPEC §6.1. Weights come
+ * for shape and parity tests. Tensor names and [out, in] shapes follow docs/SPEC.md §6.1. Weights come
  * from a seeded PRNG, so the same (overrides, seed, dtype) always gives the same files.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * Exactness on shapes the golden fixtures do not cover: tiny random checkpoints with awkward
  * dimensions and every router/RoPE/config variant, compared against an independent naive float64
- * implementation (naiveReference.ts, written from SPEC.md in the original remote code's style).
+ * implementation (naiveReference.ts, written from docs/SPEC.md in the original remote code's style).
  * The naive reference is itself first checked against the golden fixtures.
  */
 import { after, test } from 'node:test';
@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel } from '../../src/model/load.js';
 import { referenceBackend } from '../../src/kernels/reference/index.js';
 import { createNativeBackend } from '../../src/kernels/native/index.js';
 import type { Backend } from '../../src/kernels/backend.js';
 import { naiveLogits, naiveSoftmaxScale, readWeightsF64, type RouteTrace } from './naiveReference.js';
 import { writeRandomModel } from './randomModel.js';
+import { goldenRoot } from '../paths.js';
 
 type Vec = Float32Array | Float64Array;
 
@@ -24,7 +24,6 @@ const backends: Backend[] = [referenceBackend];
 const native = createNativeBackend(2);
 if (native) backends.push(native);
 
-const goldenRoot = fileURLToPath(new URL('../../../../shared/golden/', import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), 'dseek-shapes-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 

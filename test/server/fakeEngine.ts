@@ -154,6 +154,8 @@ export class FakeEngine implements Engine {
       promptCacheMissTokens: 0,
       mhaBytesPerToken: 276_480,
       gqaBytesPerToken: 110_592,
+      engineFaults: 0,
+      unhealthy: null,
     };
   }
 

@@ -52,7 +52,7 @@ export async function startServer(
   });
   const { url } = await server.listen(0, '127.0.0.1');
   // No retries: the tests want to see each status as the server sent it.
-  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: serverOptions.apiKey ?? 'unused', maxRetries: 0, timeout: 20_000 });
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: typeof serverOptions.apiKey === 'string' ? serverOptions.apiKey : (serverOptions.apiKey?.[0] ?? 'unused'), maxRetries: 0, timeout: 20_000 });
   return { url, engine, client, logs, server, close: () => server.close(2000) };
 }
 

@@ -17,7 +17,7 @@ const conversation: ChatMessage[] = [
   { role: 'user', content: 'What is 2+2?' },
 ];
 
-test('V3 template (from tokenizer_config.json) renders SPEC §7.2 exactly', () => {
+test('V3 template (from tokenizer_config.json) renders docs/SPEC.md §7.2 exactly', () => {
   const prompt = renderChat(tok.chatTemplate!, conversation, { ...special, addGenerationPrompt: true });
   assert.equal(
     prompt,

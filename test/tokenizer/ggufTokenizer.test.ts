@@ -124,7 +124,7 @@ test('V3: the synthesised pre-tokenizer is the one in DeepSeek-V3 tokenizer.json
   assert.deepEqual(preTokenizerJson('deepseek-v3'), json.pre_tokenizer);
 });
 
-// SPEC §7.1 step 2 verbatim: llama.cpp's copy, whose text went through NFC.
+// docs/SPEC.md §7.1 step 2 verbatim: llama.cpp's copy, whose text went through NFC.
 const SPEC_LETTERS =
   '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+';
 
@@ -214,7 +214,7 @@ function v2Metadata(overrides: Record<string, GgufValue | undefined> = {}): Arra
   return out;
 }
 
-/** The tokenizer.json it stands for, with the V2 pre-tokenizer spelled out here (SPEC §7.1, repaired class). */
+/** The tokenizer.json it stands for, with the V2 pre-tokenizer spelled out here (docs/SPEC.md §7.1, repaired class). */
 function v2Json(): Tokenizer {
   const repaired = SPEC_LETTERS.replace('Ὗ-ώ', 'Ὗ-\u1F7D')
     .replace('ᾼιῂ', 'ᾼ\u1FBEῂ')

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { tokenizerFromJson, type Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { DEEPSEEK_V2_CHAT_TEMPLATE, renderChat } from '../../src/tokenizer/chatTemplate.js';
 
-// A tiny byte-level BPE tokenizer with the V2 (`deepseek-llm`) pre-tokenizer of SPEC §7.1, in the
+// A tiny byte-level BPE tokenizer with the V2 (`deepseek-llm`) pre-tokenizer of docs/SPEC.md §7.1, in the
 // JSON form tokenizer.json uses. Its merges are chosen so that every split the pre-tokenizer must
 // make would otherwise be merged away: a control tokenizer without the Split stages shows they fire.
 
-// SPEC §7.1 steps 1-6, copied verbatim. The letter class is llama.cpp's copy, in which three Greek
+// docs/SPEC.md §7.1 steps 1-6, copied verbatim. The letter class is llama.cpp's copy, in which three Greek
 // Extended range ends were NFC-normalized (Ὗ-ώ, ῐ-ΐ, ῖ-Ί end in U+03CE, U+0390, U+038A), making
 // those ranges descending; the tokenizer restores them.
 const V2_SPLITS = [

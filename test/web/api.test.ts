@@ -50,6 +50,8 @@ class RoutingEngine implements Engine {
       promptCacheMissTokens: 30,
       mhaBytesPerToken: 1600,
       gqaBytesPerToken: 800,
+      engineFaults: 0,
+      unhealthy: null,
     };
   }
   close(): Promise<void> {

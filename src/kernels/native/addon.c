@@ -15,6 +15,7 @@
 #include "threadpool.h"
 #include "quant.h"
 #include "repack.h"
+#include "guard.h"
 
 #define CHECK(call)                                     \
   do {                                                  \
@@ -208,6 +209,7 @@ static void release_region(napi_env env, void *data, void *hint) {
   (void)data;
   mapping_t *m = hint;
   if (--m->refs == 0) {
+    guard_forget(m->base);
     munmap(m->base, m->length);
     free(m);
   }
@@ -251,8 +253,10 @@ static napi_value js_map_regions(napi_env env, napi_callback_info info) {
   void *base = mmap(NULL, length, PROT_READ, flags, fd, 0);
   close(fd);
   if (base == MAP_FAILED) return fail(env, "mapRegions: mmap failed");
+  guard_watch(base, length); /* a file truncated later reads as zeros, not SIGBUS (guard.h) */
   mapping_t *m = malloc(sizeof *m);
   if (!m) {
+    guard_forget(base);
     munmap(base, length);
     return fail(env, "mapRegions: out of memory");
   }
@@ -279,6 +283,14 @@ static napi_value js_map_regions(napi_env env, napi_callback_info info) {
   }
   release_region(env, NULL, m);
   return result;
+}
+
+/* mappedFileFaults() -> faults on mappings whose file shrank, since start (guard.h) */
+static napi_value js_mapped_file_faults(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_double(env, (double)guard_faults(), &out));
+  return out;
 }
 
 /* readBandwidth(bytes, passes) -> bytes per second */
@@ -532,6 +544,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"releasePages", NULL, js_release_pages, NULL, NULL, NULL, napi_default, NULL},
       {"hashBytes", NULL, js_hash_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"prefault", NULL, js_prefault, NULL, NULL, NULL, napi_default, NULL},
+      {"mappedFileFaults", NULL, js_mapped_file_faults, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

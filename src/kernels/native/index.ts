@@ -25,6 +25,7 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
   setThreads(n: number): void;
   readBandwidth(bytes: number, passes: number): number;
+  mappedFileFaults(): number;
   info(): { simd: string; threads: number };
   levels(): Array<{ name: string; supported: boolean }>;
   setLevel(name: string): void;
@@ -134,6 +135,14 @@ function mapGrouped(
     for (const i of s.members) views[i] = new Uint8Array(buffer, regions[i]!.offset - s.offset, regions[i]!.size);
   });
   return views;
+}
+
+/**
+ * Reads of mapped file pages that faulted because the file shrank (turned into zeros by
+ * guard.c instead of SIGBUS), since start; 0 without the addon (nothing is mapped then).
+ */
+export function mappedFileFaults(): number {
+  return loadAddon()?.mappedFileFaults() ?? 0;
 }
 
 /**

@@ -1,6 +1,6 @@
 /** POST /v1/chat/completions: OpenAI chat.completion / chat.completion.chunk objects. */
 import { randomBytes } from 'node:crypto';
-import { checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
+import { cacheSaltOf, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
 import { chatPromptIds, tokenBudget } from '../prompt.js';
 import { respond, type Formatter } from '../respond.js';
@@ -11,11 +11,11 @@ export function chatRoute(ctx: ServerContext): Route {
   return async (req) => {
     const body = parseBody(chatSchema, req.body);
     checkModel(body, ctx.modelName);
-    const prompt = chatPromptIds(ctx.tokenizer, body.messages);
+    const prompt = chatPromptIds(ctx.tokenizer, body.messages, ctx.contextLength);
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages');
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const plan = {
-      requests: engineRequests(body, prompt, maxTokens, topLogprobs),
+      requests: engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body)),
       promptTokens: prompt.length,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,

@@ -1,6 +1,6 @@
 /** POST /v1/completions: raw prompts (text or token ids) and fill-in-the-middle, text_completion objects. */
 import { randomBytes } from 'node:crypto';
-import { checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
+import { cacheSaltOf, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
 import { completionPromptIds, tokenBudget } from '../prompt.js';
 import { respond, type Formatter } from '../respond.js';
@@ -11,11 +11,11 @@ export function completionsRoute(ctx: ServerContext): Route {
   return async (req) => {
     const body = parseBody(completionSchema, req.body);
     checkModel(body, ctx.modelName);
-    const prompt = completionPromptIds(ctx.tokenizer, body.prompt, body.suffix);
+    const prompt = completionPromptIds(ctx.tokenizer, body.prompt, body.suffix, ctx.contextLength);
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'prompt');
     const topLogprobs = body.logprobs ?? undefined;
     const plan = {
-      requests: engineRequests(body, prompt, maxTokens, topLogprobs),
+      requests: engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body)),
       promptTokens: prompt.length,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,

@@ -9,10 +9,17 @@ export function modelsRoute(ctx: ServerContext): Route {
   });
 }
 
-/** Liveness plus the engine's load, for load balancers; always open, even with an API key. */
+/**
+ * Liveness plus the engine's load, for load balancers; always open, even with an API key. 503
+ * with the reason once the engine cannot serve any more (a weight file changed on disk), so that
+ * a balancer takes the instance out and an operator sees what to fix.
+ */
 export function healthRoute(ctx: ServerContext): Route {
   return async () => {
     const stats = ctx.engine.stats();
+    if (stats.unhealthy !== null) {
+      return { kind: 'json', status: 503, body: { status: 'unhealthy', reason: stats.unhealthy, model: ctx.modelName, running: stats.running, queued: stats.queued } };
+    }
     return { kind: 'json', status: 200, body: { status: 'ok', model: ctx.modelName, running: stats.running, queued: stats.queued } };
   };
 }
