@@ -10,7 +10,7 @@ import { selectBackend } from '../kernels/select.js';
 import { DiskCache } from '../cache/diskCache.js';
 import { Scheduler } from './scheduler.js';
 import { SchedulerLoop } from './localEngine.js';
-import type { WorkerInit, ToWorker, FromWorker } from './workerProtocol.js';
+import { serializeError, type WorkerInit, type ToWorker, type FromWorker } from './workerProtocol.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -55,8 +55,7 @@ try {
         });
         idMap.set(m.id, sid);
       } catch (err) {
-        const e = err as Error & { code?: string };
-        post({ type: 'error', id: m.id, error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+        post({ type: 'error', id: m.id, error: serializeError(err) });
       }
       loop.kick();
     } else if (m.type === 'cancel') {
@@ -79,6 +78,5 @@ try {
     stats: scheduler.stats(),
   });
 } catch (err) {
-  const e = err as Error & { code?: string };
-  post({ type: 'fatal', error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+  post({ type: 'fatal', error: serializeError(err) });
 }
