@@ -121,6 +121,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
         kernels: engine.info.backend,
         hasTokenizer: tokenizer !== null,
         hasChatTemplate: tokenizer?.chatTemplate != null,
+        diskCacheDir: engine.info.diskCacheDir,
       },
     });
     onProgress?.({ phase: 'ready' });

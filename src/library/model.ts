@@ -125,6 +125,8 @@ export interface ModelInfo {
   readonly hasTokenizer: boolean;
   /** Whether `chat` can render messages (the tokenizer has a chat template). */
   readonly hasChatTemplate: boolean;
+  /** Where prefix pages are kept on disk (loadModel's diskCacheDir, per model), or null. */
+  readonly diskCacheDir: string | null;
 }
 
 /** A snapshot of the engine: load, cache memory, prefix and disk caches. */
