@@ -132,7 +132,8 @@ export function buildProgram(): Command {
 
   addSamplingFlags(addModelFlags(program.command('chat').description('interactive multi-turn chat in the terminal')), 512)
     .option('--system <text>', 'system message')
-    .action(async (flags: GenerationFlags & { system?: string }) => {
+    .option('--usage', 'after each answer, print its token counts and prompt-cache hits to stderr')
+    .action(async (flags: GenerationFlags & { system?: string; usage?: boolean }) => {
       const options = generationOptions(flags, 512);
       await withModel(flags, async (model) => {
         requireTokenizer(model);
@@ -153,7 +154,8 @@ export function buildProgram(): Command {
             // the latent pages of the turns before (prompt and answer): only the new turn is computed.
             const result = await streamToStdout(model.chat(messages, { ...options, stream: true }));
             process.stdout.write('\n');
-            if (process.env['DSEEK_DEBUG']) process.stderr.write(`dseek chat: ${result.usage.promptCacheHitTokens} of ${result.usage.promptTokens} prompt tokens from the cache\n`);
+            const u = result.usage;
+            if (flags.usage) process.stderr.write(`[${u.promptTokens} prompt tokens, ${u.promptCacheHitTokens} from the cache; ${u.completionTokens} generated]\n`);
             // The template writes "Assistant: " + content: the answer's own leading space would double it.
             messages.push({ role: 'assistant', content: result.text.trimStart() });
           }
