@@ -15,6 +15,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ParameterCounts } from '../model/params.js';
 import { costOf, type PriceTable } from '../server/prices.js';
 import { reviveError } from './errors.js';
+import { splitThinking } from './reasoning.js';
 
 export type { ChatMessage };
 
@@ -341,7 +342,7 @@ export class Model {
     }
     if (!done || done.finishReason === 'cancelled') {
       if (signal.aborted) throw asAbortError(signal.reason, options.signal);
-      throw new ModelClosedError('the model was closed while this call was running');
+      throw new ModelClosedError('the engine ended this call: the model was closed while it ran, or the engine failed (see the log option of loadModel)');
     }
     const u = done.usage;
     const cost = costOf(prices, u.promptCacheHitTokens, u.promptCacheMissTokens, u.completionTokens);
@@ -363,13 +364,6 @@ export class Model {
       generationS: done.generationS,
     };
   }
-}
-
-/** DeepSeek-R1-style output: `[<think>] reasoning </think> answer` (R1's template opens <think> itself). */
-function splitThinking(text: string): { text: string; reasoning?: string } {
-  const end = text.indexOf('</think>');
-  if (end < 0) return { text };
-  return { reasoning: text.slice(0, end).replace(/^\s*<think>/, '').trim(), text: text.slice(end + '</think>'.length).trimStart() };
 }
 
 /** Any failure caused by the caller's signal becomes an AbortError (a DseekError stays as it is otherwise). */

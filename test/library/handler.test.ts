@@ -103,3 +103,25 @@ test('createServer returns a node:http server that listens like any other and sh
   await api.shutdown(1000);
   assert.equal(api.listening, false);
 });
+
+test('a client that disconnects mid-stream cancels its generation through the handler', async () => {
+  const controller = new AbortController();
+  const res = await fetch(`${baseURL}/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'And the LORD spake unto Moses', max_tokens: 200, stream: true }),
+    signal: controller.signal,
+  });
+  const reader = res.body!.getReader();
+  let seen = '';
+  while (!seen.includes('"text"')) seen += new TextDecoder().decode((await reader.read()).value);
+  controller.abort();
+  const metricsUrl = `${baseURL.replace(/\/v1$/, '')}/metrics`;
+  const cancelled = async () => /dseek_cancellations_total\{reason="client_disconnect"\} [1-9]/.test(await (await fetch(metricsUrl)).text());
+  const until = Date.now() + 5000;
+  while (!(await cancelled()) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(await cancelled(), 'the handler counted a client_disconnect cancellation');
+  // The engine's stats arrive a step after the cancellation.
+  while ((model.stats().running > 0 || model.stats().queued > 0) && Date.now() < until + 5000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(model.stats().running, 0);
+});
