@@ -188,3 +188,15 @@ test('a model without a tokenizer generates from token ids; text calls say a tok
   }
   await assert.rejects(lite.generate([1, 2]), ModelClosedError);
 });
+
+test('with diskCacheDir, a prompt cached by one load is a cache hit after a reload', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dseek-lib-disk-'));
+  const prompt = 'And God said, Let there be light: and there was light. And God saw the light, that it was good: and God divided the light from the darkness. And God called the light Day, and the darkness he called Night. And the evening and the morning were the first day. And God said, Let there be a firmament in the midst of the waters, and let it divide the waters from the waters.';
+  const first = await loadModel(undefined, { threads: 1, diskCacheDir: dir });
+  const cold = await first.generate(prompt, { maxTokens: 2, temperature: 0 }).finally(() => first.close());
+  assert.equal(cold.usage.promptCacheHitTokens, 0);
+  const second = await loadModel(undefined, { threads: 1, diskCacheDir: dir });
+  const warm = await second.generate(prompt, { maxTokens: 2, temperature: 0 }).finally(() => second.close());
+  assert.ok(warm.usage.promptCacheHitTokens >= 64, `hits ${warm.usage.promptCacheHitTokens} of ${warm.usage.promptTokens}`);
+  assert.deepEqual(warm.tokens, cold.tokens);
+});
