@@ -246,7 +246,9 @@ export class Model {
       options.signal?.throwIfAborted();
       const prompt = ids();
       const request = this.engineRequest(prompt, options);
-      return this.run(request, options, stop.signal, deltas, splitReasoning);
+      // Deltas are kept only for a stream's reader; a plain call needs just the result.
+      const sink = options.stream === true ? (d: GenerationDelta) => deltas.push(d) : () => {};
+      return this.run(request, options, stop.signal, sink, splitReasoning);
     })().catch((err: unknown) => {
       throw asAbortError(err, options.signal);
     });
@@ -308,7 +310,7 @@ export class Model {
     request: EngineRequest,
     options: GenerateOptions,
     stopped: AbortSignal,
-    deltas: EventStream<GenerationDelta>,
+    emit: (delta: GenerationDelta) => void,
     splitReasoning: boolean,
   ): Promise<GenerationResult> {
     const { engine, prices } = modelInternals(this);
@@ -318,21 +320,19 @@ export class Model {
     const logprobs: TokenLogprobs[] = [];
     let text = '';
     let done: Extract<EngineEvent, { type: 'done' }> | null = null;
-    let events: AsyncIterable<EngineEvent>;
     try {
-      events = engine.generate(request, signal);
-      for await (const e of events) {
+      for await (const e of engine.generate(request, signal)) {
         if (e.type === 'token') {
           tokens.push(e.token);
           text += e.text;
           const lp = e.logprob ? [{ chosen: e.logprob, top: e.topLogprobs ?? [] }] : [];
           logprobs.push(...lp);
-          deltas.push({ text: e.text, tokens: [e.token], ...(wantLogprobs ? { logprobs: lp } : {}) });
+          emit({ text: e.text, tokens: [e.token], ...(wantLogprobs ? { logprobs: lp } : {}) });
         } else if (e.type === 'done') {
           done = e;
           if (e.text) {
             text += e.text;
-            deltas.push({ text: e.text, tokens: [], ...(wantLogprobs ? { logprobs: [] } : {}) });
+            emit({ text: e.text, tokens: [], ...(wantLogprobs ? { logprobs: [] } : {}) });
           }
           break;
         }
