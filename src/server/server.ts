@@ -1,6 +1,8 @@
 /**
- * The OpenAI-compatible HTTP server on node:http: routing, auth, per-request abort (client gone,
- * timeout, shutdown), response writing and graceful shutdown. Routes stay free of node:http.
+ * The OpenAI-compatible HTTP server. `createApp` is the framework-free core (routing, auth, the
+ * routes' shared context) that both adapters use: `createServer` here on node:http (per-request
+ * abort on client gone, timeout or shutdown; response writing; graceful shutdown) and
+ * webHandler.ts for web-standard Request/Response. Routes stay free of node:http.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -268,7 +270,7 @@ export function createServer(options: ServerOptions): DseekServer {
 }
 
 /** The path of origin-form (`/v1/models?x`) and absolute-form (`http://host/v1/models`) targets alike. */
-export function pathOf(url: string | undefined): string {
+function pathOf(url: string | undefined): string {
   try {
     return new URL(url ?? '/', 'http://localhost').pathname;
   } catch {
