@@ -77,6 +77,28 @@ export class EngineFaultError extends DseekError {
 }
 
 /**
+ * A call was cancelled through its `signal` (AbortSignal) before it finished: `loadModel` while
+ * downloading or loading, `generate` / `chat` at any point (their cache pages are freed at the
+ * engine's next step). The name is `AbortError`, as `fetch` and Node's own APIs use, so code that
+ * checks `err.name === 'AbortError'` keeps working. `reason` is the signal's reason.
+ */
+export class AbortError extends DseekError {
+  readonly reason: unknown;
+  constructor(what: string, reason?: unknown) {
+    super('aborted', `${what} was aborted${reason instanceof Error ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : ''}`);
+    this.name = 'AbortError';
+    this.reason = reason;
+  }
+}
+
+/** A call on a Model after `model.close()`, or one still running when close() ended it. */
+export class ModelClosedError extends DseekError {
+  constructor(message = 'the model is closed: load it again with loadModel()') {
+    super('model_closed', message);
+  }
+}
+
+/**
  * A weight file changed on disk after it was loaded (truncated, replaced or rewritten in place).
  * Its mapped bytes can no longer be trusted, so nothing more is computed from them: restart with
  * an intact file.
@@ -86,5 +108,15 @@ export class ModelFileChangedError extends DseekError {
   constructor(file: string, what: string) {
     super('model_file_changed', `the model file ${file} ${what} since it was loaded: restart the server with an intact file`);
     this.file = file;
+  }
+}
+
+/**
+ * The engine's request queue is full (`maxQueue` requests already wait for a slot): retry later,
+ * or load the model with a larger `maxQueue` / `parallel`. The server answers it with 429.
+ */
+export class QueueFullError extends DseekError {
+  constructor(limit: number) {
+    super('queue_full', `the request queue is full (${limit} waiting): retry later`);
   }
 }

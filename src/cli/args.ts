@@ -1,33 +1,32 @@
 /** Parsing and checking of CLI arguments: each bad value is an InvalidInputError naming the flag. */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { InvalidInputError } from '../errors.js';
-import { isHubId, resolveHubModel } from '../formats/hub.js';
+import { InvalidInputError, ModelFormatError } from '../errors.js';
+import { DEFAULT_MODEL_DIR, resolveModelSource } from '../library/source.js';
 import type { SamplingOptions } from '../engine/sampler.js';
 
-/** The bundled default model (shipped in models/ by the package). */
-export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../../models/default', import.meta.url));
+export { DEFAULT_MODEL_DIR } from '../library/source.js';
 
 /**
  * The local path of --model: a folder or .gguf file as given, a hub id (org/name) downloaded once
  * into the cache with progress on stderr, or the bundled default model when omitted.
  */
 export async function resolveModelPath(model: string | undefined): Promise<string> {
-  if (model) {
-    if (!isHubId(model)) return model;
-    let last = '';
-    const path = await resolveHubModel(model, {
-      onProgress: (file, done, total) => {
+  let last = '';
+  try {
+    return await resolveModelSource(model, {
+      onDownload: (file, done, total) => {
         const line = `downloading ${model}: ${file} ${(done / 2 ** 20).toFixed(1)}${total ? ` / ${(total / 2 ** 20).toFixed(1)}` : ''} MiB`;
         if (line !== last && process.stderr.isTTY) process.stderr.write(`\r${line}`);
         last = line;
       },
     });
+  } catch (err) {
+    if (model === undefined && err instanceof ModelFormatError) {
+      throw new InvalidInputError('--model', `not given, and no bundled default model is installed at ${DEFAULT_MODEL_DIR}: pass --model <folder>`);
+    }
+    throw err;
+  } finally {
     if (last && process.stderr.isTTY) process.stderr.write('\n');
-    return path;
   }
-  if (existsSync(DEFAULT_MODEL_DIR)) return DEFAULT_MODEL_DIR;
-  throw new InvalidInputError('--model', `not given, and no bundled default model is installed at ${DEFAULT_MODEL_DIR}: pass --model <folder>`);
 }
 
 /** "0,17,42" → [0, 17, 42]. */

@@ -9,6 +9,7 @@ import { openGguf, type GgufFile } from '../formats/gguf.js';
 import { configFromGguf } from '../model/ggufModel.js';
 import type { ModelConfig } from '../model/config.js';
 import { countParameters, formatCount } from '../model/params.js';
+import { FAMILY_NAMES, supportedModelType } from '../model/registry.js';
 
 /** Where progress goes: process.stderr, or anything with `write` (tests). */
 export interface ProgressSink {
@@ -222,6 +223,7 @@ export function formatGgufInspectReport(r: GgufInspectReport): string {
   const c = r.config;
   if (c) {
     lines.push(
+      `model type: ${c.modelType} (${FAMILY_NAMES[c.family]} family: ${supportedModelType(c.modelType)?.models ?? c.modelType})`,
       `layers ${c.numHiddenLayers}, hidden ${c.hiddenSize}, heads ${c.numAttentionHeads}, vocab ${c.vocabSize}, context ${c.maxPositionEmbeddings}`,
       `MLA: kv_lora_rank ${c.kvLoraRank}, q_lora_rank ${c.qLoraRank ?? 'none (attn_q)'}, head dims nope ${c.qkNopeHeadDim} / rope ${c.qkRopeHeadDim} / v ${c.vHeadDim}`,
       c.nRoutedExperts > 0

@@ -5,6 +5,7 @@ import { readConfigFile, parseConfig, type ModelConfig } from '../model/config.j
 import { cacheFootprint, countParameters, formatCount } from '../model/params.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { ModelFormatError } from '../errors.js';
+import { FAMILY_NAMES, supportedModelType } from '../model/registry.js';
 
 export interface WeightTypeSummary {
   readonly dtype: string;
@@ -83,7 +84,7 @@ export function formatInspectReport(r: InspectReport): string {
   const p = r.parameters;
   const lines = [
     `model: ${r.path}`,
-    `architecture: ${c.modelType} (${c.family === 'deepseek_v2' ? 'DeepSeek-V2' : 'DeepSeek-V3'} family)`,
+    `architecture: ${c.modelType} (${FAMILY_NAMES[c.family]} family: ${supportedModelType(c.modelType)?.models ?? c.modelType})`,
     `layers ${c.numHiddenLayers}, hidden ${c.hiddenSize}, heads ${c.numAttentionHeads}, vocab ${c.vocabSize}, context ${c.maxPositionEmbeddings}`,
     `MLA: kv_lora_rank ${c.kvLoraRank}, q_lora_rank ${c.qLoraRank ?? 'none (q_proj)'}, head dims nope ${c.qkNopeHeadDim} / rope ${c.qkRopeHeadDim} / v ${c.vHeadDim}`,
     c.nRoutedExperts > 0

@@ -5,10 +5,8 @@
 import { createInterface } from 'node:readline';
 import { Command, CommanderError, Option } from 'commander';
 import { DseekError, InvalidInputError } from '../errors.js';
-import { loadModel, type LoadedModel } from '../model/load.js';
-import { generate, type GenerateOptions, type GenerationResult } from '../engine/generate.js';
-import { renderChat, type ChatMessage } from '../tokenizer/chatTemplate.js';
-import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { loadModel as loadWeightsSync, type LoadedModel } from '../model/load.js';
+import { loadModel, type ChatMessage, type GenerateOptions, type GenerationResult, type GenerationStream, type Model } from '../index.js';
 import { formatInspectReport, inspectModel } from './inspect.js';
 import { registerServeCommand } from './serve.js';
 import { registerBenchCommand } from './bench.js';
@@ -51,48 +49,58 @@ function addSamplingFlags(cmd: Command, defaultMaxTokens: number): Command {
     .option('--ignore-eos', 'keep generating past end-of-sequence tokens');
 }
 
-async function load(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'): Promise<LoadedModel> {
-  return loadModel(await resolveModelPath(flags.model), { precision });
+/** The weights for `logits`, which reads the model's own forward pass rather than generating. */
+async function loadWeights(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'): Promise<LoadedModel> {
+  return loadWeightsSync(await resolveModelPath(flags.model), { precision });
+}
+
+/**
+ * The model for the generation commands, through the library's loadModel: the same engine the
+ * server and library users run (one sequence at a time here, the context the model allows unless
+ * --ctx-size says less, and the f32 latent cache unless --cache-type says f16).
+ */
+async function openModel(flags: ModelFlags): Promise<Model> {
+  const path = await resolveModelPath(flags.model);
+  return loadModel(path, {
+    parallel: 1,
+    cacheType: flags.cacheType ?? 'f32',
+    contextSize: flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 2) : Number.MAX_SAFE_INTEGER,
+  });
+}
+
+/** Runs `body` with the model open, closing it (and its engine thread) however `body` ends. */
+async function withModel(flags: ModelFlags, body: (model: Model) => Promise<void>): Promise<void> {
+  const model = await openModel(flags);
+  try {
+    await body(model);
+  } finally {
+    await model.close(0);
+  }
 }
 
 function generationOptions(flags: GenerationFlags, defaultMaxTokens: number): GenerateOptions {
   return {
     ...samplingFromFlags(flags),
-    maxTokens: flags.maxTokens === undefined ? defaultMaxTokens : parseInteger('--max-tokens', flags.maxTokens),
+    maxTokens: flags.maxTokens === undefined ? defaultMaxTokens : parseInteger('--max-tokens', flags.maxTokens, 1),
     ...(flags.stop ? { stop: flags.stop } : {}),
     ...(flags.ignoreEos ? { ignoreEos: true } : {}),
-    ...(flags.cacheType ? { cacheType: flags.cacheType } : {}),
-    ...(flags.ctxSize !== undefined ? { contextLength: parseInteger('--ctx-size', flags.ctxSize, 1) } : {}),
   };
 }
 
-function requireTokenizer(m: LoadedModel): Tokenizer {
-  if (!m.tokenizer) {
-    throw new InvalidInputError('--model', `${m.path} has no tokenizer.json: text prompts need one (use \`dseek generate --tokens\`)`);
-  }
-  return m.tokenizer;
-}
-
-/** Run generation, writing each piece of text to stdout as it becomes final. */
-function streamToStdout(m: LoadedModel, prompt: number[], options: GenerateOptions): GenerationResult {
-  const it = generate(m.model, m.tokenizer, prompt, options);
-  for (;;) {
-    const step = it.next();
-    if (step.done) return step.value;
-    if (step.value.text) process.stdout.write(step.value.text);
+function requireTokenizer(model: Model): void {
+  if (!model.info.hasTokenizer) {
+    throw new InvalidInputError('--model', `${model.info.path} has no tokenizer.json: text prompts need one (use \`dseek generate --tokens\`)`);
   }
 }
 
-function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[]): number[] {
-  if (!tokenizer.chatTemplate) {
-    throw new InvalidInputError('--chat', 'this model’s tokenizer_config.json has no chat_template');
-  }
-  const text = renderChat(tokenizer.chatTemplate, messages, {
-    bosToken: tokenizer.bosId !== null ? new TextDecoder().decode(tokenizer.tokenBytes(tokenizer.bosId)) : '',
-    eosToken: tokenizer.eosId !== null ? new TextDecoder().decode(tokenizer.tokenBytes(tokenizer.eosId)) : '',
-    addGenerationPrompt: true,
-  });
-  return tokenizer.encode(text);
+function requireChatTemplate(model: Model): void {
+  if (!model.info.hasChatTemplate) throw new InvalidInputError('--chat', 'this model’s tokenizer_config.json has no chat_template');
+}
+
+/** Writes each piece of text to stdout as it becomes final; resolves with the whole result. */
+async function streamToStdout(stream: GenerationStream): Promise<GenerationResult> {
+  for await (const delta of stream) if (delta.text) process.stdout.write(delta.text);
+  return stream.result;
 }
 
 export function buildProgram(): Command {
@@ -110,43 +118,52 @@ export function buildProgram(): Command {
     .option('--system <text>', 'system message (with --chat)')
     .action(async (prompt: string, flags: GenerationFlags & { chat?: boolean; system?: string }) => {
       if (prompt.length === 0) throw new InvalidInputError('prompt', 'empty: give some text to continue');
-      const m = await load(flags);
-      const tokenizer = requireTokenizer(m);
-      const messages: ChatMessage[] = [];
-      if (flags.system) messages.push({ role: 'system', content: flags.system });
-      messages.push({ role: 'user', content: prompt });
-      const tokens = flags.chat ? chatPrompt(tokenizer, messages) : tokenizer.encode(prompt);
-      streamToStdout(m, tokens, generationOptions(flags, 256));
-      process.stdout.write('\n');
+      const options = generationOptions(flags, 256);
+      await withModel(flags, async (model) => {
+        requireTokenizer(model);
+        const messages: ChatMessage[] = [];
+        if (flags.system) messages.push({ role: 'system', content: flags.system });
+        messages.push({ role: 'user', content: prompt });
+        if (flags.chat) requireChatTemplate(model);
+        await streamToStdout(flags.chat ? model.chat(messages, { ...options, stream: true }) : model.generate(prompt, { ...options, stream: true }));
+        process.stdout.write('\n');
+      });
     });
 
   addSamplingFlags(addModelFlags(program.command('chat').description('interactive multi-turn chat in the terminal')), 512)
     .option('--system <text>', 'system message')
-    .action(async (flags: GenerationFlags & { system?: string }) => {
-      const m = await load(flags);
-      const tokenizer = requireTokenizer(m);
+    .option('--usage', 'after each answer, print its token counts and prompt-cache hits to stderr')
+    .action(async (flags: GenerationFlags & { system?: string; usage?: boolean }) => {
       const options = generationOptions(flags, 512);
-      const messages: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
-      chatPrompt(tokenizer, [{ role: 'user', content: 'check' }]); // fail early without a template
-      const rl = createInterface({ input: process.stdin, terminal: false });
-      process.stdout.write(`dseek chat — ${m.path}. Empty line or Ctrl-D to quit, /reset to start over.\n> `);
-      // Lines are read through the async iterator, which buffers them: piped input is not lost
-      // while an answer is being generated.
-      for await (const raw of rl) {
-        const line = raw.trim();
-        if (line === '') break;
-        if (line === '/reset') {
-          messages.splice(flags.system ? 1 : 0);
-        } else {
-          messages.push({ role: 'user', content: line });
-          const result = streamToStdout(m, chatPrompt(tokenizer, messages), options);
-          process.stdout.write('\n');
-          messages.push({ role: 'assistant', content: result.text });
+      await withModel(flags, async (model) => {
+        requireTokenizer(model);
+        requireChatTemplate(model);
+        const messages: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
+        const rl = createInterface({ input: process.stdin, terminal: false });
+        process.stdout.write(`dseek chat — ${model.info.path}. Empty line or Ctrl-D to quit, /reset to start over.\n> `);
+        // Lines are read through the async iterator, which buffers them: piped input is not lost
+        // while an answer is being generated.
+        for await (const raw of rl) {
+          const line = raw.trim();
+          if (line === '') break;
+          if (line === '/reset') {
+            messages.splice(flags.system ? 1 : 0);
+          } else {
+            messages.push({ role: 'user', content: line });
+            // The whole conversation is sent each turn, but the engine's prefix cache still holds
+            // the latent pages of the turns before (prompt and answer): only the new turn is computed.
+            const result = await streamToStdout(model.chat(messages, { ...options, stream: true }));
+            process.stdout.write('\n');
+            const u = result.usage;
+            if (flags.usage) process.stderr.write(`[${u.promptTokens} prompt tokens, ${u.promptCacheHitTokens} from the cache; ${u.completionTokens} generated]\n`);
+            // The template writes "Assistant: " + content: the answer's own leading space would double it.
+            messages.push({ role: 'assistant', content: result.text.trimStart() });
+          }
+          process.stdout.write('> ');
         }
-        process.stdout.write('> ');
-      }
-      rl.close();
-      process.stdout.write('\n');
+        rl.close();
+        process.stdout.write('\n');
+      });
     });
 
   addModelFlags(program.command('logits').description('print the logits of every position as JSON'))
@@ -158,7 +175,7 @@ export function buildProgram(): Command {
       if (!['auto', 'expanded', 'absorbed'].includes(flags.attention)) {
         throw new InvalidInputError('--attention', `must be auto, expanded or absorbed, got ${flags.attention}`);
       }
-      const m = await load(flags, flags.f64 ? 'f64' : 'f32');
+      const m = await loadWeights(flags, flags.f64 ? 'f64' : 'f32');
       const ctx = flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 1) : undefined;
       const cache = m.model.createCache({ ...(flags.cacheType ? { dtype: flags.cacheType } : {}), ...(ctx ? { maxTokens: ctx } : {}) });
       const logits = m.model.forward(tokens, cache, { logits: 'all', attention: flags.attention as 'auto' });
@@ -173,21 +190,19 @@ export function buildProgram(): Command {
     .option('--json', 'print {"prompt_tokens","tokens","text"} as JSON')
     .action(async (flags: GenerationFlags & { tokens: string; json?: boolean }) => {
       const prompt = parseTokenList('--tokens', flags.tokens);
-      const m = await load(flags);
-      const it = generate(m.model, m.tokenizer, prompt, generationOptions(flags, 16));
-      let step = it.next();
-      while (!step.done) {
-        if (!flags.json && step.value.text) process.stdout.write(step.value.text);
-        step = it.next();
-      }
-      const result = step.value;
-      if (flags.json) {
-        process.stdout.write(`${JSON.stringify({ prompt_tokens: result.promptTokens, tokens: result.tokens, text: result.text })}\n`);
-      } else if (!m.tokenizer) {
-        process.stdout.write(`${result.tokens.join(',')}\n`);
-      } else {
-        process.stdout.write('\n');
-      }
+      const options = generationOptions(flags, 16);
+      await withModel(flags, async (model) => {
+        const stream = model.generate(prompt, { ...options, stream: true });
+        for await (const delta of stream) if (!flags.json && delta.text) process.stdout.write(delta.text);
+        const result = await stream.result;
+        if (flags.json) {
+          process.stdout.write(`${JSON.stringify({ prompt_tokens: prompt, tokens: result.tokens, text: result.text })}\n`);
+        } else if (!model.info.hasTokenizer) {
+          process.stdout.write(`${result.tokens.join(',')}\n`);
+        } else {
+          process.stdout.write('\n');
+        }
+      });
     });
 
   program

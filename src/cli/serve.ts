@@ -1,16 +1,13 @@
 /** `dseek serve`: the OpenAI-compatible server over the worker-thread engine. */
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
-import { statSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../errors.js';
 import { loadModelTokenizer } from '../model/load.js';
-import { isMoeLayer, readConfigFile, type ModelConfig } from '../model/config.js';
-import { configFromGguf } from '../model/ggufModel.js';
-import { openGguf } from '../formats/gguf.js';
-import { WorkerEngine } from '../engine/workerEngine.js';
-import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, type CacheIsolation, type ModelFacts, type PriceTable } from '../server/index.js';
+import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, loadModel, type PriceTable } from '../index.js';
+import type { CacheIsolation } from '../server/index.js';
 import { defaultThreads } from '../kernels/native/index.js';
 import type { BackendChoice } from '../kernels/select.js';
 import { parseInteger, parseNumber, resolveModelPath } from './args.js';
@@ -90,11 +87,7 @@ export function registerServeCommand(program: Command): void {
       const cacheIsolation = parseCacheIsolation(flags.cacheIsolation, apiKeys.length > 0);
       const port = parseInteger('--port', flags.port);
       if (port > 65535) throw new InvalidInputError('--port', `must be ≤ 65535, got ${port}`);
-      const tokenizer = loadModelTokenizer(modelPath);
-      if (!tokenizer) throw new InvalidInputError('--model', `${modelPath} has no tokenizer: the server needs one to read text`);
-      const config = readModelConfig(modelPath);
-      const modelContext = config.maxPositionEmbeddings;
-      const contextLength = flags.ctxSize !== undefined ? Math.min(parseInteger('--ctx-size', flags.ctxSize, 2), modelContext) : Math.min(4096, modelContext);
+      if (!loadModelTokenizer(modelPath)) throw new InvalidInputError('--model', `${modelPath} has no tokenizer: the server needs one to read text`);
       const prices: PriceTable = {
         currency: flags.currency,
         inputCacheMissPerMillion: flags.priceInputMiss !== undefined ? parseNumber('--price-input-miss', flags.priceInputMiss) : DEEPSEEK_V2_LAUNCH_PRICES.inputCacheMissPerMillion,
@@ -102,47 +95,47 @@ export function registerServeCommand(program: Command): void {
         outputPerMillion: flags.priceOutput !== undefined ? parseNumber('--price-output', flags.priceOutput) : DEEPSEEK_V2_LAUNCH_PRICES.outputPerMillion,
       };
       const log = (line: string) => process.stderr.write(`${line}\n`);
-      const engine = await WorkerEngine.start(
-        {
-          modelPath,
-          backend: flags.backend,
-          threads: flags.threads !== undefined ? parseInteger('--threads', flags.threads, 1) : defaultThreads(),
-          scheduler: {
-            maxSequences: parseInteger('--parallel', flags.parallel, 1),
-            maxQueue: parseInteger('--queue', flags.queue, 0),
-            chunkTokens: parseInteger('--chunk', flags.chunk, 1),
-            contextLength,
-            cacheType: flags.cacheType,
-            pageTokens: parseInteger('--page-tokens', flags.pageTokens, 1),
-            ...(flags.cacheBudget !== undefined ? { cacheBudgetBytes: parseNumber('--cache-budget', flags.cacheBudget) * MB } : {}),
-            prefixCache: flags.prefixCache,
-          },
-          // The disk cache is reached through the prefix tree: without one it would never be read.
-          diskCacheDir: flags.diskCache && flags.prefixCache ? resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) : null,
-          diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
-        },
+      // The same loadModel and createServer a library user calls.
+      const model = await loadModel(modelPath, {
+        backend: flags.backend,
+        threads: flags.threads !== undefined ? parseInteger('--threads', flags.threads, 1) : defaultThreads(),
+        ...(flags.ctxSize !== undefined ? { contextSize: parseInteger('--ctx-size', flags.ctxSize, 2) } : {}),
+        cacheType: flags.cacheType,
+        parallel: parseInteger('--parallel', flags.parallel, 1),
+        maxQueue: parseInteger('--queue', flags.queue, 0),
+        chunkTokens: parseInteger('--chunk', flags.chunk, 1),
+        pageTokens: parseInteger('--page-tokens', flags.pageTokens, 1),
+        ...(flags.cacheBudget !== undefined ? { cacheBudgetBytes: parseNumber('--cache-budget', flags.cacheBudget) * MB } : {}),
+        prefixCache: flags.prefixCache,
+        // The disk cache is reached through the prefix tree: without one it would never be read.
+        ...(flags.diskCache && flags.prefixCache ? { diskCacheDir: resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) } : {}),
+        diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
+        prices,
         log,
-      );
+      });
       const server = createServer({
-        engine,
-        tokenizer,
-        modelName: basename(modelPath).replace(/\.gguf$/, ''),
-        contextLength,
+        model,
         ...(apiKeys.length > 0 ? { apiKey: apiKeys } : {}),
         cacheIsolation,
-        prices,
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
-        model: modelFacts(config),
-        backend: engine.info.backend,
       });
-      const { url } = await server.listen(port, flags.host);
-      const info = engine.info;
-      const budgetTokens = Math.floor(info.cacheBytesBudget / info.cacheBytesPerToken);
+      await new Promise<void>((done, fail) => {
+        server.once('error', fail);
+        server.listen(port, flags.host, () => {
+          server.off('error', fail);
+          done();
+        });
+      });
+      const { address, port: bound } = server.address() as AddressInfo;
+      const url = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
+      const info = model.info;
+      const budget = model.stats().cacheBytesBudget;
+      const budgetTokens = Math.floor(budget / info.cacheBytesPerToken);
       log(`dseek serving ${modelPath}`);
-      log(`  kernels: ${info.backend}`);
-      log(`  context: ${contextLength} tokens per sequence, ${flags.parallel} in parallel`);
-      log(`  latent cache: ${budgetTokens} tokens (${(info.cacheBytesBudget / MB).toFixed(1)} MiB at ${info.cacheBytesPerToken} bytes per token, ${flags.cacheType})`);
+      log(`  kernels: ${info.kernels}`);
+      log(`  context: ${info.contextSize} tokens per sequence, ${flags.parallel} in parallel`);
+      log(`  latent cache: ${budgetTokens} tokens (${(budget / MB).toFixed(1)} MiB at ${info.cacheBytesPerToken} bytes per token, ${flags.cacheType})`);
       log(`  prefix cache: ${flags.prefixCache ? `on, isolation ${cacheIsolation}${cacheIsolation === 'none' ? ' (one pool: a cache hit tells a caller that someone sent that prefix)' : ''}` : 'off (--no-prefix-cache)'}`);
       log(`  disk cache: ${info.diskCacheDir ?? (!flags.diskCache ? 'off (--no-disk-cache)' : 'off (--no-prefix-cache turns it off too: it is read through the prefix tree)')}`);
       if (apiKeys.length > 0) log(`  API keys: ${apiKeys.length}`);
@@ -155,8 +148,8 @@ export function registerServeCommand(program: Command): void {
         stopping = true;
         log(`${signal}: finishing in-flight requests (up to 10 s)…`);
         void server
-          .close(10_000)
-          .then(() => engine.close(1000))
+          .shutdown(10_000)
+          .then(() => model.close(1000))
           .then(() => process.exit(0));
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
@@ -177,38 +170,6 @@ export function parseCacheIsolation(value: string | undefined, haveKeys: boolean
   if (value !== 'none' && value !== 'key' && value !== 'user') throw new InvalidInputError('--cache-isolation', `must be none, key or user, got ${value}`);
   if (value === 'key' && !haveKeys) throw new InvalidInputError('--cache-isolation', 'key needs --api-key (or $DSEEK_API_KEY): without keys every caller is the same tenant');
   return value;
-}
-
-/** The config of a model folder or GGUF file (the worker holds the weights; this reads metadata only). */
-function readModelConfig(path: string): ModelConfig {
-  if (statSync(path).isDirectory()) return readConfigFile(path);
-  const file = openGguf(path);
-  try {
-    return configFromGguf(file);
-  } finally {
-    file.close();
-  }
-}
-
-/** What the server's status view and routing summaries need to know about the model. */
-function modelFacts(c: ModelConfig): ModelFacts {
-  return {
-    modelType: c.modelType,
-    layers: c.numHiddenLayers,
-    moeLayers: Array.from({ length: c.numHiddenLayers }, (_, l) => l).filter((l) => isMoeLayer(c, l)),
-    routedExperts: c.nRoutedExperts,
-    sharedExperts: c.nSharedExperts,
-    expertsPerToken: c.numExpertsPerTok,
-    hiddenSize: c.hiddenSize,
-    vocabSize: c.vocabSize,
-    attentionHeads: c.numAttentionHeads,
-    kvLoraRank: c.kvLoraRank,
-    qLoraRank: c.qLoraRank,
-    qkNopeHeadDim: c.qkNopeHeadDim,
-    qkRopeHeadDim: c.qkRopeHeadDim,
-    vHeadDim: c.vHeadDim,
-    maxPositionEmbeddings: c.maxPositionEmbeddings,
-  };
 }
 
 function openBrowser(url: string): void {

@@ -126,7 +126,7 @@ export function settingsFromFlags(f: TrainFlags): RunSettings {
 }
 
 /** Run `dseek train` with parsed flags (also used by scripts/train-default.mjs). */
-export function runTrainCommand(flags: TrainFlags): TrainResult {
+export async function runTrainCommand(flags: TrainFlags): Promise<TrainResult> {
   const settings = settingsFromFlags(flags);
   if (!['f32', 'f16', 'bf16'].includes(flags.dtype)) throw new InvalidInputError('--dtype', `must be f32, f16 or bf16, got ${flags.dtype}`);
   if (!['auto', 'native', 'js'].includes(flags.kernels)) throw new InvalidInputError('--kernels', `must be auto, native or js, got ${flags.kernels}`);
@@ -159,7 +159,7 @@ export function runTrainCommand(flags: TrainFlags): TrainResult {
   });
   if (flags.export) {
     if (!result.finished) throw new InvalidInputError('--export', 'the run has not reached --steps');
-    exportTrainedModel(flags.export, result, { ...common, dtype: flags.dtype as ExportDType, ...(corpus ? { corpus } : {}) });
+    await exportTrainedModel(flags.export, result, { ...common, dtype: flags.dtype as ExportDType, ...(corpus ? { corpus } : {}) });
     process.stderr.write(`exported ${flags.export}\n`);
   }
   return result;
@@ -211,7 +211,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--top-k <n>', `routed experts per token (default ${s.expertsPerToken})`)
     .option('--context <n>', `training context length (default ${s.context})`)
     .option('--rope-theta <x>', `RoPE base (default ${s.ropeTheta})`)
-    .action((flags: TrainFlags) => {
-      runTrainCommand(flags);
+    .action(async (flags: TrainFlags) => {
+      await runTrainCommand(flags);
     });
 }

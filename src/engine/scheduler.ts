@@ -12,22 +12,17 @@ import { LatentCache } from '../cache/latentCache.js';
 import { CacheFullError, PagePool, type LatentCacheDType } from '../cache/pagePool.js';
 import { PrefixCache } from '../cache/prefixCache.js';
 import type { DiskCache } from '../cache/diskCache.js';
-import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputError, ModelFileChangedError } from '../errors.js';
+import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputError, ModelFileChangedError, QueueFullError } from '../errors.js';
 import type { Vec } from '../kernels/tensor.js';
 import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stopStrings.js';
 import { JsonConstraint } from './jsonConstraint.js';
-import { endOfSequenceIds } from './generate.js';
 import { isMoeLayer, latentWidth } from '../model/config.js';
 import { cacheFootprint } from '../model/params.js';
 import type { RoutingObserver } from '../model/moe.js';
 import type { EngineEvent, EngineRequest, EngineStats, FinishReason, TokenLogprob } from './types.js';
 
-export class QueueFullError extends DseekError {
-  constructor(limit: number) {
-    super('queue_full', `the request queue is full (${limit} waiting): retry later`);
-  }
-}
+export { QueueFullError };
 
 export interface SchedulerOptions {
   /** Sequences decoding at once. */
@@ -62,6 +57,13 @@ export interface SchedulerOptions {
 export type SchedulerEvent = EngineEvent | { readonly type: 'error'; readonly error: DseekError };
 
 type Sink = (event: SchedulerEvent) => void;
+
+/** The ids that end a sequence: the config's eos ids and the tokenizer's. */
+export function endOfSequenceIds(model: DeepseekModel, tokenizer: Tokenizer | null): Set<number> {
+  const ids = new Set(model.config.eosTokenIds);
+  if (tokenizer?.eosId !== null && tokenizer?.eosId !== undefined) ids.add(tokenizer.eosId);
+  return ids;
+}
 
 interface Sequence {
   readonly id: number;

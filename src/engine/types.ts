@@ -51,7 +51,15 @@ export interface Usage {
   readonly promptCacheMissTokens: number;
 }
 
+/**
+ * How a sequence ended — the one finish-reason type of dseek: `stop` (an end-of-sequence token, a
+ * stop string, or a complete JSON value), `length` (max tokens or the context ran out), `cancelled`
+ * (stopped from outside: an aborted signal, a client gone, the engine closing).
+ */
 export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+/** The reasons an answer that ran to its end reports: OpenAI's `finish_reason`, a resolved library call. */
+export type AnswerFinishReason = Exclude<FinishReason, 'cancelled'>;
 
 export type EngineEvent =
   /** Waiting for a slot; `position` 0 is next. */

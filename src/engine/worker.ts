@@ -11,7 +11,7 @@ import { DiskCache } from '../cache/diskCache.js';
 import { Scheduler } from './scheduler.js';
 import { ModelFileGuard } from '../model/fileGuard.js';
 import { SchedulerLoop } from './localEngine.js';
-import type { WorkerInit, ToWorker, FromWorker } from './workerProtocol.js';
+import { serializeError, type WorkerInit, type ToWorker, type FromWorker } from './workerProtocol.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -71,8 +71,7 @@ try {
         });
         idMap.set(m.id, sid);
       } catch (err) {
-        const e = err as Error & { code?: string };
-        post({ type: 'error', id: m.id, error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+        post({ type: 'error', id: m.id, error: serializeError(err) });
       }
       loop.kick();
     } else if (m.type === 'cancel') {
@@ -95,6 +94,5 @@ try {
     stats: scheduler.stats(),
   });
 } catch (err) {
-  const e = err as Error & { code?: string };
-  post({ type: 'fatal', error: { name: e.name, code: e.code ?? 'internal', message: e.message } });
+  post({ type: 'fatal', error: serializeError(err) });
 }

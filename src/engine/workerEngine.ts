@@ -12,9 +12,12 @@ import type { EngineInfo, FromWorker, SerializedError, ToWorker, WorkerInit } fr
 /** An error raised in the worker, with its original name and code (queue_full, context_length_exceeded, …). */
 export class EngineError extends DseekError {
   readonly originalName: string;
+  /** The original error's plain fields (`field`, `file`, …). */
+  readonly fields: Readonly<Record<string, string | number | boolean | null>>;
   constructor(e: SerializedError) {
     super(e.code, e.message);
     this.originalName = e.name;
+    this.fields = e.fields ?? {};
   }
 }
 
@@ -40,23 +43,35 @@ export class WorkerEngine implements Engine {
     });
   }
 
-  /** Start the worker and load the model there; rejects with the load error (e.g. a ModelFormatError's message). */
-  static start(init: WorkerInit, log: (line: string) => void = () => {}): Promise<WorkerEngine> {
+  /**
+   * Start the worker and load the model there; rejects with the load error (e.g. a ModelFormatError's
+   * message). Aborting `signal` stops the worker mid-load and rejects with the signal's reason.
+   */
+  static start(init: WorkerInit, log: (line: string) => void = () => {}, signal?: AbortSignal): Promise<WorkerEngine> {
+    signal?.throwIfAborted();
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
     return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        worker.off('message', onMessage);
+        void worker.terminate();
+        reject(signal!.reason);
+      };
       const onMessage = (m: FromWorker) => {
         if (m.type === 'log') log(m.line);
         else if (m.type === 'ready') {
           worker.off('message', onMessage);
+          signal?.removeEventListener('abort', onAbort);
           resolve(new WorkerEngine(worker, m.info, log, m.stats));
         } else if (m.type === 'fatal') {
           worker.off('message', onMessage);
+          signal?.removeEventListener('abort', onAbort);
           void worker.terminate();
           reject(new EngineError(m.error));
         }
       };
       worker.on('message', onMessage);
       worker.once('error', reject);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

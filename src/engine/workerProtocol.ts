@@ -28,6 +28,19 @@ export interface SerializedError {
   readonly name: string;
   readonly code: string;
   readonly message: string;
+  /** The error's own plain fields (`field`, `file`, `limit`, …), so the host can rebuild its class. */
+  readonly fields?: Readonly<Record<string, string | number | boolean | null>>;
+}
+
+/** An error as it crosses the thread boundary: name, code, message and its plain own fields. */
+export function serializeError(err: unknown): SerializedError {
+  const e: Error & { code?: unknown } = err instanceof Error ? err : new Error(String(err));
+  const fields: Record<string, string | number | boolean | null> = {};
+  for (const [key, value] of Object.entries(e)) {
+    if (key === 'code' || key === 'name' || key === 'message') continue;
+    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) fields[key] = value as string | number | boolean | null;
+  }
+  return { name: e.name, code: typeof e.code === 'string' ? e.code : 'internal', message: e.message, fields };
 }
 
 export type ToWorker =

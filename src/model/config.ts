@@ -9,6 +9,7 @@
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelFormatError, UnsupportedConfigError } from '../errors.js';
+import { supportedModelType, supportedSummary, type ArchFamily } from './registry.js';
 
 /** YaRN rope scaling (docs/SPEC.md §4.2–4.3). */
 export interface YarnScaling {
@@ -26,8 +27,7 @@ export interface YarnScaling {
 export type TopkMethod = 'greedy' | 'group_limited_greedy' | 'noaux_tc';
 export type ScoringFunc = 'softmax' | 'sigmoid';
 
-/** Which generation of the reference gate code defines weight normalisation (docs/SPEC.md §5.2–5.3). */
-export type ArchFamily = 'deepseek_v2' | 'deepseek_v3';
+export type { ArchFamily } from './registry.js';
 
 export interface ModelConfig {
   readonly family: ArchFamily;
@@ -68,12 +68,6 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
-const FAMILIES: Record<string, ArchFamily> = {
-  deepseek_v2: 'deepseek_v2',
-  deepseek_v3: 'deepseek_v3',
-  kimi_k2: 'deepseek_v3',
-};
-
 /** Whether layer `l` uses DeepSeekMoE (original modeling code: also `l % moe_layer_freq == 0`). */
 export function isMoeLayer(c: ModelConfig, layer: number): boolean {
   return c.nRoutedExperts > 0 && layer >= c.firstKDenseReplace && layer % c.moeLayerFreq === 0;
@@ -105,14 +99,8 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
   }
   const j = json as Json;
   const modelType = j['model_type'];
-  const family = typeof modelType === 'string' ? FAMILIES[modelType] : undefined;
-  if (!family) {
-    throw new UnsupportedConfigError(
-      'model_type',
-      modelType,
-      `dseek runs ${Object.keys(FAMILIES).join(', ')} checkpoints`,
-    );
-  }
+  const family = supportedModelType(modelType)?.family;
+  if (!family) throw new UnsupportedConfigError('model_type', modelType, supportedSummary());
 
   const int = (key: string, fallback?: number, min = 1): number => {
     const v = j[key] ?? fallback;

@@ -14,15 +14,16 @@ import type { GgufFile } from '../formats/gguf.js';
 import { ModelFormatError, TensorShapeError, UnsupportedConfigError } from '../errors.js';
 import { reshape, rowSlice, type Tensor } from '../kernels/tensor.js';
 import { isMoeLayer, parseConfig, type ModelConfig } from './config.js';
+import { GGUF_ARCHITECTURE, supportedSummary } from './registry.js';
 import type { AttentionWeights, LayerWeights, ModelWeights, SwiGluWeights } from './weights.js';
 
-export const GGUF_ARCHITECTURE = 'deepseek2';
+export { GGUF_ARCHITECTURE } from './registry.js';
 
 /** The config a deepseek2 GGUF describes, expressed as the config.json it came from. */
 export function configFromGguf(file: GgufFile): ModelConfig {
   const arch = file.typedKey('general.architecture', 'string');
   if (arch !== GGUF_ARCHITECTURE) {
-    throw new UnsupportedConfigError('general.architecture', arch ?? null, `dseek loads ${GGUF_ARCHITECTURE} GGUFs (DeepSeek-V2/V3 family)`);
+    throw new UnsupportedConfigError('general.architecture', arch ?? null, supportedSummary());
   }
   const k = (name: string) => `${GGUF_ARCHITECTURE}.${name}`;
   const u32 = (name: string) => file.requireKey(k(name), 'u32');

@@ -4,10 +4,11 @@
  * (client gone, timeout, shutdown) cancels every engine request at once and ends the choices
  * with what they have.
  */
-import type { Engine, EngineEvent, EngineRequest, RoutingCounts, TokenLogprob, Usage } from '../engine/types.js';
+import type { AnswerFinishReason, Engine, EngineEvent, EngineRequest, RoutingCounts, TokenLogprob, Usage } from '../engine/types.js';
 import type { CancelReason } from './metrics.js';
 
-export type OpenAiFinishReason = 'stop' | 'length';
+/** OpenAI has no "cancelled": a request cut short reports `length` with what it has. */
+export type OpenAiFinishReason = AnswerFinishReason;
 
 export interface LogprobEntry {
   readonly chosen: TokenLogprob;

@@ -2,7 +2,7 @@
  * Request → prompt token ids. Tokenising here, in the server process, keeps the engine's worker
  * busy with the model only, and lets the context-length check answer before anything is queued.
  */
-import { renderChat, type ChatMessage } from '../tokenizer/chatTemplate.js';
+import { chatPromptIds as renderChatIds, type ChatMessage } from '../tokenizer/chatTemplate.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { badRequest } from './httpError.js';
 import type { ChatMessageBody } from './schemas.js';
@@ -44,6 +44,7 @@ export function refuseTextThatCannotFit(tokenizer: Tokenizer, bytes: number, con
   }
 }
 
+/** The validated chat messages → prompt ids, through the one chat-rendering function. */
 export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[], contextLength = Infinity): number[] {
   if (!tokenizer.chatTemplate) {
     throw badRequest('messages', 'the served model has no chat template; use /v1/completions with a raw prompt');
@@ -53,18 +54,7 @@ export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessa
     content: typeof m.content === 'string' ? m.content : m.content === null ? '' : m.content.map((p) => p.text).join(''),
   }));
   refuseTextThatCannotFit(tokenizer, plain.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0), contextLength, 'messages');
-  const text = renderChat(tokenizer.chatTemplate, plain, {
-    bosToken: tokenText(tokenizer, tokenizer.bosId),
-    eosToken: tokenText(tokenizer, tokenizer.eosId),
-    addGenerationPrompt: true,
-  });
-  // The template's special tokens (BOS, role markers) must parse. User text that spells a special
-  // token also parses here — as in every HF-template server; the template has no way to escape it.
-  return tokenizer.encode(text);
-}
-
-function tokenText(tokenizer: Tokenizer, id: number | null): string {
-  return id === null ? '' : new TextDecoder().decode(tokenizer.tokenBytes(id));
+  return renderChatIds(tokenizer, plain);
 }
 
 export const FIM_BEGIN = '<｜fim▁begin｜>';

@@ -1,9 +1,11 @@
 /**
- * The OpenAI-compatible HTTP server on node:http: routing, auth, per-request abort (client gone,
- * timeout, shutdown), response writing and graceful shutdown. Routes stay free of node:http.
+ * The OpenAI-compatible HTTP server. `createApp` is the framework-free core (routing, auth, the
+ * routes' shared context) that both adapters use: `createServer` here on node:http (per-request
+ * abort on client gone, timeout or shutdown; response writing; graceful shutdown) and
+ * webHandler.ts for web-standard Request/Response. Routes stay free of node:http.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Engine } from '../engine/types.js';
@@ -51,6 +53,8 @@ export interface ServerOptions {
 }
 
 export interface DseekServer {
+  /** The node:http server underneath (for `server.http.listen(...)` or attaching to an existing setup). */
+  readonly http: Server;
   /** Starts listening; port 0 picks a free port. Resolves with the base URL, e.g. http://127.0.0.1:8080. */
   listen(port: number, host?: string): Promise<{ url: string }>;
   /** Stops accepting, lets in-flight requests finish for up to `deadlineMs`, then aborts them. */
@@ -61,7 +65,28 @@ const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 /** After the shutdown deadline, how long aborted requests get to write their last bytes. */
 const SHUTDOWN_GRACE_MS = 1000;
 
-export function createServer(options: ServerOptions): DseekServer {
+/** What the node:http adapter and the web-standard handler need from a request. */
+export interface AppRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  /** Reads and parses the JSON body (called for POST only). */
+  readBody(): Promise<unknown>;
+  readonly signal: AbortSignal;
+  readonly receivedAt: number;
+}
+
+/** The routes, auth and context, free of any HTTP framework: one core under both adapters. */
+export interface App {
+  readonly ctx: ServerContext;
+  readonly timeoutMs: number;
+  /** The metrics label of a request: its route's path, `static` for chat-page files, `other` when nothing matches. */
+  labelOf(method: string, path: string): string;
+  /** Routes the request (404, 405 and 401 are thrown as HttpErrors) and runs it. */
+  dispatch(req: AppRequest): Promise<RouteResponse>;
+}
+
+export function createApp(options: ServerOptions): App {
   const log = options.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
   const prices = options.prices ?? DEEPSEEK_V2_LAUNCH_PRICES;
   const keys = options.apiKey === undefined ? [] : typeof options.apiKey === 'string' ? [options.apiKey] : [...options.apiKey];
@@ -97,8 +122,35 @@ export function createServer(options: ServerOptions): DseekServer {
     ['/v1/status', new Map([['GET', statusRoute(ctx)]])],
     ['/', files],
   ]);
-  const timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   const keyDigests = keys.map(digest);
+  // Any other GET or HEAD outside /v1/ may name a file of the chat page.
+  const isFile = (method: string, path: string) => !routes.has(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
+  const tableOf = (method: string, path: string) => (isFile(method, path) ? files : routes.get(path));
+  return {
+    ctx,
+    timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+    labelOf: (method, path) => (isFile(method, path) ? 'static' : tableOf(method, path) ? path : 'other'),
+    async dispatch(req) {
+      const { method, path } = req;
+      const table = tableOf(method, path);
+      if (!table) throw new HttpError(404, `Invalid URL (${method} ${path})`, 'invalid_request_error');
+      const route = table.get(method);
+      if (!route) {
+        const allowed = [...table.keys()].join(', ');
+        throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
+      }
+      const apiKeyDigest = keyDigests.length > 0 && (path.startsWith('/v1/') || path === '/metrics') ? checkApiKey(req.headers, keyDigests) : null;
+      const body = method === 'POST' ? await req.readBody() : undefined;
+      return route({ method, path, headers: req.headers, body, signal: req.signal, receivedAt: req.receivedAt, apiKeyDigest });
+    },
+  };
+}
+
+export function createServer(options: ServerOptions): DseekServer {
+  const app = createApp(options);
+  const { ctx } = app;
+  const log = ctx.log;
+  const timeoutMs = app.timeoutMs;
   const inFlight = new Set<AbortController>();
   let closing = false;
   let onIdle: (() => void) | null = null;
@@ -114,9 +166,6 @@ export function createServer(options: ServerOptions): DseekServer {
     const receivedAt = performance.now();
     const method = req.method ?? 'GET';
     const path = pathOf(req.url);
-    // Any other GET or HEAD outside /v1/ may name a file of the chat page.
-    const isFile = !routes.has(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
-    const table = isFile ? files : routes.get(path);
     const controller = new AbortController();
     inFlight.add(controller);
     const abort = (reason: CancelReason) => {
@@ -133,22 +182,14 @@ export function createServer(options: ServerOptions): DseekServer {
       clearTimeout(timer);
       inFlight.delete(controller);
       const status = res.writableFinished ? res.statusCode : 499;
-      ctx.metrics.request(isFile ? 'static' : table ? path : 'other', status, (performance.now() - receivedAt) / 1000);
+      ctx.metrics.request(app.labelOf(method, path), status, (performance.now() - receivedAt) / 1000);
       log(`${method} ${path} ${status} ${Math.round(performance.now() - receivedAt)}ms`);
       if (inFlight.size === 0) onIdle?.();
     });
 
     try {
       if (closing) throw new HttpError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
-      if (!table) throw new HttpError(404, `Invalid URL (${method} ${path})`, 'invalid_request_error');
-      const route = table.get(method);
-      if (!route) {
-        const allowed = [...table.keys()].join(', ');
-        throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
-      }
-      const apiKeyDigest = keyDigests.length > 0 && (path.startsWith('/v1/') || path === '/metrics') ? checkApiKey(req, keyDigests) : null;
-      const body = method === 'POST' ? await readJsonBody(req) : undefined;
-      const out = await route({ method, path, headers: req.headers, body, signal: controller.signal, receivedAt, apiKeyDigest });
+      const out = await app.dispatch({ method, path, headers: req.headers, readBody: () => readJsonBody(req), signal: controller.signal, receivedAt });
       await write(res, out);
     } catch (e) {
       if (e instanceof ClientGoneError || res.destroyed) return;
@@ -198,6 +239,7 @@ export function createServer(options: ServerOptions): DseekServer {
   }
 
   return {
+    http: server,
     listen(port, host = '127.0.0.1') {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -255,8 +297,8 @@ function digest(s: string): Buffer {
  * The digest (hex) of the request's key when it is one of `expected`. Compares digests in
  * constant time and against every key, so response timing does not leak a key or which one matched.
  */
-function checkApiKey(req: IncomingMessage, expected: readonly Buffer[]): string {
-  const match = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+function checkApiKey(headers: IncomingHttpHeaders, expected: readonly Buffer[]): string {
+  const match = /^Bearer\s+(.+)$/i.exec(headers.authorization ?? '');
   const given = match ? digest(match[1]!.trim()) : null;
   let found: Buffer | null = null;
   for (const key of expected) if (given && timingSafeEqual(given, key)) found = key;

@@ -1,6 +1,7 @@
 /** Chat prompt rendering with the checkpoint's own Jinja template (docs/SPEC.md §7.2). */
 import { Template } from '@huggingface/jinja';
 import { InvalidInputError, ModelFormatError } from '../errors.js';
+import type { Tokenizer } from './tokenizer.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool';
@@ -49,4 +50,29 @@ export function renderChat(template: string, messages: ChatMessage[], options: R
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * A conversation → the prompt token ids the model answers: the tokenizer's own chat template
+ * rendered with its BOS/EOS spellings and the assistant-turn opener, then encoded with special
+ * tokens parsed. The one chat-rendering path: the CLI, the server and the library all call it, so
+ * the same conversation gives the same ids everywhere (and hits the same prefix-cache pages).
+ * Throws InvalidInputError (field `messages`) when the model has no chat template.
+ */
+export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessage[]): number[] {
+  if (!tokenizer.chatTemplate) {
+    throw new InvalidInputError('messages', 'this model has no chat template (tokenizer_config.json has no chat_template): send a raw prompt instead of messages');
+  }
+  const text = renderChat(tokenizer.chatTemplate, [...messages], {
+    bosToken: tokenText(tokenizer, tokenizer.bosId),
+    eosToken: tokenText(tokenizer, tokenizer.eosId),
+    addGenerationPrompt: true,
+  });
+  // The template's special tokens (BOS, role markers) must parse. User text that spells a special
+  // token also parses here — as in every HF-template server; the template has no way to escape it.
+  return tokenizer.encode(text);
+}
+
+function tokenText(tokenizer: Tokenizer, id: number | null): string {
+  return id === null ? '' : new TextDecoder().decode(tokenizer.tokenBytes(id));
 }

@@ -8,7 +8,7 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, cpus } from 'node:os';
 import { loadModel } from '../model/load.js';
-import { generate } from '../engine/generate.js';
+import { loadModel as loadLibraryModel } from '../library/load.js';
 import { crossEntropy } from './ops.js';
 import { evalWindows, unigramNll } from './data.js';
 import { exportModel, type ExportDType } from './export.js';
@@ -58,16 +58,15 @@ export function heldOutPerplexity(modelDir: string, options: Pick<TrainOptions, 
   return { tokens: n, bytes, modelNll: sum / n, unigramNll: unigramNll(data.train.tokens, V, targets) };
 }
 
-/** Greedy-free samples (seeded) from a model folder, for the card. */
-export function sampleTexts(modelDir: string, prompts: readonly string[], maxTokens: number, seed: number): string[] {
-  const loaded = loadModel(modelDir);
-  const tok = loaded.tokenizer!;
-  return prompts.map((p, i) => {
-    const it = generate(loaded.model, tok, tok.encode(p), { maxTokens, temperature: 0.8, topP: 0.95, seed: seed + i });
-    let step = it.next();
-    while (!step.done) step = it.next();
-    return p + step.value.text;
-  });
+/** Greedy-free samples (seeded) from a model folder, for the card: the same engine users run, f32 cache. */
+export async function sampleTexts(modelDir: string, prompts: readonly string[], maxTokens: number, seed: number): Promise<string[]> {
+  const model = await loadLibraryModel(modelDir, { cacheType: 'f32', parallel: prompts.length });
+  try {
+    const results = await Promise.all(prompts.map((p, i) => model.generate(p, { maxTokens, temperature: 0.8, topP: 0.95, seed: seed + i })));
+    return results.map((r, i) => prompts[i]! + r.text);
+  } finally {
+    await model.close(0);
+  }
 }
 
 function asciiPlot(points: readonly { x: number; y: number }[], width = 60, height = 14): string {
@@ -239,7 +238,7 @@ The model weights and code: MIT, as dseek. The training text: ${corpus?.license 
 }
 
 /** Export a finished run to `dir` and write its model card. */
-export function exportTrainedModel(
+export async function exportTrainedModel(
   dir: string,
   result: TrainResult,
   options: Pick<TrainOptions, 'dataPath' | 'valPath' | 'outDir'> & {
@@ -248,7 +247,7 @@ export function exportTrainedModel(
     prompts?: readonly string[];
     command?: string;
   },
-): HeldOutPerplexity {
+): Promise<HeldOutPerplexity> {
   const tokenizer = JSON.parse(readFileSync(join(result.tokenizerDir, 'tokenizer.json'), 'utf8')) as object;
   const tokenizerConfig = JSON.parse(readFileSync(join(result.tokenizerDir, 'tokenizer_config.json'), 'utf8')) as object;
   exportModel(dir, result.settings.shape, result.params, result.biases, {
@@ -261,7 +260,7 @@ export function exportTrainedModel(
   }
   const heldOut = heldOutPerplexity(dir, options, result.settings.shape.context, result.settings.shape.vocabSize);
   const prompts = options.prompts ?? ['And the LORD said', 'In the beginning', 'Blessed are'];
-  const samples = sampleTexts(dir, prompts, 60, result.settings.seed);
+  const samples = await sampleTexts(dir, prompts, 60, result.settings.seed);
   const history = result.history.map((r) => ({ step: r.step, loss: Number(r.loss.toFixed(5)), lr: Number(r.lr.toPrecision(4)), grad_norm: Number(r.gradNorm.toFixed(4)), balance: Number(r.imbalance.toFixed(3)) }));
   writeFileSync(join(dir, 'training_log.json'), `${JSON.stringify({ settings: result.settings, seconds: Number(result.seconds.toFixed(1)), tokens_seen: result.tokensSeen, evals: result.evals, held_out: heldOut, history })}\n`);
   let sizeBytes = 0;

@@ -41,3 +41,13 @@ test('chat answers every line of piped input and keeps the conversation', () => 
   // One prompt per line read, plus the first.
   assert.equal(r.stdout.split('> ').length - 1, 5);
 });
+
+test('chat keeps the conversation in the prefix cache: the second turn reads the first from it (--usage)', () => {
+  // The bundled model (64-token pages): a first turn of more than a page, then a second question.
+  const r = dseek(['chat', '-n', '48', '--temperature', '0', '--usage', '--system', 'Thou art a scribe of the book of Genesis.'], 'Tell me of the creation of the heaven and the earth.\nAnd then?\n');
+  assert.equal(r.code, 0, r.stderr);
+  const turns = [...r.stderr.matchAll(/\[(\d+) prompt tokens, (\d+) from the cache; (\d+) generated\]/g)].map((m) => m.slice(1).map(Number));
+  assert.equal(turns.length, 2, r.stderr);
+  assert.equal(turns[0]![1], 0);
+  assert.ok(turns[1]![1]! >= 64, `second turn: ${turns[1]![1]} of ${turns[1]![0]} prompt tokens from the cache`);
+});

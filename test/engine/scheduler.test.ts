@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, type LoadedModel } from '../../src/model/load.js';
-import { generate } from '../../src/engine/generate.js';
+import { Sampler } from '../../src/engine/sampler.js';
 import { Scheduler, QueueFullError, type SchedulerOptions } from '../../src/engine/scheduler.js';
 import { LocalEngine } from '../../src/engine/localEngine.js';
 import { DiskCache } from '../../src/cache/diskCache.js';
@@ -17,11 +17,23 @@ import { goldenRoot } from '../paths.js';
 
 const lite = loadModel(join(goldenRoot, 'lite'));
 
+/**
+ * The plain oracle the scheduler is held to: one sequence on its own cache, the whole prompt in
+ * one forward pass, then one token per pass, sampled with the same sampler.
+ */
 function alone(m: LoadedModel, prompt: number[], maxTokens: number, seed?: number): number[] {
-  const it = generate(m.model, m.tokenizer, prompt, { maxTokens, temperature: seed === undefined ? 0 : 0.8, ...(seed !== undefined ? { seed } : {}), ignoreEos: true });
-  let r = it.next();
-  while (!r.done) r = it.next();
-  return [...r.value.tokens];
+  const sampler = new Sampler(seed === undefined ? { temperature: 0 } : { temperature: 0.8, seed }, m.config.vocabSize);
+  const cache = m.model.createCache({ maxTokens: 64 });
+  const history = [...prompt];
+  const out: number[] = [];
+  let logits = m.model.forward(prompt, cache);
+  for (;;) {
+    const token = sampler.sample(logits, history);
+    out.push(token);
+    history.push(token);
+    if (out.length >= maxTokens) return out;
+    logits = m.model.forward([token], cache);
+  }
 }
 
 async function collect(events: AsyncIterable<EngineEvent>): Promise<{ tokens: number[]; done: Extract<EngineEvent, { type: 'done' }>; all: EngineEvent[] }> {

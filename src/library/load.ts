@@ -1,0 +1,133 @@
+/**
+ * `loadModel`: resolve the source (download a hub id), read its config and tokenizer here, then
+ * start the engine worker, which maps the weights and runs the scheduler. The synchronous loader
+ * of model/load.ts runs inside that worker; this wraps it so callers get a promise, progress and
+ * cancellation.
+ */
+import { basename } from 'node:path';
+import { AbortError, InvalidInputError } from '../errors.js';
+import { WorkerEngine } from '../engine/workerEngine.js';
+import { loadModelTokenizer } from '../model/load.js';
+import { countParameters } from '../model/params.js';
+import { defaultThreads } from '../kernels/native/index.js';
+import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from '../server/prices.js';
+import { Model } from './model.js';
+import { reviveError } from './errors.js';
+import { readModelConfig, resolveModelSource } from './source.js';
+
+/** Progress of a load, phase by phase. */
+export type LoadProgress =
+  /** A hub id's files coming down (once; later loads read the cache). `totalBytes` is 0 when unknown. */
+  | { readonly phase: 'download'; readonly file: string; readonly bytes: number; readonly totalBytes: number }
+  /** Mapping the weights and preparing them for the kernels, in the engine thread: `done` of `total` steps. */
+  | { readonly phase: 'load'; readonly done: number; readonly total: number }
+  /** The engine is running: calls can be made. */
+  | { readonly phase: 'ready' };
+
+export interface LoadModelOptions {
+  /** Kernel threads (default: the machine's cores). */
+  readonly threads?: number;
+  /** Tokens per sequence, prompt + answer (default min(4096, the model's)). */
+  readonly contextSize?: number;
+  /** Latent-cache storage (default f16; f32 doubles the memory, for exactness studies). */
+  readonly cacheType?: 'f16' | 'f32';
+  /** `auto` (native kernels if built, else the TypeScript reference), `native` (fail without them) or `reference`. */
+  readonly backend?: 'auto' | 'native' | 'reference';
+  /** Cancels the download or load: loadModel rejects with an AbortError and the engine thread stops. */
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: LoadProgress) => void;
+  /** Sequences decoded at once (default 16); more calls wait in the queue. */
+  readonly parallel?: number;
+  /** Calls that may wait for a slot before new ones fail with QueueFullError (default 64). */
+  readonly maxQueue?: number;
+  /** Prompt tokens processed per engine step, across sequences (default 256). */
+  readonly chunkTokens?: number;
+  /** Tokens per cache page, the prefix-cache unit (default 64). */
+  readonly pageTokens?: number;
+  /** Latent-cache memory budget in bytes (default: every parallel sequence at full context, twice). */
+  readonly cacheBudgetBytes?: number;
+  /** Reuse prompt prefixes across calls (default true). */
+  readonly prefixCache?: boolean;
+  /** Keep prefix pages on disk here too, so a restart still hits (default: no disk cache). */
+  readonly diskCacheDir?: string;
+  /** Size cap of the disk cache in bytes (default 4 GiB). */
+  readonly diskCacheMaxBytes?: number;
+  /** Prices `usage.cost` is computed at (default DeepSeek-V2's launch prices). */
+  readonly prices?: PriceTable;
+  /** Engine log lines (preemptions, disk-cache problems). Default: dropped. */
+  readonly log?: (line: string) => void;
+}
+
+const GiB = 2 ** 30;
+
+/**
+ * Loads a model: a Hugging Face folder, a `.gguf` file, a hub id such as
+ * `deepseek-ai/DeepSeek-V2-Lite-Chat` (downloaded once into the cache), or the bundled model when
+ * `source` is omitted. Rejects with ModelFormatError, UnsupportedConfigError, TensorShapeError,
+ * HubDownloadError, InvalidInputError (a bad option) or AbortError.
+ */
+export async function loadModel(source?: string, options: LoadModelOptions = {}): Promise<Model> {
+  const { signal, onProgress } = options;
+  try {
+    signal?.throwIfAborted();
+    const path = await resolveModelSource(source, {
+      ...(signal ? { signal } : {}),
+      ...(onProgress ? { onDownload: (file: string, bytes: number, totalBytes: number) => onProgress({ phase: 'download', file, bytes, totalBytes }) } : {}),
+    });
+    signal?.throwIfAborted();
+    const config = readModelConfig(path);
+    const tokenizer = loadModelTokenizer(path);
+    const backend = options.backend ?? 'auto';
+    if (!['auto', 'native', 'reference'].includes(backend)) throw new InvalidInputError('backend', `must be auto, native or reference, got ${String(backend)}`);
+    const cacheType = options.cacheType ?? 'f16';
+    if (cacheType !== 'f16' && cacheType !== 'f32') throw new InvalidInputError('cacheType', `must be f16 or f32, got ${String(cacheType)}`);
+    const contextSize = Math.min(options.contextSize ?? 4096, config.maxPositionEmbeddings);
+    if (!Number.isSafeInteger(contextSize) || contextSize < 2) throw new InvalidInputError('contextSize', `must be an integer ≥ 2, got ${String(options.contextSize)}`);
+    onProgress?.({ phase: 'load', done: 0, total: 1 });
+    const engine = await WorkerEngine.start(
+      {
+        modelPath: path,
+        backend,
+        threads: options.threads ?? defaultThreads(),
+        scheduler: {
+          contextLength: contextSize,
+          cacheType,
+          ...(options.parallel !== undefined ? { maxSequences: options.parallel } : {}),
+          ...(options.maxQueue !== undefined ? { maxQueue: options.maxQueue } : {}),
+          ...(options.chunkTokens !== undefined ? { chunkTokens: options.chunkTokens } : {}),
+          ...(options.pageTokens !== undefined ? { pageTokens: options.pageTokens } : {}),
+          ...(options.cacheBudgetBytes !== undefined ? { cacheBudgetBytes: options.cacheBudgetBytes } : {}),
+          ...(options.prefixCache !== undefined ? { prefixCache: options.prefixCache } : {}),
+        },
+        diskCacheDir: options.diskCacheDir ?? null,
+        diskCacheMaxBytes: options.diskCacheMaxBytes ?? 4 * GiB,
+      },
+      options.log ?? (() => {}),
+      signal,
+    );
+    onProgress?.({ phase: 'load', done: 1, total: 1 });
+    const model = new Model({
+      engine,
+      tokenizer,
+      contextSize: engine.info.contextLength,
+      prices: options.prices ?? DEEPSEEK_V2_LAUNCH_PRICES,
+      name: basename(path).replace(/\.gguf$/, ''),
+      info: {
+        path,
+        config,
+        parameters: countParameters(config),
+        cacheBytesPerToken: engine.info.cacheBytesPerToken,
+        contextSize: engine.info.contextLength,
+        kernels: engine.info.backend,
+        hasTokenizer: tokenizer !== null,
+        hasChatTemplate: tokenizer?.chatTemplate != null,
+        diskCacheDir: engine.info.diskCacheDir,
+      },
+    });
+    onProgress?.({ phase: 'ready' });
+    return model;
+  } catch (err) {
+    if (signal?.aborted && !(err instanceof AbortError)) throw new AbortError('loadModel', signal.reason);
+    throw reviveError(err);
+  }
+}
