@@ -13,9 +13,9 @@ import { registerBenchCommand } from './bench.js';
 import { inspectGguf, registerConvertCommand } from './convert.js';
 import { registerRandomModelCommand } from './randomModel.js';
 import { registerTrainCommand } from './train.js';
-import { parseInteger, parseTokenList, resolveModelPath, samplingFromFlags, type SamplingFlags } from './args.js';
+import { parseInteger, parseTokenList, repackFromFlags, resolveModelPath, samplingFromFlags, type RepackFlags, type SamplingFlags } from './args.js';
 
-interface ModelFlags {
+interface ModelFlags extends RepackFlags {
   model?: string;
   cacheType?: 'f32' | 'f16';
   ctxSize?: string;
@@ -31,7 +31,9 @@ function addModelFlags(cmd: Command): Command {
   return cmd
     .option('-m, --model <path>', 'Hugging Face model folder (config.json + *.safetensors); default: the bundled model')
     .addOption(new Option('--cache-type <type>', 'latent cache storage type').choices(['f32', 'f16']))
-    .option('-c, --ctx-size <n>', 'context window in tokens (default: the model’s)');
+    .option('-c, --ctx-size <n>', 'context window in tokens (default: the model’s)')
+    .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
+    .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)');
 }
 
 function addSamplingFlags(cmd: Command, defaultMaxTokens: number): Command {
@@ -51,7 +53,7 @@ function addSamplingFlags(cmd: Command, defaultMaxTokens: number): Command {
 
 /** The weights for `logits`, which reads the model's own forward pass rather than generating. */
 async function loadWeights(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'): Promise<LoadedModel> {
-  return loadWeightsSync(await resolveModelPath(flags.model), { precision });
+  return loadWeightsSync(await resolveModelPath(flags.model), { precision, ...repackFromFlags(flags) });
 }
 
 /**
@@ -63,6 +65,7 @@ async function openModel(flags: ModelFlags): Promise<Model> {
   const path = await resolveModelPath(flags.model);
   return loadModel(path, {
     parallel: 1,
+    ...repackFromFlags(flags),
     cacheType: flags.cacheType ?? 'f32',
     contextSize: flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 2) : Number.MAX_SAFE_INTEGER,
   });

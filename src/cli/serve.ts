@@ -10,9 +10,9 @@ import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, loadModel, type PriceTable } f
 import type { CacheIsolation } from '../server/index.js';
 import { defaultThreads } from '../kernels/native/index.js';
 import type { BackendChoice } from '../kernels/select.js';
-import { parseInteger, parseNumber, resolveModelPath } from './args.js';
+import { parseInteger, parseNumber, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
 
-interface ServeFlags {
+interface ServeFlags extends RepackFlags {
   model?: string;
   host: string;
   port: string;
@@ -67,6 +67,8 @@ export function registerServeCommand(program: Command): void {
     .option('--no-disk-cache', 'do not keep prefixes on disk')
     .option('--disk-cache-dir <dir>', 'where prefix units are stored on disk', defaultDiskCacheDir())
     .option('--disk-cache-size <MB>', 'disk cache size cap in MiB', '4096')
+    .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
+    .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)')
     .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
     .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
     .option('--timeout <s>', 'per-request timeout in seconds', '600')
@@ -111,6 +113,7 @@ export function registerServeCommand(program: Command): void {
         ...(flags.diskCache && flags.prefixCache ? { diskCacheDir: resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) } : {}),
         diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
         prices,
+        ...repackFromFlags(flags),
         log,
       });
       const server = createServer({

@@ -19,7 +19,25 @@ const post = (m: FromWorker) => port.postMessage(m);
 const log = (line: string) => post({ type: 'log', line });
 
 try {
-  const loaded = loadModel(init.modelPath, { backend: selectBackend(init.backend, init.threads), precision: 'f32' });
+  let lastProgress = 0;
+  const loaded = loadModel(init.modelPath, {
+    backend: selectBackend(init.backend, init.threads),
+    precision: 'f32',
+    ...(init.repack !== undefined ? { repack: init.repack } : {}),
+    ...(init.repackCacheMiB !== undefined ? { repackCacheMiB: init.repackCacheMiB } : {}),
+    onRepackProgress: (done, total) => {
+      const now = Date.now();
+      if (done === total || now - lastProgress > 250) {
+        lastProgress = now;
+        post({ type: 'progress', phase: 'repack', done, total });
+      }
+    },
+  });
+  const p = loaded.prepared;
+  if (p.source !== 'none') {
+    const how = p.source === 'mapped' ? 'mapped from' : p.source === 'built' ? 'repacked into' : 'repacked in memory';
+    log(`repacked weights: ${(p.repackedBytes / 1e9).toFixed(2)} GB ${how}${p.file ? ` ${p.file}` : ''} in ${p.seconds.toFixed(2)} s`);
+  }
   const c = loaded.config;
   const cacheType = init.scheduler.cacheType ?? 'f16';
   const pageTokens = init.scheduler.pageTokens ?? 64;

@@ -47,7 +47,12 @@ export class WorkerEngine implements Engine {
    * Start the worker and load the model there; rejects with the load error (e.g. a ModelFormatError's
    * message). Aborting `signal` stops the worker mid-load and rejects with the signal's reason.
    */
-  static start(init: WorkerInit, log: (line: string) => void = () => {}, signal?: AbortSignal): Promise<WorkerEngine> {
+  static start(
+    init: WorkerInit,
+    log: (line: string) => void = () => {},
+    signal?: AbortSignal,
+    onRepack?: (done: number, total: number) => void,
+  ): Promise<WorkerEngine> {
     signal?.throwIfAborted();
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
     return new Promise((resolve, reject) => {
@@ -58,6 +63,7 @@ export class WorkerEngine implements Engine {
       };
       const onMessage = (m: FromWorker) => {
         if (m.type === 'log') log(m.line);
+        else if (m.type === 'progress') onRepack?.(m.done, m.total);
         else if (m.type === 'ready') {
           worker.off('message', onMessage);
           signal?.removeEventListener('abort', onAbort);

@@ -14,6 +14,10 @@ export interface WorkerInit {
   /** null: no disk cache. */
   readonly diskCacheDir: string | null;
   readonly diskCacheMaxBytes: number;
+  /** false: keep weights in the file's rows (no repacking for the kernels). */
+  readonly repack?: boolean;
+  /** Size cap of the repacked-weights cache in MiB. */
+  readonly repackCacheMiB?: number;
 }
 
 export interface EngineInfo {
@@ -55,4 +59,6 @@ export type FromWorker =
   | { readonly type: 'error'; readonly id: number; readonly error: SerializedError }
   | { readonly type: 'stats'; readonly stats: EngineStats }
   | { readonly type: 'log'; readonly line: string }
+  /** Repacking weights for the kernels during the load: bytes done of total. */
+  | { readonly type: 'progress'; readonly phase: 'repack'; readonly done: number; readonly total: number }
   | { readonly type: 'closed' };

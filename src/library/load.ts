@@ -21,6 +21,8 @@ export type LoadProgress =
   | { readonly phase: 'download'; readonly file: string; readonly bytes: number; readonly totalBytes: number }
   /** Mapping the weights and preparing them for the kernels, in the engine thread: `done` of `total` steps. */
   | { readonly phase: 'load'; readonly done: number; readonly total: number }
+  /** Weights being repacked into the kernels' own layout (first load of a file; later loads map the cache): bytes. */
+  | { readonly phase: 'repack'; readonly done: number; readonly total: number }
   /** The engine is running: calls can be made. */
   | { readonly phase: 'ready' };
 
@@ -54,6 +56,13 @@ export interface LoadModelOptions {
   readonly diskCacheMaxBytes?: number;
   /** Prices `usage.cost` is computed at (default DeepSeek-V2's launch prices). */
   readonly prices?: PriceTable;
+  /**
+   * Repack block-quantised weights into the kernels' interleaved layout (default true): done once
+   * per file and kept in ~/.cache/dseek/repacked (or $DSEEK_REPACK_DIR), mapped on later loads.
+   */
+  readonly repack?: boolean;
+  /** Size cap of that cache in MiB (default 65,536; least recently used files go first). */
+  readonly repackCacheMiB?: number;
   /** Engine log lines (preemptions, disk-cache problems). Default: dropped. */
   readonly log?: (line: string) => void;
 }
@@ -101,9 +110,12 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
         },
         diskCacheDir: options.diskCacheDir ?? null,
         diskCacheMaxBytes: options.diskCacheMaxBytes ?? 4 * GiB,
+        ...(options.repack !== undefined ? { repack: options.repack } : {}),
+        ...(options.repackCacheMiB !== undefined ? { repackCacheMiB: options.repackCacheMiB } : {}),
       },
       options.log ?? (() => {}),
       signal,
+      onProgress ? (done, total) => onProgress({ phase: 'repack', done, total }) : undefined,
     );
     onProgress?.({ phase: 'load', done: 1, total: 1 });
     const model = new Model({
