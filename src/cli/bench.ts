@@ -10,7 +10,7 @@ import { InvalidInputError } from '../errors.js';
 import { loadModel } from '../model/load.js';
 import { activeWeightBytes } from '../model/params.js';
 import { selectBackend, type BackendChoice } from '../kernels/select.js';
-import { defaultThreads, measureReadBandwidth } from '../kernels/native/index.js';
+import { defaultThreads, measureReadBandwidth, threadPoolStats } from '../kernels/native/index.js';
 import type { DeepseekModel } from '../model/deepseek.js';
 import { parseInteger, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
 
@@ -46,6 +46,10 @@ export interface BenchResult {
   repack_s: number;
   repacked_bytes: number;
   rss_mb: number;
+  /** Thread-pool jobs per generated token, the µs one costs with no work, and their share of a decode step (%). */
+  pool_jobs_per_token: number | null;
+  pool_job_overhead_us: number | null;
+  pool_overhead_pct_of_tg: number | null;
   cache_bytes_per_token: number;
   active_weight_bytes: number;
   bandwidth_gb_s: number | null;
@@ -135,8 +139,14 @@ export function registerBenchCommand(program: Command): void {
           progress(`pp${prompt} run ${r + 1}/${repeats}: ${pp[r]!.toFixed(2)} tok/s`);
         }
       }
+      let jobsPerToken: number | null = null;
       if (gen > 0) {
         timeGeneration(model, Math.min(gen, 4), 0, flags.cacheType, 98);
+        // Jobs of one decode step at an empty context (counted around a short run of its own).
+        const before = threadPoolStats()?.jobs;
+        timeGeneration(model, 4, 0, flags.cacheType, 97);
+        const after = threadPoolStats()?.jobs;
+        if (before !== undefined && after !== undefined) jobsPerToken = (after - before) / 4;
         for (let r = 0; r < repeats; r++) {
           tg.push(timeGeneration(model, gen, depth, flags.cacheType, r + 11));
           progress(`tg${gen}${depth ? ` @ d${depth}` : ''} run ${r + 1}/${repeats}: ${tg[r]!.toFixed(2)} tok/s`);
@@ -144,6 +154,7 @@ export function registerBenchCommand(program: Command): void {
       }
       // Peak RSS of the model run, read before the bandwidth probe allocates its own buffer.
       const rssMb = process.resourceUsage().maxRSS / 1024;
+      const poolUs = jobsPerToken !== null ? (threadPoolStats(2000)?.overheadUs ?? null) : null;
       const bandwidth = measureReadBandwidth(threads);
       const active = activeWeightBytes(config, model.weights);
       const ceiling = bandwidth ? bandwidth / active : null;
@@ -167,6 +178,9 @@ export function registerBenchCommand(program: Command): void {
         repack_s: prepared.seconds,
         repacked_bytes: prepared.repackedBytes,
         rss_mb: rssMb,
+        pool_jobs_per_token: jobsPerToken,
+        pool_job_overhead_us: poolUs,
+        pool_overhead_pct_of_tg: jobsPerToken !== null && poolUs !== null && tg.length ? (jobsPerToken * poolUs * 1e-6 * tgS.mean) * 100 : null,
         cache_bytes_per_token: config.numHiddenLayers * width * (flags.cacheType === 'f16' ? 2 : 4),
         active_weight_bytes: active,
         bandwidth_gb_s: bandwidth ? bandwidth / 1e9 : null,
@@ -186,6 +200,9 @@ export function registerBenchCommand(program: Command): void {
         ['load', `${f(loadS)} s`],
         ['repacked weights', prepared.source === 'none' ? 'none (rows as stored)' : `${f(prepared.repackedBytes / 1e9, 2)} GB ${prepared.source === 'mapped' ? 'mapped from' : prepared.source === 'built' ? 'repacked into' : 'repacked in memory'}${prepared.file ? ` ${prepared.file}` : ''} (${f(prepared.seconds)} s)`],
         ['peak RSS', `${f(result.rss_mb, 0)} MB`],
+        ...(result.pool_jobs_per_token !== null && result.pool_job_overhead_us !== null
+          ? [['thread pool', `${f(result.pool_jobs_per_token, 0)} jobs per token × ${f(result.pool_job_overhead_us)} µs = ${f(result.pool_overhead_pct_of_tg ?? 0, 1)} % of a decode step`]]
+          : []),
         ['latent cache', `${result.cache_bytes_per_token} bytes/token (${flags.cacheType})`],
         ['weights read per token', `${f(active / 1e9, 3)} GB`],
         ['read bandwidth', bandwidth ? `${f(bandwidth / 1e9)} GB/s (${threads} threads)` : 'n/a (no native addon)'],

@@ -513,6 +513,23 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* poolStats(iterations) -> { jobs, overheadUs } */
+static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int64_t iterations = 0;
+  if (argc >= 1 && !get_i64(env, a[0], &iterations)) return fail(env, "poolStats(iterations): bad arguments");
+  napi_value obj, jobs, us;
+  double overhead = iterations > 0 ? pool_overhead_us((int)iterations) : 0;
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_create_double(env, (double)pool_jobs(), &jobs));
+  CHECK(napi_create_double(env, overhead, &us));
+  CHECK(napi_set_named_property(env, obj, "jobs", jobs));
+  CHECK(napi_set_named_property(env, obj, "overheadUs", us));
+  return obj;
+}
+
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, simd, threads;
@@ -544,6 +561,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"releasePages", NULL, js_release_pages, NULL, NULL, NULL, napi_default, NULL},
       {"hashBytes", NULL, js_hash_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"prefault", NULL, js_prefault, NULL, NULL, NULL, napi_default, NULL},
+      {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default, NULL},
       {"mappedFileFaults", NULL, js_mapped_file_faults, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;

@@ -30,6 +30,7 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   levels(): Array<{ name: string; supported: boolean }>;
   setLevel(name: string): void;
   prefault(view: Uint8Array): void;
+  poolStats(iterations: number): { jobs: number; overheadUs: number };
   packedMatmul(y: Float32Array, x: Float32Array, w: Uint8Array, layout: number, wtype: number, rows: number, cols: number, tokens: number): void;
 }
 
@@ -154,6 +155,15 @@ export function measureReadBandwidth(threads: number, bytes = 1 << 30, passes = 
   if (!n) return null;
   n.setThreads(threads);
   return n.readBandwidth(bytes, passes);
+}
+
+/**
+ * The thread pool's bookkeeping: jobs handed to the workers so far, and (when `iterations` > 0)
+ * the measured µs one empty job costs all threads (wake-up + barrier). Null without the addon.
+ */
+export function threadPoolStats(iterations = 0): { jobs: number; overheadUs: number } | null {
+  const n = loadAddon();
+  return n ? n.poolStats(iterations) : null;
 }
 
 /** The default thread count: one per core the process may use (the machines have no SMT siblings to skip). */

@@ -310,6 +310,21 @@ static void tail_rows(float *y, int64_t ys, const uint8_t *rows, int wtype, int6
 }
 
 typedef struct {
+  const float *x;
+  void *xq;
+  int64_t cols, blocks;
+  int be;
+} quantise_ctx;
+
+static void quantise_task(void *p, int64_t start, int64_t end) {
+  quantise_ctx *c = p;
+  for (int64_t t = start; t < end; t++) {
+    if (c->be == 256) quantise_q8kx(c->x + t * c->cols, c->cols, (act_q8kx *)c->xq + t * c->blocks);
+    else quantise_q8x(c->x + t * c->cols, c->cols, (act_q8x *)c->xq + t * c->blocks);
+  }
+}
+
+typedef struct {
   float *y;
   int64_t ys;
   const uint8_t *w;
@@ -333,10 +348,9 @@ int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wt
   size_t act = be == 256 ? sizeof(act_q8kx) : sizeof(act_q8x);
   void *xq = NULL;
   if (posix_memalign(&xq, 64, act * (size_t)(blocks * tokens) + 64) != 0) return -2;
-  for (int64_t t = 0; t < tokens; t++) {
-    if (be == 256) quantise_q8kx(x + t * cols, cols, (act_q8kx *)xq + t * blocks);
-    else quantise_q8x(x + t * cols, cols, (act_q8x *)xq + t * blocks);
-  }
+  /* Quantising a prompt chunk's activations is serial work the other threads would wait out. */
+  quantise_ctx qc = {x, xq, cols, blocks, be};
+  pool_run(quantise_task, &qc, tokens, tokens >= 16 ? 4 : tokens);
   size_t gb = (size_t)blocks * group_block_bytes(layout);
   packed_ctx c = {y, rows, w, gb, xq, blocks, blocks, tokens, fn};
   /* ~64 KB of weights per chunk for one token; fewer groups per chunk when many tokens share them. */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct {
   pool_task_fn fn;
@@ -103,6 +104,10 @@ int pool_set_threads(int threads) {
   return 0;
 }
 
+static atomic_llong jobs_posted = 0;
+
+int64_t pool_jobs(void) { return atomic_load(&jobs_posted); }
+
 void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
@@ -110,6 +115,7 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain) {
     fn(ctx, 0, n);
     return;
   }
+  atomic_fetch_add(&jobs_posted, 1);
   current.fn = fn;
   current.ctx = ctx;
   current.n = n;
@@ -129,4 +135,20 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain) {
     while (atomic_load(&current.active) > 0) pthread_cond_wait(&done, &lock);
     pthread_mutex_unlock(&lock);
   }
+}
+
+static void empty_task(void *ctx, int64_t start, int64_t end) {
+  (void)ctx;
+  (void)start;
+  (void)end;
+}
+
+double pool_overhead_us(int iterations) {
+  if (worker_count == 0 || iterations < 1) return 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < iterations; i++) pool_run(empty_task, NULL, worker_count + 1, 1);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  atomic_fetch_sub(&jobs_posted, iterations);
+  return ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-3) / iterations;
 }

@@ -10,5 +10,9 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain);
 /* Sets the total thread count (the caller included). Returns 0 on success. */
 int pool_set_threads(int threads);
 int pool_threads(void);
+/* Jobs handed to the workers since start (jobs small enough for the caller alone are not counted). */
+int64_t pool_jobs(void);
+/* Mean µs of a job with no work on all threads: the wake-up and barrier a job costs. */
+double pool_overhead_us(int iterations);
 
 #endif
