@@ -13,6 +13,7 @@
         "src/kernels/native/kernels.c",
         "src/kernels/native/quant.c",
         "src/kernels/native/repack.c",
+        "src/kernels/native/experts.c",
         "src/kernels/native/arch/scalar.c",
         "src/kernels/native/guard.c"
       ],

@@ -27,6 +27,18 @@ export interface PackedWeight {
   readonly bytes: Uint8Array;
 }
 
+/** A SwiGLU weight triple: y = down(silu(gate x) · up x). */
+export interface SwiGluTriple {
+  readonly gate: Weight;
+  readonly up: Weight;
+  readonly down: Weight;
+}
+
+/** Weight triples made ready for one fused call (opaque; from `prepareExperts`). */
+export interface ExpertGroup {
+  readonly owner: string;
+}
+
 /** How `prepareAll` may keep repacked weights between runs. */
 export interface PrepareOptions {
   /** Folder for repacked copies (memory-mapped on later loads); null: repack in memory each time. */
@@ -88,6 +100,19 @@ export interface Backend {
 
   /** y[t·R + r] = Σ_c W[r, c] · x[t·C + c] for t < tokens, where W is [R, C]. */
   matmul(y: Vec, x: Vec, w: Weight, tokens: number): void;
+
+  /**
+   * Optional fused path for a group of SwiGLU triples (mixture-of-experts layers): null when this
+   * backend has none for these weights (types, layouts, shapes); callers then compose matmuls.
+   */
+  prepareExperts?(experts: readonly SwiGluTriple[], shared: SwiGluTriple | null): ExpertGroup | null;
+
+  /**
+   * out[t] = Σ_{i<k} weightOf[t·k+i] · triple_e(x_t), e = expertOf[t·k+i], plus shared(x_t) when the
+   * group has one — the same as composing matmul and siluMul per triple, up to float summation
+   * order. x and out are [tokens][d] f32.
+   */
+  expertsForward?(out: Vec, x: Vec, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: ExpertGroup): void;
 
   /** y[t·C + c] = Σ_r W[r, c] · x[t·R + r] for t < tokens (the product with Wᵀ). */
   matmulTransposed(y: Vec, x: Vec, w: Tensor, tokens: number): void;

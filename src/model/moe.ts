@@ -129,6 +129,13 @@ export function moeForward(
   const routing = routeTokens(ctx, w, x, tokens, forcedExperts);
   observer?.(layer, routing);
 
+  // One native operation for the routed and shared experts, when the backend prepared one.
+  const { backend } = ctx;
+  if (w.fused && backend.expertsForward && x instanceof Float32Array && out instanceof Float32Array) {
+    backend.expertsForward(out, x, tokens, routing.k, routing.experts, Float32Array.from(routing.weights), w.fused);
+    return;
+  }
+
   const byExpert: number[][] = Array.from({ length: c.nRoutedExperts }, () => []);
   for (let i = 0; i < tokens * routing.k; i++) byExpert[routing.experts[i]!]!.push(i);
 

@@ -14,7 +14,7 @@ export function prepareModelWeights(
   c: ModelConfig,
   w: ModelWeights,
   backend: Backend,
-  options: PrepareOptions = {},
+  options: PrepareOptions & { readonly fuseExperts?: boolean } = {},
 ): { weights: ModelWeights; report: PrepareReport } {
   const list: Tensor[] = [];
   const others: Tensor[] = [w.embed, w.norm];
@@ -75,15 +75,13 @@ export function prepareModelWeights(
       uvHeads: p.attention.uv.map(take),
       ...(p.attention.uk ? { ukHeads: p.attention.uk.map(take) } : {}),
     };
-    const moe: MoeWeights | null =
-      layer.moe && p.moe
-        ? {
-            ...layer.moe,
-            router: take(p.moe.router),
-            experts: p.moe.experts.map(swiglu),
-            shared: p.moe.shared ? swiglu(p.moe.shared) : null,
-          }
-        : null;
+    let moe: MoeWeights | null = null;
+    if (layer.moe && p.moe) {
+      const experts = p.moe.experts.map(swiglu);
+      const shared = p.moe.shared ? swiglu(p.moe.shared) : null;
+      const fused = options.fuseExperts === false ? null : (backend.prepareExperts?.(experts, shared) ?? null);
+      moe = { ...layer.moe, router: take(p.moe.router), experts, shared, ...(fused ? { fused } : {}) };
+    }
     return { ...layer, attention, moe, dense: p.dense ? swiglu(p.dense) : null };
   });
   return { weights: { ...w, layers, lmHead: take(lmHead) }, report };

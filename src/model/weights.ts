@@ -6,6 +6,7 @@
 import type { WeightSource } from '../formats/safetensors.js';
 import { TensorShapeError } from '../errors.js';
 import type { Tensor } from '../kernels/tensor.js';
+import type { ExpertGroup } from '../kernels/backend.js';
 import { isMoeLayer, type ModelConfig } from './config.js';
 
 export interface SwiGluWeights {
@@ -46,6 +47,8 @@ export interface MoeWeights {
   readonly experts: readonly SwiGluWeights[];
   /** All shared experts as one SwiGLU of width n_shared × moe_intermediate, or null. */
   readonly shared: SwiGluWeights | null;
+  /** Set by `prepareModelWeights` when the backend runs the routed and shared experts as one operation. */
+  readonly fused?: ExpertGroup;
 }
 
 export interface LayerWeights {

@@ -1,13 +1,16 @@
 /** `dseek random-model` and `dseek bench` as the contracts in DESIGN.md describe them. */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { goldenRoot, repoRoot } from '../paths.js';
 
 const repackDir = mkdtempSync(join(tmpdir(), 'dseek-repacked-'));
+const temporary: string[] = [repackDir];
+// The random model and its repacked copy are gigabytes: never leave them behind.
+after(() => temporary.forEach((d) => rmSync(d, { recursive: true, force: true })));
 const dseek = (...args: string[]) =>
   spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), ...args], {
     encoding: 'utf8',
@@ -16,7 +19,9 @@ const dseek = (...args: string[]) =>
   });
 
 test('random-model writes a GGUF that inspect, logits and bench accept; bench --json has the contract keys', () => {
-  const out = join(mkdtempSync(join(tmpdir(), 'dseek-bench-')), 'moon.gguf');
+  const work = mkdtempSync(join(tmpdir(), 'dseek-bench-'));
+  temporary.push(work);
+  const out = join(work, 'moon.gguf');
   const made = dseek('random-model', '--like', 'moonlight', '--type', 'q8_0', '--layers', '2', out);
   assert.equal(made.status, 0, made.stderr);
   const inspect = dseek('inspect', out);
@@ -58,6 +63,7 @@ test('random-model writes a GGUF that inspect, logits and bench accept; bench --
 
 test('random-model and bench refuse bad flags with one line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-bench-'));
+  temporary.push(dir);
   for (const [args, pattern] of [
     [['random-model', '--like', 'gpt5', join(dir, 'x.gguf')], /--like.*gpt5/],
     [['random-model', '--like', 'v2-lite', '--type', 'q3_xs', join(dir, 'x.gguf')], /--type/],

@@ -2,9 +2,9 @@
  * The native backend on quantised GGUF files against the reference backend on the same files:
  * the golden models converted to q8_0 and q4_k, and a random V2-Lite-shaped q4_0 file.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertToGguf } from '../../src/formats/convert.js';
@@ -19,6 +19,7 @@ import { goldenModels, goldenRoot } from '../paths.js';
 const native = createNativeBackend(2);
 const skip = native ? false : `native addon unavailable: ${nativeLoadError()}`;
 const dir = mkdtempSync(join(tmpdir(), 'dseek-gguf-parity-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 function argmax(x: Vec): number {
   let best = 0;

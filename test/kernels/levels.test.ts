@@ -5,14 +5,16 @@
  * has are checked against the TypeScript reference in repack.test.ts.) Skips, with the packages to
  * install, when the cross compiler or qemu is missing; .ci/run installs them.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { arch, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 
+const temporary: string[] = [];
+after(() => temporary.forEach((d) => rmSync(d, { recursive: true, force: true })));
 const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const native = join(repoRoot, 'src/kernels/native');
 const common = ['repack.c', 'quant.c', 'threadpool.c', 'arch/scalar.c'].map((f) => join(native, f));
@@ -26,6 +28,7 @@ const crossSkip =
 
 test('NEON (ARM64 dot-product) packed products agree with the scalar level, under qemu', { skip: crossSkip, timeout: 180_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-neon-'));
+  temporary.push(dir);
   const neonObject = join(dir, 'neon.o');
   // The level's file is built with its own flags, as binding.gyp builds it.
   const cc1 = spawnSync('aarch64-linux-gnu-gcc', ['-O2', '-std=gnu11', '-march=armv8.2-a+dotprod', '-c', '-o', neonObject, join(native, 'arch/arm/neon.c')], { encoding: 'utf8' });
@@ -41,6 +44,7 @@ test('NEON (ARM64 dot-product) packed products agree with the scalar level, unde
 
 test('x86-64 levels agree with the scalar level in the standalone check too (the same program the NEON check runs)', { skip: arch() !== 'x64' ? 'not an x86-64 machine' : !has('gcc') ? 'needs gcc' : false }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-x86-'));
+  temporary.push(dir);
   const flags: Record<string, string[]> = {
     avx2: ['-mavx2', '-mfma', '-mf16c'],
     avx512: ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vnni'],

@@ -15,6 +15,7 @@
 #include "threadpool.h"
 #include "quant.h"
 #include "repack.h"
+#include "experts.h"
 #include "guard.h"
 
 #define CHECK(call)                                     \
@@ -513,6 +514,125 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* An expert group: the matrices' pointers and shapes, checked once (the JS side keeps the buffers alive). */
+typedef struct {
+  int64_t E, I, d, Is;
+  int shared;
+  expert_matrix *m; /* gate[E], up[E], down[E], then shared gate, up, down */
+} expert_group;
+
+static void free_group(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  expert_group *g = data;
+  free(g->m);
+  free(g);
+}
+
+/* One matrix descriptor [data: Uint8Array, wtype, layout, rows, cols] into m; 0 if malformed. */
+static int get_matrix(napi_env env, napi_value v, expert_matrix *m, int64_t *rows, int64_t *cols) {
+  napi_value el[5];
+  for (uint32_t i = 0; i < 5; i++)
+    if (napi_get_element(env, v, i, &el[i]) != napi_ok) return 0;
+  view_t data;
+  int64_t wtype, layout;
+  if (!get_view(env, el[0], &data) || data.type != napi_uint8_array || !get_i64(env, el[1], &wtype) || !get_i64(env, el[2], &layout) ||
+      !get_i64(env, el[3], rows) || !get_i64(env, el[4], cols))
+    return 0;
+  int be = quant_block_elements((int)wtype);
+  if (be <= 0 || *rows < 8 || *rows % 8 != 0 || *cols <= 0 || *cols % be != 0 || layout <= 0) return 0;
+  if (data.length < repack_bytes((int)wtype, *rows, *cols)) return 0;
+  m->data = data.data;
+  m->wtype = (int)wtype;
+  m->layout = (int)layout;
+  m->group_bytes = packed_group_bytes((int)wtype, *cols);
+  return 1;
+}
+
+/* expertGroup(matrices, E, shared) -> handle | null (null: shapes or types this op does not take) */
+static napi_value js_expert_group(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int64_t E;
+  bool shared = false, is_array = false;
+  if (argc < 3 || napi_is_array(env, a[0], &is_array) != napi_ok || !is_array || !get_i64(env, a[1], &E) || E < 1 ||
+      napi_get_value_bool(env, a[2], &shared) != napi_ok)
+    return fail(env, "expertGroup(matrices, E, shared): bad arguments");
+  uint32_t count = 0;
+  CHECK(napi_get_array_length(env, a[0], &count));
+  if (count != (uint32_t)(3 * E + (shared ? 3 : 0))) return fail(env, "expertGroup: expected 3·E (+3 shared) matrices");
+  expert_group *g = calloc(1, sizeof *g);
+  if (g) g->m = calloc(count, sizeof(expert_matrix));
+  if (!g || !g->m) {
+    if (g) free(g);
+    return fail(env, "expertGroup: out of memory");
+  }
+  g->E = E;
+  g->shared = shared;
+  int64_t *rows = calloc(count, sizeof(int64_t)), *cols = calloc(count, sizeof(int64_t));
+  int ok = rows && cols;
+  for (uint32_t i = 0; i < count && ok; i++) {
+    napi_value el;
+    ok = napi_get_element(env, a[0], i, &el) == napi_ok && get_matrix(env, el, &g->m[i], &rows[i], &cols[i]);
+  }
+  if (ok) {
+    /* gate, up: [I, d]; down: [d, I]; shared gate, up: [Is, d], shared down: [d, Is] */
+    g->I = rows[0];
+    g->d = cols[0];
+    g->Is = shared ? rows[3 * E] : 0;
+    for (int64_t e = 0; e < E && ok; e++) {
+      ok = rows[e] == g->I && cols[e] == g->d && rows[E + e] == g->I && cols[E + e] == g->d && rows[2 * E + e] == g->d &&
+           cols[2 * E + e] == g->I;
+      /* gate and up read one quantised input, so one type; the routed downs share one type */
+      ok = ok && g->m[e].wtype == g->m[0].wtype && g->m[E + e].wtype == g->m[0].wtype && g->m[2 * E + e].wtype == g->m[2 * E].wtype;
+    }
+    if (ok && shared) {
+      int64_t s = 3 * E;
+      ok = rows[s] == g->Is && cols[s] == g->d && rows[s + 1] == g->Is && cols[s + 1] == g->d && rows[s + 2] == g->d &&
+           cols[s + 2] == g->Is && g->m[s].wtype == g->m[0].wtype && g->m[s + 1].wtype == g->m[0].wtype;
+    }
+  }
+  free(rows);
+  free(cols);
+  if (!ok) {
+    free_group(env, g, NULL);
+    napi_value nul;
+    CHECK(napi_get_null(env, &nul));
+    return nul;
+  }
+  napi_value handle;
+  if (napi_create_external(env, g, free_group, NULL, &handle) != napi_ok) {
+    free_group(env, g, NULL);
+    return fail(env, "expertGroup: cannot create the handle");
+  }
+  return handle;
+}
+
+/* expertsForward(out, x, tokens, k, expertOf: Int32Array, weightOf: Float32Array, group) */
+static napi_value js_experts_forward(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value a[7];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t out, x, eo, wo;
+  int64_t T, k;
+  expert_group *g = NULL;
+  if (argc < 7 || !get_view(env, a[0], &out) || !get_view(env, a[1], &x) || !get_i64(env, a[2], &T) || !get_i64(env, a[3], &k) ||
+      !get_view(env, a[4], &eo) || !get_view(env, a[5], &wo) || napi_get_value_external(env, a[6], (void **)&g) != napi_ok || !g)
+    return fail(env, "expertsForward(out, x, tokens, k, expertOf, weightOf, group): bad arguments");
+  if (out.type != napi_float32_array || x.type != napi_float32_array || eo.type != napi_int32_array || wo.type != napi_float32_array)
+    return fail(env, "expertsForward: out, x Float32Array; expertOf Int32Array; weightOf Float32Array");
+  if (T < 1 || k < 1 || k > 64 || out.length < (size_t)(T * g->d) || x.length < (size_t)(T * g->d) || eo.length < (size_t)(T * k) ||
+      wo.length < (size_t)(T * k))
+    return fail(env, "expertsForward: arrays shorter than the shape, or k outside [1, 64]");
+  int64_t E = g->E;
+  int rc = experts_forward(out.data, x.data, T, g->d, k, eo.data, wo.data, E, g->I, g->m, g->m + E, g->m + 2 * E, g->Is,
+                           g->shared ? g->m + 3 * E : NULL, g->shared ? g->m + 3 * E + 1 : NULL, g->shared ? g->m + 3 * E + 2 : NULL);
+  if (rc == -2) return fail(env, "expertsForward: an expert id outside [0, E)");
+  if (rc != 0) return fail(env, "expertsForward: out of memory");
+  return NULL;
+}
+
 /* poolStats(iterations) -> { jobs, overheadUs } */
 static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -562,6 +682,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashBytes", NULL, js_hash_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"prefault", NULL, js_prefault, NULL, NULL, NULL, napi_default, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"expertGroup", NULL, js_expert_group, NULL, NULL, NULL, napi_default, NULL},
+      {"expertsForward", NULL, js_experts_forward, NULL, NULL, NULL, napi_default, NULL},
       {"mappedFileFaults", NULL, js_mapped_file_faults, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;

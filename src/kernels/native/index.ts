@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, PrepareOptions, PrepareReport, SharedKvRows, Weight } from '../backend.js';
+import type { Backend, ExpertGroup, PrepareOptions, PrepareReport, SharedKvRows, SwiGluTriple, Weight } from '../backend.js';
 import { InvalidInputError } from '../../errors.js';
 import { buildRepacked, openRepacked, repackKey, type PlannedTensor, type RepackAddon } from './repackCache.js';
 import { referenceBackend } from '../reference/index.js';
@@ -31,6 +31,8 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   setLevel(name: string): void;
   prefault(view: Uint8Array): void;
   poolStats(iterations: number): { jobs: number; overheadUs: number };
+  expertGroup(matrices: Array<[Uint8Array, number, number, number, number]>, experts: number, shared: boolean): object | null;
+  expertsForward(out: Float32Array, x: Float32Array, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: object): void;
   packedMatmul(y: Float32Array, x: Float32Array, w: Uint8Array, layout: number, wtype: number, rows: number, cols: number, tokens: number): void;
 }
 
@@ -290,10 +292,44 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
     return { weights, report: { repacked: planned.length, repackedBytes, source, seconds, file } };
   };
 
+  /** The native handle of a group, and the weights whose buffers it points into (kept alive with it). */
+  interface NativeExpertGroup extends ExpertGroup {
+    readonly handle: object;
+    readonly weights: readonly Weight[];
+  }
+  const groups = new WeakSet<ExpertGroup>();
+
+  const prepareExperts = (experts: readonly SwiGluTriple[], shared: SwiGluTriple | null): ExpertGroup | null => {
+    const order = [...experts.map((e) => e.gate), ...experts.map((e) => e.up), ...experts.map((e) => e.down)];
+    if (shared) order.push(shared.gate, shared.up, shared.down);
+    const matrices: Array<[Uint8Array, number, number, number, number]> = [];
+    for (const w of order) {
+      const wtype = WEIGHT_TYPE[w.dtype];
+      if (!w.packed || !w.packed.owner.startsWith('native:') || wtype === undefined) return null;
+      const [rows, cols] = dims(w);
+      if (rows % 8 !== 0) return null; // a plain tail: the composed path handles it
+      matrices.push([w.packed.bytes, wtype, w.packed.layout, rows, cols]);
+    }
+    const handle = n.expertGroup(matrices, experts.length, shared !== null);
+    if (!handle) return null;
+    const group: NativeExpertGroup = { owner, handle, weights: order };
+    groups.add(group);
+    return group;
+  };
+
   return {
     name: `native (${info.simd}, ${info.threads} thread${info.threads === 1 ? '' : 's'})`,
 
     prepareAll,
+    prepareExperts,
+
+    expertsForward(out, x, tokens, k, expertOf, weightOf, group) {
+      if (!groups.has(group) || !isF32(out) || !isF32(x)) {
+        throw new InvalidInputError('expertsForward', 'needs a group from this backend\'s prepareExperts and f32 vectors');
+      }
+      useLevel();
+      n.expertsForward(out, x, tokens, k, expertOf, weightOf, (group as NativeExpertGroup).handle);
+    },
 
     matmul(y, x, w, tokens) {
       const wtype = WEIGHT_TYPE[w.dtype];

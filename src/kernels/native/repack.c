@@ -138,6 +138,11 @@ static size_t group_block_bytes(int layout) {
   }
 }
 
+size_t packed_group_bytes(int wtype, int64_t cols) {
+  int be = quant_block_elements(wtype);
+  return be > 0 ? (size_t)(cols / be) * group_block_bytes(layout_of(wtype)) : 0;
+}
+
 int repack_layout(int wtype, int64_t rows, int64_t cols) {
   int layout = layout_of(wtype);
   if (layout == LAYOUT_ROWS || rows < ROW_GROUP || active_ops->gemm[layout] == NULL) return LAYOUT_ROWS;
@@ -273,6 +278,11 @@ static void quantise_q8kx(const float *x, int64_t n, act_q8kx *out) {
     for (int j = 0; j < 8; j++) a->bs32[j] = (int16_t)(a->bs16[2 * j] + a->bs16[2 * j + 1]);
     memset(a->pad, 0, sizeof a->pad);
   }
+}
+
+void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out) {
+  if (quant_block_elements(wtype) == 256) quantise_q8kx(x, cols, out);
+  else quantise_q8x(x, cols, out);
 }
 
 /* ---------- products ---------- */

@@ -18,6 +18,10 @@ size_t repack_bytes(int wtype, int64_t rows, int64_t cols);
 /* Writes the repacked copy (repack_bytes) into dst; returns its layout (0: nothing written). */
 int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uint8_t *dst);
 /* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a repacked weight. 0 on success. */
+/* Bytes of one packed row group of a weight with `cols` columns. */
+size_t packed_group_bytes(int wtype, int64_t cols);
+/* One row of activations quantised as the packed products of `wtype` read them. */
+void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out);
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);
 
 #endif
