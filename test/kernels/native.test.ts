@@ -92,6 +92,10 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     [4, 3, 24, 16, 9],
     [1, 16, 576, 512, 37],
     [5, 2, 9, 7, 5],
+    // Past one 64-key chunk: the flash-decoding path (chunks merged by online softmax), a partial
+    // last chunk, queries of different lengths in one call.
+    [1, 16, 576, 512, 300],
+    [3, 4, 40, 32, 700],
   ] as const) {
     const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - queries + t + 1);
     const shape = { queries, heads, contextLengths, scale: 0.17 };
@@ -132,6 +136,28 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
       assert.ok(maxRelDiff(na, ra) < 1e-5, `shared-kv ${kv.dtype} ${queries}/${heads}/${width}`);
     }
   }
+});
+
+test('shared-KV attention over several key chunks gives identical bits at 1, 2 and 7 threads', { skip }, () => {
+  const [queries, heads, width, va, rows, pageRows] = [2, 8, 72, 64, 500, 64];
+  const contextLengths = Int32Array.from([rows - 77, rows]);
+  const shape = { queries, heads, contextLengths, scale: 0.11 };
+  const qa = randomVec(queries * heads * va);
+  const qb = randomVec(queries * heads * (width - va));
+  const all = Uint16Array.from(randomVec(rows * width), (x) => f32ToF16(x));
+  const pages: Uint16Array[] = [];
+  for (let r = 0; r < rows; r += pageRows) {
+    const page = new Uint16Array(pageRows * width);
+    page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width));
+    pages.push(page);
+  }
+  const outputs = [1, 2, 7].map((threads) => {
+    const out = new Float32Array(queries * heads * va);
+    createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, { dtype: 'f16', pages, pageRows, width }, va, shape);
+    return out;
+  });
+  assert.deepEqual(outputs[1], outputs[0]);
+  assert.deepEqual(outputs[2], outputs[0]);
 });
 
 test('results do not depend on the thread count', { skip }, () => {

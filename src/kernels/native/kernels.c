@@ -137,6 +137,44 @@ TARGET_AVX2 static void axpy_f32_avx2(float *y, float p, const float *a, int64_t
   for (; i < n; i++) y[i] += p * a[i];
 }
 
+/* s[h·stride + j] = scale · rows_j · q_h for j < m, h < H (rows [m][W], q [H][W]): 2 rows × 4 heads
+   per register tile, so each loaded 8-value piece of a row meets four heads (latent attention's
+   scores are a small matrix product; a dot product per (row, head) re-reads every row per head). */
+TARGET_AVX2 static void scores_avx2(float *s, int64_t stride, const float *rows, int64_t m, const float *q, int64_t H, int64_t W, float scale) {
+  int64_t j = 0;
+  for (; j + 2 <= m && W % 8 == 0; j += 2) {
+    const float *r0 = rows + j * W, *r1 = r0 + W;
+    int64_t h = 0;
+    for (; h + 4 <= H; h += 4) {
+      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+      const float *q0 = q + h * W, *q1 = q0 + W, *q2 = q1 + W, *q3 = q2 + W;
+      for (int64_t i = 0; i < W; i += 8) {
+        __m256 x0 = _mm256_loadu_ps(r0 + i), x1 = _mm256_loadu_ps(r1 + i), v;
+        v = _mm256_loadu_ps(q0 + i); a00 = _mm256_fmadd_ps(x0, v, a00); a10 = _mm256_fmadd_ps(x1, v, a10);
+        v = _mm256_loadu_ps(q1 + i); a01 = _mm256_fmadd_ps(x0, v, a01); a11 = _mm256_fmadd_ps(x1, v, a11);
+        v = _mm256_loadu_ps(q2 + i); a02 = _mm256_fmadd_ps(x0, v, a02); a12 = _mm256_fmadd_ps(x1, v, a12);
+        v = _mm256_loadu_ps(q3 + i); a03 = _mm256_fmadd_ps(x0, v, a03); a13 = _mm256_fmadd_ps(x1, v, a13);
+      }
+      s[(h + 0) * stride + j] = hsum256(a00) * scale; s[(h + 0) * stride + j + 1] = hsum256(a10) * scale;
+      s[(h + 1) * stride + j] = hsum256(a01) * scale; s[(h + 1) * stride + j + 1] = hsum256(a11) * scale;
+      s[(h + 2) * stride + j] = hsum256(a02) * scale; s[(h + 2) * stride + j + 1] = hsum256(a12) * scale;
+      s[(h + 3) * stride + j] = hsum256(a03) * scale; s[(h + 3) * stride + j + 1] = hsum256(a13) * scale;
+    }
+    for (; h < H; h++) {
+      s[h * stride + j] = dot_f32_avx2(r0, q + h * W, W) * scale;
+      s[h * stride + j + 1] = dot_f32_avx2(r1, q + h * W, W) * scale;
+    }
+  }
+  for (; j < m; j++)
+    for (int64_t h = 0; h < H; h++) s[h * stride + j] = dot_f32_avx2(rows + j * W, q + h * W, W) * scale;
+}
+
+TARGET_AVX2 static void f16_row_avx2(float *out, const uint16_t *a, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_f16x8(a + i));
+  for (; i < n; i++) out[i] = f16_to_f32(a[i]);
+}
+
 TARGET_AVX2 static void axpy_f16_avx2(float *y, float p, const uint16_t *a, int64_t n) {
   __m256 vp = _mm256_set1_ps(p);
   int64_t i = 0;
@@ -159,6 +197,15 @@ static float dot_f32_neon(const float *a, const float *x, int64_t n) {
 }
 #endif
 
+static void scores_scalar(float *s, int64_t stride, const float *rows, int64_t m, const float *q, int64_t H, int64_t W, float scale) {
+  for (int64_t j = 0; j < m; j++)
+    for (int64_t h = 0; h < H; h++) s[h * stride + j] = dot_f32_scalar(rows + j * W, q + h * W, W) * scale;
+}
+
+static void f16_row_scalar(float *out, const uint16_t *a, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(a[i]);
+}
+
 static void axpy_f32_scalar(float *y, float p, const float *a, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += p * a[i];
 }
@@ -172,6 +219,8 @@ typedef float (*dot_fn)(const void *a, const float *x, int64_t n);
 static dot_fn dot_f32, dot_f16, dot_bf16;
 static void (*axpy_f32)(float *, float, const float *, int64_t);
 static void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
+static void (*f16_row)(float *, const uint16_t *, int64_t);
+static void (*scores)(float *, int64_t, const float *, int64_t, const float *, int64_t, int64_t, float);
 static const char *simd_name = "scalar";
 
 /* The row kernels of a level: AVX2 serves the AVX2 and AVX-512 levels (the packed products of
@@ -184,6 +233,8 @@ int kernels_set_level(const char *name) {
   dot_bf16 = (dot_fn)dot_bf16_scalar;
   axpy_f32 = axpy_f32_scalar;
   axpy_f16 = axpy_f16_scalar;
+  f16_row = f16_row_scalar;
+  scores = scores_scalar;
   quant_init(0);
   simd_name = level;
 #ifdef DSEEK_X86
@@ -193,6 +244,8 @@ int kernels_set_level(const char *name) {
     dot_bf16 = (dot_fn)dot_bf16_avx2;
     axpy_f32 = axpy_f32_avx2;
     axpy_f16 = axpy_f16_avx2;
+    f16_row = f16_row_avx2;
+    scores = scores_avx2;
     quant_init(1);
   }
 #endif
@@ -492,11 +545,120 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
   free(s);
 }
 
+/*
+ * Decode-time latent attention, flash-decoding style: the keys of each query are cut into chunks
+ * of SKV_CHUNK rows (a fixed size, so results never depend on the thread count); a work item is
+ * (query, chunk) and covers every head, so each latent row is converted and read once for all
+ * heads (from L1/L2) instead of once per head; each item keeps per head the chunk's max score, the
+ * sum of its exponentials and the weighted sum of its value rows, and a second job merges the
+ * chunks in order (the online softmax of Milakov & Gimelshein 2018, as FlashAttention merges
+ * blocks). One long sequence then uses every thread.
+ */
+#define SKV_CHUNK 64
+
+typedef struct {
+  shared_kv_ctx base;
+  int64_t chunks;     /* per query: ceil(longest context / SKV_CHUNK) */
+  float *partial;     /* [T][chunks][H][2 + va]: max, sum, acc */
+} skv_flash_ctx;
+
+static void skv_chunk_task(void *p, int64_t start, int64_t end) {
+  skv_flash_ctx *f = p;
+  shared_kv_ctx *c = &f->base;
+  int64_t H = c->heads, va = c->va, vb = c->width - c->va, W = c->width;
+  float *rows = malloc(sizeof(float) * (size_t)(SKV_CHUNK * W));
+  float *q = malloc(sizeof(float) * (size_t)(H * W));
+  float *s = malloc(sizeof(float) * (size_t)(SKV_CHUNK * H));
+  if (!rows || !q || !s) abort();
+  int64_t last_t = -1;
+  for (int64_t item = start; item < end; item++) {
+    int64_t t = item / f->chunks, ch = item % f->chunks;
+    int64_t n = c->ctx[t], j0 = ch * SKV_CHUNK, j1 = j0 + SKV_CHUNK < n ? j0 + SKV_CHUNK : n;
+    float *part = f->partial + (size_t)((t * f->chunks + ch) * H) * (size_t)(2 + va);
+    if (j0 >= n) { /* past this query's context: an empty chunk */
+      for (int64_t h = 0; h < H; h++) {
+        part[h * (2 + va)] = -INFINITY;
+        part[h * (2 + va) + 1] = 0;
+      }
+      continue;
+    }
+    if (t != last_t) { /* the query of every head as one [qa | qb] row */
+      for (int64_t h = 0; h < H; h++) {
+        memcpy(q + h * W, c->qa + (t * H + h) * va, sizeof(float) * (size_t)va);
+        memcpy(q + h * W + va, c->qb + (t * H + h) * vb, sizeof(float) * (size_t)vb);
+      }
+      last_t = t;
+    }
+    int64_t m = j1 - j0;
+    for (int64_t j = 0; j < m; j++) { /* each row converted once */
+      int64_t r = j0 + j, offset = (r % c->page_rows) * W;
+      if (c->kvtype == 0) memcpy(rows + j * W, (const float *)c->pages[r / c->page_rows] + offset, sizeof(float) * (size_t)W);
+      else f16_row(rows + j * W, (const uint16_t *)c->pages[r / c->page_rows] + offset, W);
+    }
+    scores(s, SKV_CHUNK, rows, m, q, H, W, c->scale);
+    for (int64_t h = 0; h < H; h++) {
+      float *sh = s + h * SKV_CHUNK, max = -INFINITY;
+      for (int64_t j = 0; j < m; j++)
+        if (sh[j] > max) max = sh[j];
+      float sum = exp_shifted(sh, m, max);
+      float *acc = part + h * (2 + va) + 2;
+      memset(acc, 0, sizeof(float) * (size_t)va);
+      for (int64_t j = 0; j < m; j++) axpy_f32(acc, sh[j], rows + j * W, va);
+      part[h * (2 + va)] = max;
+      part[h * (2 + va) + 1] = sum;
+    }
+  }
+  free(rows);
+  free(q);
+  free(s);
+}
+
+/* Merge each (query, head)'s chunks in order: out = Σ_c e^(m_c − M)·acc_c / Σ_c e^(m_c − M)·l_c. */
+static void skv_merge_task(void *p, int64_t start, int64_t end) {
+  skv_flash_ctx *f = p;
+  shared_kv_ctx *c = &f->base;
+  int64_t H = c->heads, va = c->va;
+  for (int64_t th = start; th < end; th++) {
+    int64_t t = th / H, h = th % H;
+    float M = -INFINITY;
+    for (int64_t ch = 0; ch < f->chunks; ch++) {
+      float mc = f->partial[(size_t)((t * f->chunks + ch) * H + h) * (size_t)(2 + va)];
+      if (mc > M) M = mc;
+    }
+    float *o = c->out + th * va;
+    memset(o, 0, sizeof(float) * (size_t)va);
+    float L = 0;
+    for (int64_t ch = 0; ch < f->chunks; ch++) {
+      const float *part = f->partial + (size_t)((t * f->chunks + ch) * H + h) * (size_t)(2 + va);
+      if (part[0] == -INFINITY) continue;
+      float w = expf(part[0] - M);
+      L += w * part[1];
+      axpy_f32(o, w, part + 2, va);
+    }
+    float inv = 1.0f / L;
+    for (int64_t i = 0; i < va; i++) o[i] *= inv;
+  }
+}
+
 void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *pages, int64_t page_rows,
                                 int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
                                 float scale) {
   shared_kv_ctx c = {out, qa, qb, pages, page_rows, kvtype, width, va, heads, ctx, scale};
-  pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
+  int64_t longest = 1;
+  for (int64_t t = 0; t < queries; t++)
+    if (ctx[t] > longest) longest = ctx[t];
+  int64_t chunks = (longest + SKV_CHUNK - 1) / SKV_CHUNK;
+  size_t partial_bytes = sizeof(float) * (size_t)(queries * chunks * heads) * (size_t)(2 + va);
+  /* Short contexts (one chunk) and huge batches keep the per-(query, head) loop. */
+  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? malloc(partial_bytes) : NULL;
+  if (!partial) {
+    pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
+    return;
+  }
+  skv_flash_ctx f = {c, chunks, partial};
+  pool_run(skv_chunk_task, &f, queries * chunks, 1);
+  pool_run(skv_merge_task, &f, queries * heads, 4);
+  free(partial);
 }
 
 /* ---------- memory bandwidth probe ---------- */
