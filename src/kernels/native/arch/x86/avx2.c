@@ -3,7 +3,8 @@
  * (ops.h) one 256-bit register holds 4 rows × 8 bytes: `maddubs` + `madd` give int32 lane 2r+k =
  * row r's elements 4k..4k+3 of a chunk, as the AVX-512 level's `vpdpbusd` does for 8 rows. A tile
  * is one half of a group (4 rows) × up to 4 tokens, so weights, scales and accumulators stay in
- * the 16 registers. The K formats stay in rows at this level (their row kernels are in quant.c).
+ * the 16 registers. In the K formats a `madd` with the sub-block scale in both int16 halves of a
+ * lane widens the `maddubs` pair sums and applies the scale in one instruction.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -81,10 +82,121 @@ INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
   for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
 }
 
-#define GEMM(NAME, TILE)                                                                                             \
+
+/* Lanes (2r, 2r+1) both hold the int16 pair (v, v) of lane 2r+s's int32 v: a scale that a `madd`
+   multiplies into `maddubs` pair sums, folding the widening and the scale into one instruction. */
+INLINE __m256i scale16(__m256i v32, int s) {
+  __m256i v = s ? _mm256_shuffle_epi32(v32, 0xF5) : _mm256_shuffle_epi32(v32, 0xA0);
+  return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v, 16));
+}
+
+INLINE __m256i pair16(int16_t lo, int16_t hi) { return _mm256_set1_epi32((int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16)); }
+
+/* int32 m_r (4 lanes) to lanes 2r of 8 (odd lanes 0). */
+INLINE __m256i to_even_lanes(__m128i m) { return _mm256_cvtepu32_epi64(m); }
+
+INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, int h, const int nt) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 1184;
+    __m256i isum[4];
+    __m128i msum[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm256_setzero_si256();
+      msum[t] = _mm_setzero_si128();
+    }
+    for (int p = 0; p < 4; p++) {
+      const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 32 + 16 * p + 8 * h)));
+      const __m256i sc0 = scale16(sc, 0), sc1 = scale16(sc, 1);
+      const __m128i mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 16 * p + 8 * h)));
+      __m256i lo[4], hi[4];
+      for (int k = 0; k < 4; k++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 160 + (p * 4 + k) * 64 + 32 * h));
+        lo[k] = _mm256_and_si256(q, m4);
+        hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      }
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        const int8_t *q0 = a->q + 64 * p, *q1 = q0 + 32;
+        /* four maddubs pair sums of nibble·q stay within ±15,240 in int16 */
+        __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], bcast8(q0)), _mm256_maddubs_epi16(lo[1], bcast8(q0 + 8)));
+        p0 = _mm256_add_epi16(p0, _mm256_add_epi16(_mm256_maddubs_epi16(lo[2], bcast8(q0 + 16)), _mm256_maddubs_epi16(lo[3], bcast8(q0 + 24))));
+        __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(hi[0], bcast8(q1)), _mm256_maddubs_epi16(hi[1], bcast8(q1 + 8)));
+        p1 = _mm256_add_epi16(p1, _mm256_add_epi16(_mm256_maddubs_epi16(hi[2], bcast8(q1 + 16)), _mm256_maddubs_epi16(hi[3], bcast8(q1 + 24))));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(p0, sc0), _mm256_madd_epi16(p1, sc1)));
+        msum[t] = _mm_add_epi32(msum[t], _mm_madd_epi16(mn, _mm_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = scales_half(blk, h), dmin = scales_half(blk + 16, h);
+    for (int t = 0; t < nt; t++) {
+      const __m256 dx = _mm256_set1_ps(x[t * xs + b].d);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(to_even_lanes(msum[t])), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
+}
+
+INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, int h, const int nt) {
+  const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 1680;
+    __m256i isum[4];
+    __m128i corr[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm256_setzero_si256();
+      corr[t] = _mm_setzero_si128();
+    }
+    for (int hh = 0; hh < 2; hh++) {
+      for (int m = 0; m < 2; m++) {
+        __m256i q[4][2];
+        for (int kk = 0; kk < 2; kk++) {
+          int k = 2 * m + kk;
+          __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 144 + ((hh * 2 + 0) * 4 + k) * 64 + 32 * h));
+          __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 144 + ((hh * 2 + 1) * 4 + k) * 64 + 32 * h));
+          __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 1168 + (hh * 4 + k) * 64 + 32 * h));
+          q[0][kk] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+          q[1][kk] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+          q[2][kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+          q[3][kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+        }
+        for (int tq = 0; tq < 4; tq++) {
+          int p = 4 * hh + tq; /* 16-element group 2p+m */
+          const __m256i sc = scale16(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 16 + 16 * p + 8 * h))), m);
+          for (int t = 0; t < nt; t++) {
+            const int8_t *xq = x[t * xs + b].q + 128 * hh + 32 * tq + 16 * m;
+            /* two pair sums of 6-bit q·q8 stay within ±32,004 in int16 */
+            __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(q[tq][0], bcast8(xq)), _mm256_maddubs_epi16(q[tq][1], bcast8(xq + 8)));
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16, sc));
+          }
+        }
+      }
+    }
+    for (int p = 0; p < 8; p++) {
+      const __m128i sc16 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 16 + 16 * p + 8 * h)));
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        corr[t] = _mm_add_epi32(corr[t], _mm_madd_epi16(sc16, _mm_set1_epi32((int32_t)(uint16_t)a->bs16[2 * p] | ((int32_t)(uint16_t)a->bs16[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = scales_half(blk, h);
+    for (int t = 0; t < nt; t++) {
+      /* − 32·Σ sc·Σq: per row, so into lane 2r of the pair */
+      __m256i total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(to_even_lanes(corr[t]), 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[t * xs + b].d)), _mm256_cvtepi32_ps(total), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
+}
+
+#define GEMM(NAME, TILE, ACT)                                                                                             \
   static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,  \
                    int64_t tokens, int64_t g0, int64_t g1) {                                                            \
-    const act_q8x *x = xv;                                                                                              \
+    const ACT *x = xv;                                                                                                  \
     for (int64_t g = g0; g < g1; g++) {                                                                                 \
       const uint8_t *wg = w + (size_t)g * gbytes;                                                                       \
       float *yg = y + 8 * g;                                                                                            \
@@ -101,8 +213,10 @@ INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
     }                                                                                                                   \
   }
 
-GEMM(gemm_q4_0x8, q4_0_tile)
-GEMM(gemm_q8_0x8, q8_0_tile)
+GEMM(gemm_q4_0x8, q4_0_tile, act_q8x)
+GEMM(gemm_q8_0x8, q8_0_tile, act_q8x)
+GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx)
+GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx)
 
 /* As quantise_block_scalar, 8 values at a time (round-half-even, then ties away from zero). */
 static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) {
@@ -131,6 +245,6 @@ static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) 
 
 const kernel_ops ops_avx2 = {
     .name = "avx2",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
     .quantise_block = quantise_block_avx2,
 };
