@@ -31,8 +31,8 @@ function quantised(dtype: GgmlType, rows: number, cols: number, scale = 1): Tens
   }
   return { dtype, shape: [rows, cols], data };
 }
-function triple(type: GgmlType, width: number, d: number): SwiGluTriple {
-  return { gate: quantised(type, width, d), up: quantised(type, width, d), down: quantised(type, d, width, 0.5) };
+function triple(type: GgmlType, width: number, d: number, downType: GgmlType = type): SwiGluTriple {
+  return { gate: quantised(type, width, d), up: quantised(type, width, d), down: quantised(downType, d, width, 0.5) };
 }
 /** What moeForward computes without the fused path: per token, Σ over its experts in expert order, plus shared. */
 function composed(backend: Backend, x: Float32Array, T: number, d: number, k: number, expertOf: Int32Array, weightOf: Float32Array, experts: readonly SwiGluTriple[], shared: SwiGluTriple | null): Float32Array {
@@ -89,7 +89,9 @@ function routing(T: number, k: number, E: number): { expertOf: Int32Array; weigh
   return { expertOf, weightOf };
 }
 
-const cases: Array<{ type: GgmlType; d: number; width: number; sharedWidth: number }> = [
+const cases: Array<{ type: GgmlType; d: number; width: number; sharedWidth: number; downType?: GgmlType }> = [
+  // As Q4_K_M files store V2-Lite's experts: gate/up Q4_K, down (1,408 columns: not whole K blocks) Q5_0.
+  { type: 'q4_k', d: 256, width: 96, sharedWidth: 0, downType: 'q5_0' },
   { type: 'q4_0', d: 64, width: 32, sharedWidth: 64 },
   { type: 'q8_0', d: 96, width: 64, sharedWidth: 0 },
   { type: 'q4_k', d: 256, width: 256, sharedWidth: 256 },
@@ -98,13 +100,13 @@ const cases: Array<{ type: GgmlType; d: number; width: number; sharedWidth: numb
 
 for (const level of levels.length ? levels : [{ name: 'native', supported: false }]) {
   const skip = noAddon || (level.supported ? false : `this CPU lacks the ${level.name} instructions`);
-  test(`${level.name}: fused experts equal the per-expert composition (reference) for q4_0, q8_0, q4_k, q6_k, 1–17 tokens, with and without shared`, { skip }, () => {
+  test(`${level.name}: fused experts equal the per-expert composition (reference) for q4_0, q8_0, q4_k, q6_k and q4_k with q5_0 downs, 1–17 tokens, with and without shared`, { skip }, () => {
     const nb = createNativeBackend(2, level.name)!;
     let fusedSeen = 0;
-    for (const { type, d, width, sharedWidth } of cases) {
+    for (const { type, d, width, sharedWidth, downType } of cases) {
       const E = 5;
-      const raw = Array.from({ length: E }, () => triple(type, width, d));
-      const rawShared = sharedWidth ? triple(type, sharedWidth, d) : null;
+      const raw = Array.from({ length: E }, () => triple(type, width, d, downType));
+      const rawShared = sharedWidth ? triple(type, sharedWidth, d, downType) : null;
       const flat = [...raw.flatMap((t) => [t.gate, t.up, t.down]), ...(rawShared ? [rawShared.gate, rawShared.up, rawShared.down] : [])];
       const prepared = nb.prepareAll(flat).weights;
       const experts = raw.map((_, e) => ({ gate: prepared[3 * e]!, up: prepared[3 * e + 1]!, down: prepared[3 * e + 2]! }));
@@ -124,12 +126,12 @@ for (const level of levels.length ? levels : [{ name: 'native', supported: false
         assert.ok(maxRelDiff(got, nat) < 1e-5, `${level.name} ${type} T=${T} k=${k} vs native composition: ${maxRelDiff(got, nat)}`);
       }
     }
-    assert.ok(fusedSeen >= 2, `${level.name}: the fused path took only ${fusedSeen} of 4 types (q4_0 and q8_0 are packed at every level)`);
+    assert.ok(fusedSeen >= 2, `${level.name}: the fused path took only ${fusedSeen} of 5 cases (q4_0 and q8_0 are packed at every level)`);
   });
 }
 
 test('fused experts give identical bits at 1, 2 and 7 threads, and for a token alone or in a batch', { skip: noAddon }, () => {
-  const { type, d, width, sharedWidth } = cases[0]!;
+  const { type, d, width, sharedWidth } = cases[1]!; // q4_0 with a shared triple
   const E = 5;
   const raw = Array.from({ length: E }, () => triple(type, width, d));
   const rawShared = triple(type, sharedWidth, d);

@@ -44,7 +44,7 @@ function product(backend: Backend, w: Weight, x: Float32Array, tokens: number): 
   return y;
 }
 
-const types = ['q4_0', 'q8_0', 'q4_k', 'q6_k'] as const;
+const types = ['q4_0', 'q8_0', 'q5_0', 'q4_k', 'q6_k'] as const;
 // [rows, blocks]: below a group (plain rows only), one group, groups + tail, many groups.
 const shapes: Array<[number, number]> = [
   [7, 1],
@@ -57,7 +57,7 @@ const tokenCounts = [1, 2, 3, 4, 5, 7, 8, 9, 13, 17];
 
 for (const level of levels.length ? levels : [{ name: 'native', supported: false }]) {
   const skip = noAddon || (level.supported ? false : `this CPU lacks the ${level.name} instructions`);
-  test(`${level.name}: repacked q4_0, q8_0, q4_k, q6_k weights multiply as the reference on awkward shapes and token counts`, { skip }, () => {
+  test(`${level.name}: repacked q4_0, q8_0, q5_0, q4_k, q6_k weights multiply as the reference on awkward shapes and token counts`, { skip }, () => {
     const nb = createNativeBackend(2, level.name)!;
     let packedSeen = 0;
     for (const dtype of types) {

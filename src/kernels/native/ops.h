@@ -45,7 +45,12 @@ enum packed_layout {
        uint8  qh[2][4][8][8]       [h][k][r][i] = row r's qh byte 32h+8k+i
      (element 128h+32t+8k+i: nibble of ql[h][t&1][k], low for t<2; bits 2t of qh[h][k]). */
   LAYOUT_Q6_KX8 = 4,
-  LAYOUT_COUNT = 5,
+  /* Q5_0, per group and block (176 bytes): uint16 d[8]; uint8 hb[4][8] = [p][r] byte p of row r's
+     32 fifth bits (bit i of byte p: element 8p+i); uint8 qs[2][8][8] as Q4_0. The bytes of hb[p]
+     taken as one 64-bit word are a byte mask over a 64-byte register of 8 rows × 8 elements.
+     (Q4_K_M files store the experts' down products, 1,408 columns, in Q5_0: K blocks need 256.) */
+  LAYOUT_Q5_0X8 = 5,
+  LAYOUT_COUNT = 6,
 };
 
 /* Activations for the 32-element formats: 32 values as d·q, and Σq split by the lane they meet:

@@ -123,6 +123,7 @@ static int layout_of(int wtype) {
     case QT_Q8_0: return LAYOUT_Q8_0X8;
     case QT_Q4_K: return LAYOUT_Q4_KX8;
     case QT_Q6_K: return LAYOUT_Q6_KX8;
+    case QT_Q5_0: return LAYOUT_Q5_0X8;
     default: return LAYOUT_ROWS;
   }
 }
@@ -134,6 +135,7 @@ static size_t group_block_bytes(int layout) {
     case LAYOUT_Q8_0X8: return 272;
     case LAYOUT_Q4_KX8: return 1184;
     case LAYOUT_Q6_KX8: return 1680;
+    case LAYOUT_Q5_0X8: return 176;
     default: return 0;
   }
 }
@@ -177,6 +179,13 @@ static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t 
       for (int r = 0; r < 8; r++) {
         memcpy(o + 2 * r, src[r], 2);
         for (int h = 0; h < 2; h++) memcpy(o + 16 + h * 64 + r * 8, src[r] + 2 + 8 * h, 8);
+      }
+      break;
+    case LAYOUT_Q5_0X8:
+      for (int r = 0; r < 8; r++) {
+        memcpy(o + 2 * r, src[r], 2);
+        for (int p = 0; p < 4; p++) o[16 + p * 8 + r] = src[r][2 + p]; /* qh, little-endian: byte p = bits 8p..8p+7 */
+        for (int h = 0; h < 2; h++) memcpy(o + 48 + h * 64 + r * 8, src[r] + 6 + 8 * h, 8);
       }
       break;
     case LAYOUT_Q8_0X8:

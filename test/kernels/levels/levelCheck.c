@@ -29,7 +29,7 @@ static void random_blocks(int type, uint8_t *p, size_t bytes) {
   for (size_t b = 0; b + bb <= bytes; b += bb) {
     uint16_t d = random_scale(), m = random_scale();
     switch (type) {
-      case QT_Q4_0: case QT_Q8_0: memcpy(p + b, &d, 2); break;
+      case QT_Q4_0: case QT_Q8_0: case QT_Q5_0: memcpy(p + b, &d, 2); break;
       case QT_Q4_K: memcpy(p + b, &d, 2); memcpy(p + b + 2, &m, 2); break;
       case QT_Q6_K: memcpy(p + b + 208, &d, 2); break;
     }
@@ -43,7 +43,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *name = ops_active_name();
-  const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q6_K};
+  const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q5_0, QT_Q4_K, QT_Q6_K};
   const int shapes[][2] = {{8, 1}, {13, 3}, {24, 2}, {41, 5}};
   int checked = 0;
   for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {

@@ -34,6 +34,35 @@ static void gemm_q4_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
   }
 }
 
+/* Q5_0: w = d·(q − 16), q = nibble | fifth bit << 4 (ggml-quants.c dequantize_row_q5_0). */
+static void gemm_q5_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                        int64_t tokens, int64_t g0, int64_t g1) {
+  const act_q8x *x = xv;
+  for (int64_t g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * gbytes;
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc[8] = {0};
+      for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *blk = wg + b * 176;
+        const act_q8x *a = x + t * xs + b;
+        for (int r = 0; r < 8; r++) {
+          int32_t s = 0;
+          for (int h = 0; h < 2; h++)
+            for (int i = 0; i < 8; i++) {
+              uint8_t byte = blk[48 + h * 64 + r * 8 + i];
+              int lo = (byte & 15) | (((blk[16 + h * 8 + r] >> i) & 1) << 4);
+              int hi = (byte >> 4) | (((blk[16 + (2 + h) * 8 + r] >> i) & 1) << 4);
+              s += lo * a->q[8 * h + i] + hi * a->q[16 + 8 * h + i];
+            }
+          s -= 16 * (a->s[0] + a->s[1]);
+          acc[r] += F16(blk, r) * a->d * (float)s;
+        }
+      }
+      for (int r = 0; r < 8; r++) y[t * ys + 8 * g + r] = acc[r];
+    }
+  }
+}
+
 static void gemm_q8_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
                         int64_t tokens, int64_t g0, int64_t g1) {
   const act_q8x *x = xv;
@@ -126,6 +155,7 @@ static void gemm_q6_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
 
 const kernel_ops ops_scalar = {
     .name = "scalar",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
+             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_scalar,
 };

@@ -56,6 +56,42 @@ INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
   for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
 }
 
+/* 32 fifth bits (one byte per row, 4 rows) to bytes of 16 where set: byte 8r+i = bit i of p[r]. */
+INLINE __m256i bits_mask(const uint8_t *p) {
+  uint32_t m;
+  memcpy(&m, p, 4);
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), spread);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(16));
+}
+
+INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, int h, const int nt) {
+  const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 176;
+    const __m256 dw = scales_half(blk, h);
+    const __m256i A = _mm256_loadu_si256((const __m256i *)(blk + 48 + 32 * h));
+    const __m256i B = _mm256_loadu_si256((const __m256i *)(blk + 112 + 32 * h));
+    const __m256i a0 = _mm256_or_si256(_mm256_and_si256(A, m4), bits_mask(blk + 16 + 4 * h));
+    const __m256i b0 = _mm256_or_si256(_mm256_and_si256(B, m4), bits_mask(blk + 24 + 4 * h));
+    const __m256i a1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4), bits_mask(blk + 32 + 4 * h));
+    const __m256i b1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), bits_mask(blk + 40 + 4 * h));
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      /* 5-bit q·q8 pair sums: two per int16 before widening (±16,002 each) */
+      __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
+      __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24)));
+      __m256i s = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+      s = _mm256_sub_epi32(s, _mm256_slli_epi32(bcast8(a->s), 4));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * h, acc[t]);
+}
+
 INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, int h, const int nt) {
   const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
   __m256 acc[4];
@@ -215,6 +251,7 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 
 GEMM(gemm_q4_0x8, q4_0_tile, act_q8x)
 GEMM(gemm_q8_0x8, q8_0_tile, act_q8x)
+GEMM(gemm_q5_0x8, q5_0_tile, act_q8x)
 GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx)
 GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx)
 
@@ -245,6 +282,7 @@ static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) 
 
 const kernel_ops ops_avx2 = {
     .name = "avx2",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
+             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_avx2,
 };

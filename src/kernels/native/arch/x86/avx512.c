@@ -79,6 +79,40 @@ INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
   for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, pair_sums(acc[t]));
 }
 
+/* ---------- Q5_0: Q4_0's nibbles with a fifth bit from a byte mask ---------- */
+
+INLINE __m512i bits_mask(const uint8_t *p) {
+  unsigned long long m;
+  memcpy(&m, p, 8);
+  return _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(16));
+}
+
+INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 176;
+    PREFETCH_AHEAD(blk, 176);
+    const __m512 dw = scales_x2(blk);
+    const __m512i A = _mm512_loadu_si512(blk + 48), B = _mm512_loadu_si512(blk + 112);
+    const __m512i a0 = _mm512_or_si512(_mm512_and_si512(A, m4), bits_mask(blk + 16));
+    const __m512i b0 = _mm512_or_si512(_mm512_and_si512(B, m4), bits_mask(blk + 24));
+    const __m512i a1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(A, 4), m4), bits_mask(blk + 32));
+    const __m512i b1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), m4), bits_mask(blk + 40));
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 4)); /* the −16 offset */
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, pair_sums(acc[t]));
+}
+
 /* ---------- Q8_0 (weights biased by +128) ---------- */
 
 INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
@@ -239,6 +273,7 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 
 GEMM(gemm_q4_0x8, q4_0_tile, act_q8x, 8, 144)
 GEMM(gemm_q8_0x8, q8_0_tile, act_q8x, 8, 272)
+GEMM(gemm_q5_0x8, q5_0_tile, act_q8x, 8, 176)
 GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx, 4, 1184)
 GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx, 4, 1680)
 
@@ -266,6 +301,7 @@ static void quantise_block_avx512(const float *x, int n, float *d_out, int8_t *q
 
 const kernel_ops ops_avx512 = {
     .name = "avx512",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
+             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_avx512,
 };
