@@ -27,6 +27,8 @@ export interface ChoiceState {
   /** The engine has begun processing the prompt. */
   started: boolean;
   cachedTokens: number;
+  /** Generated tokens that went to reasoning (text before `</think>`), for usage.completion_tokens_details. */
+  reasoningTokens: number;
   usage: Usage | null;
   /** performance.now() when this choice's first and latest tokens arrived (0: none yet). */
   firstTokenAt: number;
@@ -73,6 +75,7 @@ export class Generation {
       queued: false,
       started: false,
       cachedTokens: 0,
+      reasoningTokens: 0,
       usage: null,
       firstTokenAt: 0,
       lastTokenAt: 0,
@@ -156,6 +159,10 @@ export class Generation {
 
   anyQueued(): boolean {
     return this.choices.some((c) => c.queued && c.finishReason === null);
+  }
+
+  reasoningTokens(): number {
+    return this.choices.reduce((sum, c) => sum + c.reasoningTokens, 0);
   }
 
   completionTokens(): number {

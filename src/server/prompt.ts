@@ -50,11 +50,19 @@ export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessa
     throw badRequest('messages', 'the served model has no chat template; use /v1/completions with a raw prompt');
   }
   const plain: ChatMessage[] = messages.map((m) => ({
-    role: m.role,
-    content: typeof m.content === 'string' ? m.content : m.content === null ? '' : m.content.map((p) => p.text).join(''),
+    // OpenAI's `developer` role is the system role under its newer name.
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: contentText(m.content),
   }));
   refuseTextThatCannotFit(tokenizer, plain.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0), contextLength, 'messages');
   return renderChatIds(tokenizer, plain);
+}
+
+/** A message's content as one string: parts joined, null or absent (a tool-calling turn) empty. */
+export function contentText(content: ChatMessageBody['content']): string {
+  if (typeof content === 'string') return content;
+  if (content == null) return '';
+  return content.map((p) => p.text).join('');
 }
 
 export const FIM_BEGIN = '<｜fim▁begin｜>';

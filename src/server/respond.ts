@@ -10,13 +10,20 @@ import type { CancelReason } from './metrics.js';
 import { costOf, type Cost } from './prices.js';
 import type { ParsedRequest, RouteResponse, ServerContext, SseSink } from './types.js';
 
-/** OpenAI's usage object plus DeepSeek's cache fields and our cost. */
+/**
+ * OpenAI's usage object plus DeepSeek's cache fields and our cost. Cache hits appear twice, as
+ * DeepSeek's `prompt_cache_hit_tokens` and as OpenAI's `prompt_tokens_details.cached_tokens`,
+ * because clients read one or the other (LangChain and the AI SDK's OpenAI provider the latter).
+ */
 export interface BilledUsage {
   readonly prompt_tokens: number;
   readonly completion_tokens: number;
   readonly total_tokens: number;
   readonly prompt_cache_hit_tokens: number;
   readonly prompt_cache_miss_tokens: number;
+  readonly prompt_tokens_details: { readonly cached_tokens: number };
+  /** reasoning_tokens: generated tokens that went to reasoning_content (a template that thinks). */
+  readonly completion_tokens_details: { readonly reasoning_tokens: number };
   readonly cost: Cost;
 }
 
@@ -38,7 +45,11 @@ export interface Formatter {
 
 export interface Plan {
   readonly requests: readonly EngineRequest[];
-  readonly promptTokens: number;
+  /**
+   * Each distinct prompt: its length and the first of its choices. Usage bills every prompt
+   * once (n choices of one prompt share it, as OpenAI bills), with that choice's cache split.
+   */
+  readonly prompts: readonly { readonly tokens: number; readonly firstChoice: number }[];
   readonly stream: boolean;
   readonly includeUsage: boolean;
 }
@@ -71,7 +82,7 @@ export async function respond(ctx: ServerContext, req: ParsedRequest, plan: Plan
       for await (const _ of gen.updates());
       if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
       if (gen.interruptedBy !== null && gen.completionTokens() === 0) throw interruptedError(gen.interruptedBy);
-      const usage = billedUsage(ctx, gen, plan.promptTokens);
+      const usage = billedUsage(ctx, gen, plan);
       return { kind: 'json', status: 200, body: { ...fmt.final(gen.choices, usage), ...extras(ctx, req, gen, plan, usage) } };
     }
     handedOver = true;
@@ -102,7 +113,7 @@ async function stream(ctx: ServerContext, req: ParsedRequest, gen: Generation, p
       held = u;
     }
     if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
-    const usage = billedUsage(ctx, gen, plan.promptTokens);
+    const usage = billedUsage(ctx, gen, plan);
     const more = extras(ctx, req, gen, plan, usage);
     if (plan.includeUsage) {
       if (held) sink.data(fmt.finish(held));
@@ -123,17 +134,22 @@ function extras(ctx: ServerContext, req: ParsedRequest, gen: Generation, plan: P
 function finish(ctx: ServerContext, gen: Generation, plan: Plan): void {
   gen.dispose();
   if (!gen.choices.some((c) => c.started || c.usage !== null)) return;
-  const u = billedUsage(ctx, gen, plan.promptTokens);
+  const u = billedUsage(ctx, gen, plan);
   ctx.metrics.tokens(u.prompt_tokens, u.completion_tokens, u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens, u.cost.total);
 }
 
 /**
- * With n > 1 the prompt is billed once (as OpenAI does); its cache split is the first choice's,
+ * With n > 1 a prompt is billed once (as OpenAI does); its cache split is its first choice's,
  * so hit + miss = prompt_tokens holds.
  */
-function billedUsage(ctx: ServerContext, gen: Generation, promptTokens: number): BilledUsage {
-  const first = gen.choices[0]!;
-  const hit = Math.min(promptTokens, Math.max(0, first.usage?.promptCacheHitTokens ?? first.cachedTokens));
+function billedUsage(ctx: ServerContext, gen: Generation, plan: Plan): BilledUsage {
+  let promptTokens = 0;
+  let hit = 0;
+  for (const p of plan.prompts) {
+    const first = gen.choices[p.firstChoice]!;
+    promptTokens += p.tokens;
+    hit += Math.min(p.tokens, Math.max(0, first.usage?.promptCacheHitTokens ?? first.cachedTokens));
+  }
   const miss = promptTokens - hit;
   const completion = gen.completionTokens();
   return {
@@ -142,6 +158,8 @@ function billedUsage(ctx: ServerContext, gen: Generation, promptTokens: number):
     total_tokens: promptTokens + completion,
     prompt_cache_hit_tokens: hit,
     prompt_cache_miss_tokens: miss,
+    prompt_tokens_details: { cached_tokens: hit },
+    completion_tokens_details: { reasoning_tokens: gen.reasoningTokens() },
     cost: costOf(ctx.prices, hit, miss, completion),
   };
 }

@@ -18,7 +18,7 @@ import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from './prices.js';
 import { ClientGoneError } from './respond.js';
 import { chatRoute } from './routes/chat.js';
 import { completionsRoute } from './routes/completions.js';
-import { healthRoute, metricsRoute, modelsRoute } from './routes/info.js';
+import { healthRoute, metricsRoute, modelRoute, modelsRoute } from './routes/info.js';
 import { isStaticPath, staticRoute } from './routes/static.js';
 import { statusRoute } from './routes/status.js';
 import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
@@ -28,6 +28,19 @@ export interface ServerOptions {
   readonly tokenizer: Tokenizer;
   /** The id clients pass as `model` and GET /v1/models lists. */
   readonly modelName: string;
+  /**
+   * Other names accepted as `model` and listed by GET /v1/models. Default: DeepSeek's API names
+   * `deepseek-chat` and `deepseek-reasoner` (DEFAULT_ALIASES), so code written for DeepSeek's
+   * API runs unchanged; `[]` accepts only modelName.
+   */
+  readonly aliases?: readonly string[];
+  /**
+   * Origins allowed to call the API from a browser (CORS): exact origins such as
+   * `https://app.example.com`, or `*` for any. Default: none (no CORS headers; preflights get 405).
+   */
+  readonly corsOrigins?: readonly string[];
+  /** Ignore request fields the API does not know instead of answering 400 naming them. Default false. */
+  readonly allowUnknownFields?: boolean;
   /** Context window in tokens: prompt + max_tokens must fit. */
   readonly contextLength: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with one of these keys. */
@@ -62,6 +75,8 @@ export interface DseekServer {
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+/** The names DeepSeek's own API serves; accepted for the served model unless told otherwise. */
+export const DEFAULT_ALIASES: readonly string[] = ['deepseek-chat', 'deepseek-reasoner'];
 /** After the shutdown deadline, how long aborted requests get to write their last bytes. */
 const SHUTDOWN_GRACE_MS = 1000;
 
@@ -82,6 +97,8 @@ export interface App {
   readonly timeoutMs: number;
   /** The metrics label of a request: its route's path, `static` for chat-page files, `other` when nothing matches. */
   labelOf(method: string, path: string): string;
+  /** CORS headers every response to a request with these headers carries (empty without --cors). */
+  corsHeaders(headers: IncomingHttpHeaders): Record<string, string>;
   /** Routes the request (404, 405 and 401 are thrown as HttpErrors) and runs it. */
   dispatch(req: AppRequest): Promise<RouteResponse>;
 }
@@ -98,6 +115,8 @@ export function createApp(options: ServerOptions): App {
     engine: options.engine,
     tokenizer: options.tokenizer,
     modelName: options.modelName,
+    modelNames: [...new Set([options.modelName, ...(options.aliases ?? DEFAULT_ALIASES)])],
+    allowUnknownFields: options.allowUnknownFields === true,
     contextLength: options.contextLength,
     prices,
     metrics: new Metrics(prices.currency),
@@ -112,36 +131,79 @@ export function createApp(options: ServerOptions): App {
   };
   const page = staticRoute(ctx);
   const files = new Map([['GET', page], ['HEAD', page]]);
+  const post = (route: Route) => new Map([['POST', route]]);
+  const get = (route: Route) => new Map([['GET', route]]);
+  // The API's own routes, each answered with and without /v1: DeepSeek's documented base URL
+  // (https://api.deepseek.com) has none, so clients configured for it call /chat/completions.
+  const api: [string, ReadonlyMap<string, Route>][] = [
+    ['/chat/completions', post(chatRoute(ctx))],
+    ['/completions', post(completionsRoute(ctx))],
+    ['/models', get(modelsRoute(ctx))],
+    ['/status', get(statusRoute(ctx))],
+  ];
   // A Map, not an object literal: a path like /__proto__ must not find anything.
   const routes = new Map<string, ReadonlyMap<string, Route>>([
-    ['/v1/chat/completions', new Map([['POST', chatRoute(ctx)]])],
-    ['/v1/completions', new Map([['POST', completionsRoute(ctx)]])],
-    ['/v1/models', new Map([['GET', modelsRoute(ctx)]])],
-    ['/health', new Map([['GET', healthRoute(ctx)]])],
-    ['/metrics', new Map([['GET', metricsRoute(ctx)]])],
-    ['/v1/status', new Map([['GET', statusRoute(ctx)]])],
+    ...api.map(([p, t]): [string, ReadonlyMap<string, Route>] => [`/v1${p}`, t]),
+    ...api,
+    // DeepSeek's beta surface: chat prefix completion (`prefix: true`) and FIM completions.
+    ['/beta/chat/completions', post(chatRoute(ctx))],
+    ['/beta/completions', post(completionsRoute(ctx))],
+    ['/health', get(healthRoute(ctx))],
+    ['/metrics', get(metricsRoute(ctx))],
     ['/', files],
   ]);
+  const oneModel = get(modelRoute(ctx));
   const keyDigests = keys.map(digest);
-  // Any other GET or HEAD outside /v1/ may name a file of the chat page.
-  const isFile = (method: string, path: string) => !routes.has(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
-  const tableOf = (method: string, path: string) => (isFile(method, path) ? files : routes.get(path));
+  const cors = options.corsOrigins ?? [];
+  // Any other GET or HEAD outside the API may name a file of the chat page.
+  const isFile = (method: string, path: string) => !routes.has(path) && !isModelPath(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
+  const tableOf = (method: string, path: string) => (isFile(method, path) ? files : isModelPath(path) ? oneModel : routes.get(path));
+  const corsHeaders = (origin: string | undefined): Record<string, string> => {
+    if (cors.length === 0) return {};
+    if (cors.includes('*')) return { 'access-control-allow-origin': '*' };
+    // Echo an allowed origin only; Vary keeps shared caches from serving it to another origin.
+    return origin !== undefined && cors.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : { vary: 'Origin' };
+  };
   return {
     ctx,
     timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
-    labelOf: (method, path) => (isFile(method, path) ? 'static' : tableOf(method, path) ? path : 'other'),
+    labelOf: (method, path) => (isFile(method, path) ? 'static' : isModelPath(path) ? '/v1/models/{id}' : tableOf(method, path) ? path : 'other'),
+    corsHeaders: (headers) => corsHeaders(typeof headers.origin === 'string' ? headers.origin : undefined),
     async dispatch(req) {
       const { method, path } = req;
       const table = tableOf(method, path);
       if (!table) throw new HttpError(404, `Invalid URL (${method} ${path})`, 'invalid_request_error');
+      if (method === 'OPTIONS' && cors.length > 0) return preflight(req.headers, [...table.keys()]);
       const route = table.get(method);
       if (!route) {
         const allowed = [...table.keys()].join(', ');
         throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
       }
-      const apiKeyDigest = keyDigests.length > 0 && (path.startsWith('/v1/') || path === '/metrics') ? checkApiKey(req.headers, keyDigests) : null;
+      // Everything but liveness and the chat page's files is behind the key.
+      const apiKeyDigest = keyDigests.length > 0 && table !== files && path !== '/health' ? checkApiKey(req.headers, keyDigests) : null;
       const body = method === 'POST' ? await req.readBody() : undefined;
       return route({ method, path, headers: req.headers, body, signal: req.signal, receivedAt: req.receivedAt, apiKeyDigest });
+    },
+  };
+}
+
+/** `/v1/models/{id}` and `/models/{id}`. */
+function isModelPath(path: string): boolean {
+  return /^(\/v1)?\/models\/[^/]+$/.test(path);
+}
+
+/** A CORS preflight: the methods the path takes and the headers the browser asked to send. */
+function preflight(headers: IncomingHttpHeaders, methods: string[]): RouteResponse {
+  const asked = headers['access-control-request-headers'];
+  return {
+    kind: 'text',
+    status: 204,
+    contentType: 'text/plain',
+    body: '',
+    headers: {
+      'access-control-allow-methods': [...methods, 'OPTIONS'].join(', '),
+      'access-control-allow-headers': typeof asked === 'string' && asked !== '' ? asked : 'authorization, content-type',
+      'access-control-max-age': '600',
     },
   };
 }
@@ -187,6 +249,8 @@ export function createServer(options: ServerOptions): DseekServer {
       if (inFlight.size === 0) onIdle?.();
     });
 
+    const cors = app.corsHeaders(req.headers);
+    for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
     try {
       if (closing) throw new HttpError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
       const out = await app.dispatch({ method, path, headers: req.headers, readBody: () => readJsonBody(req), signal: controller.signal, receivedAt });

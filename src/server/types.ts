@@ -71,6 +71,14 @@ export interface ServerContext {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
   readonly modelName: string;
+  /**
+   * Every name `model` may take for the served model, the real one first: the aliases (by default
+   * DeepSeek's `deepseek-chat` and `deepseek-reasoner`, so code written for DeepSeek's API works
+   * unchanged). Compared without regard to case.
+   */
+  readonly modelNames: readonly string[];
+  /** Ignore request fields the API does not know, instead of a 400 naming them. */
+  readonly allowUnknownFields: boolean;
   readonly contextLength: number;
   readonly prices: PriceTable;
   readonly metrics: Metrics;

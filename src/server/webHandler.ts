@@ -50,14 +50,19 @@ export function createWebHandler(options: WebHandlerOptions): WebHandler {
       ctx.metrics.request(label, status, (performance.now() - receivedAt) / 1000);
     };
 
+    const headers = Object.fromEntries(request.headers);
+    const cors = app.corsHeaders(headers);
+    const withCors = (response: Response) => {
+      for (const [name, value] of Object.entries(cors)) response.headers.set(name, value);
+      return response;
+    };
     try {
-      const headers = Object.fromEntries(request.headers);
       const out = await app.dispatch({ method, path, headers, readBody: () => readWebJsonBody(request), signal: controller.signal, receivedAt });
       if (out.kind !== 'sse') {
         done(out.status);
-        return plainResponse(out);
+        return withCors(plainResponse(out));
       }
-      return sseResponse(out.run, () => done(200), onGone, ctx.log);
+      return withCors(sseResponse(out.run, () => done(200), onGone, ctx.log));
     } catch (e) {
       if (e instanceof ClientGoneError) {
         done(499);
@@ -65,7 +70,7 @@ export function createWebHandler(options: WebHandlerOptions): WebHandler {
       }
       const err = toHttpError(e, ctx.log);
       done(err.status);
-      return json(err.status, err.body(), err.headers);
+      return withCors(json(err.status, err.body(), err.headers));
     }
   };
 }

@@ -1,26 +1,28 @@
 /** POST /v1/chat/completions: OpenAI chat.completion / chat.completion.chunk objects. */
 import { randomBytes } from 'node:crypto';
-import { cacheSaltOf, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
+import { cacheSaltOf, checkLogitBias, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
 import { chatPromptIds, tokenBudget } from '../prompt.js';
 import { respond, type Formatter } from '../respond.js';
-import { chatSchema, parseBody } from '../schemas.js';
+import { CHAT_FIELDS, chatSchema, parseBody, rejectUnknownFields } from '../schemas.js';
 import type { Route, ServerContext } from '../types.js';
 
 export function chatRoute(ctx: ServerContext): Route {
   return async (req) => {
+    if (!ctx.allowUnknownFields) rejectUnknownFields(req.body, CHAT_FIELDS);
     const body = parseBody(chatSchema, req.body);
-    checkModel(body, ctx.modelName);
+    const model = checkModel(body, ctx);
+    checkLogitBias(body, ctx.tokenizer.vocabSize);
     const prompt = chatPromptIds(ctx.tokenizer, body.messages, ctx.contextLength);
     const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages');
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const plan = {
       requests: engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body)),
-      promptTokens: prompt.length,
+      prompts: [{ tokens: prompt.length, firstChoice: 0 }],
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
     };
-    return respond(ctx, req, plan, chatFormatter(ctx.modelName, body.logprobs === true, plan.includeUsage));
+    return respond(ctx, req, plan, chatFormatter(model, body.logprobs === true, plan.includeUsage));
   };
 }
 
