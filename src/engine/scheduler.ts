@@ -16,7 +16,7 @@ import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputE
 import type { Vec } from '../kernels/tensor.js';
 import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stopStrings.js';
-import { JsonConstraint } from './jsonConstraint.js';
+import { compileSchema, JsonConstraint } from './jsonConstraint.js';
 import { isMoeLayer, latentWidth } from '../model/config.js';
 import { cacheFootprint } from '../model/params.js';
 import type { RoutingObserver } from '../model/moe.js';
@@ -176,7 +176,7 @@ export class Scheduler {
       sampler: new Sampler(request.sampling, this.validVocab),
       detokenizer: this.tokenizer ? new StreamingDetokenizer(this.tokenizer, { skipSpecial: true }) : null,
       stops: new StopStringMatcher([...(request.stop ?? [])]),
-      json: request.jsonMode ? new JsonConstraint() : null,
+      json: request.jsonSchema !== undefined ? new JsonConstraint(compileSchema(request.jsonSchema)) : request.jsonMode ? new JsonConstraint() : null,
       cachedTokens: 0,
       routing: request.routing ? this.moeLayers.map(() => new Array<number>(this.model.config.nRoutedExperts).fill(0)) : null,
       started: false,
@@ -469,7 +469,8 @@ export class Scheduler {
   private sampleJson(seq: Sequence, logits: Vec): number {
     const tok = this.tokenizer!;
     const json = seq.json!;
-    return seq.sampler.sample(logits, seq.tokens, (id) => !tok.isSpecial(id) && json.accepts(tok.tokenBytes(id)));
+    // End-of-sequence only once the output is a whole value (e.g. a top-level number); no other special token.
+    return seq.sampler.sample(logits, seq.tokens, (id) => (tok.isSpecial(id) ? this.eos.has(id) && json.canEnd : json.accepts(tok.tokenBytes(id))));
   }
 
   /** log-softmax of the raw model logits (temperature 1, before penalties) over the valid vocabulary. */

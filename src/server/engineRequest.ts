@@ -1,7 +1,9 @@
 /** Validated OpenAI fields → the engine's requests, one per choice. */
 import { createHash } from 'node:crypto';
 import type { SamplingOptions } from '../engine/sampler.js';
-import type { EngineRequest } from '../engine/types.js';
+import { compileSchema } from '../engine/jsonConstraint.js';
+import type { EngineRequest, JsonSchema } from '../engine/types.js';
+import { InvalidInputError } from '../errors.js';
 import { badRequest, HttpError } from './httpError.js';
 import type { ChatBody, CompletionBody } from './schemas.js';
 import type { CacheIsolation, ParsedRequest, ServerContext } from './types.js';
@@ -66,10 +68,34 @@ export function engineRequests(body: Common, prompt: readonly number[], maxToken
     sampling: body.seed != null ? { ...sampling, seed: choiceSeed(body.seed, i) } : sampling,
     ...(stop !== undefined && { stop }),
     ...(topLogprobs !== undefined && { topLogprobs }),
-    ...(body.response_format?.type === 'json_object' && { jsonMode: true }),
+    ...constraintOf(body),
     ...(body.dseek?.routing === true && { routing: true }),
     ...(cacheSalt !== '' && { cacheSalt }),
   }));
+}
+
+/**
+ * response_format → the engine's JSON constraint. A json_schema is compiled here once, so a
+ * keyword the automaton cannot enforce is a 400 naming it rather than output that ignores it.
+ */
+export function constraintOf(body: Pick<Common, 'response_format'>): Pick<EngineRequest, 'jsonMode' | 'jsonSchema'> {
+  const format = body.response_format;
+  if (format?.type === 'json_object') return { jsonMode: true };
+  if (format?.type !== 'json_schema') return {};
+  const schema = format.json_schema.schema;
+  if (schema === undefined) throw badRequest('response_format.json_schema.schema', 'response_format.json_schema.schema is missing: give the JSON Schema the output must follow');
+  checkSchema(schema, 'response_format.json_schema');
+  return { jsonSchema: schema };
+}
+
+/** Compiles `schema` to see that constrained decoding can enforce it; a 400 under `param` otherwise. */
+export function checkSchema(schema: JsonSchema, param: string): void {
+  try {
+    compileSchema(schema);
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw badRequest(`${param}.${e.field}`, `${param}.${e.message}`, 'unsupported_schema');
+    throw e;
+  }
 }
 
 /**
