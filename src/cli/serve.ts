@@ -41,6 +41,7 @@ interface ServeFlags extends RepackFlags {
   defaultAliases: boolean;
   cors: string[];
   allowUnknownFields?: boolean;
+  reasoningInline?: boolean;
 }
 
 /** Commander's accumulator for repeatable options. */
@@ -88,6 +89,7 @@ export function registerServeCommand(program: Command): void {
     .option('--no-default-aliases', 'do not accept deepseek-chat and deepseek-reasoner as the model name')
     .option('--cors <origin>', 'let browser pages from this origin call the API (repeatable; * for any)', collect, [])
     .option('--allow-unknown-fields', 'ignore request fields the API does not know instead of answering 400')
+    .option('--reasoning-inline', "keep a thinking model's reasoning in content instead of reasoning_content")
     .action(async (flags: ServeFlags) => {
       const modelPath = resolve(await resolveModelPath(flags.model));
       if (!['auto', 'native', 'reference'].includes(flags.backend)) {
@@ -134,6 +136,7 @@ export function registerServeCommand(program: Command): void {
         aliases: [...(flags.defaultAliases ? DEFAULT_ALIASES : []), ...flags.alias],
         ...(flags.cors.length > 0 ? { corsOrigins: flags.cors } : {}),
         allowUnknownFields: flags.allowUnknownFields === true,
+        reasoningInline: flags.reasoningInline === true,
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
       });

@@ -24,6 +24,8 @@ export interface ServeOptions {
   readonly corsOrigins?: readonly string[];
   /** Ignore unknown request fields instead of answering 400 naming them (default false). */
   readonly allowUnknownFields?: boolean;
+  /** Keep a thinking model's reasoning inline in `content` instead of `reasoning_content` (default false). */
+  readonly reasoningInline?: boolean;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with this key or one of these. */
   readonly apiKey?: string | readonly string[];
   /**
@@ -67,6 +69,7 @@ function apiOptions(o: ServeOptions): ServerOptions {
     ...(o.aliases !== undefined ? { aliases: o.aliases } : {}),
     ...(o.corsOrigins !== undefined ? { corsOrigins: o.corsOrigins } : {}),
     ...(o.allowUnknownFields !== undefined ? { allowUnknownFields: o.allowUnknownFields } : {}),
+    ...(o.reasoningInline !== undefined ? { reasoningInline: o.reasoningInline } : {}),
     ...(o.cacheIsolation !== undefined ? { cacheIsolation: o.cacheIsolation } : {}),
     ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     ...(o.log ? { log: o.log } : {}),

@@ -6,6 +6,12 @@
  */
 import type { AnswerFinishReason, Engine, EngineEvent, EngineRequest, RoutingCounts, TokenLogprob, Usage } from '../engine/types.js';
 import type { CancelReason } from './metrics.js';
+import { ReasoningSplitter } from './reasoning.js';
+
+export interface GenerationOptions {
+  /** The model thinks first: count reasoning tokens (`opened`: the prompt opened `<think>`). */
+  readonly thinking?: { readonly opened: boolean } | null;
+}
 
 /** OpenAI has no "cancelled": a request cut short reports `length` with what it has. */
 export type OpenAiFinishReason = AnswerFinishReason;
@@ -57,6 +63,8 @@ export class Generation {
   private readonly heard = new Set<number>();
   private readonly engineAbort = new AbortController();
   private firstToken = false;
+  /** Per choice, when the model thinks: where its reasoning ends, to count reasoning tokens. */
+  private readonly splitters: (ReasoningSplitter | null)[];
   /** Choices whose engine stream has ended (done, end or error). */
   private readonly settled = new Set<number>();
 
@@ -65,7 +73,10 @@ export class Generation {
     requests: readonly EngineRequest[],
     private readonly signal: AbortSignal,
     private readonly onFirstToken: () => void,
+    options: GenerationOptions = {},
   ) {
+    const thinking = options.thinking ?? null;
+    this.splitters = requests.map(() => (thinking ? new ReasoningSplitter(thinking.opened) : null));
     this.choices = requests.map((_, index) => ({
       index,
       text: '',
@@ -202,6 +213,12 @@ export class Generation {
         c.started = true;
         c.tokens++;
         c.text += e.text;
+        const splitter = this.splitters[item.choice];
+        if (splitter && !splitter.answering) {
+          splitter.push(e.text);
+          // The token that closes the reasoning (`</think>`) is part of it.
+          if (!splitter.answering || splitter.closedByThink) c.reasoningTokens++;
+        }
         c.lastTokenAt = performance.now();
         if (c.firstTokenAt === 0) c.firstTokenAt = c.lastTokenAt;
         if (!this.firstToken) {

@@ -37,7 +37,10 @@ export interface Formatter {
   final(choices: readonly ChoiceState[], usage: BilledUsage): JsonObject;
   /** A chunk sent for each choice before any other (chat: the role; completions: the echoed prompt), or null. */
   opening(choice: number): unknown;
+  /** The chunk for a delta, or null to send nothing now (text held back, e.g. a tool call being written). */
   delta(update: Delta): unknown;
+  /** Chunks sent as soon as a choice finishes, before its finish chunk (held text, tool-call deltas). */
+  beforeFinish?(update: Finish): readonly unknown[];
   finish(update: Finish): JsonObject;
   /** The last chunk, `choices: []` with usage (stream_options.include_usage). */
   usage(usage: BilledUsage): JsonObject;
@@ -52,6 +55,8 @@ export interface Plan {
   readonly prompts: readonly { readonly tokens: number; readonly firstChoice: number }[];
   readonly stream: boolean;
   readonly includeUsage: boolean;
+  /** The model thinks first (reasoning tokens are counted); `opened`: the prompt opened `<think>`. */
+  readonly thinking?: { readonly opened: boolean } | null;
 }
 
 /** Whether the request asked for routing counts (`"dseek": {"routing": true}`). */
@@ -71,7 +76,9 @@ export async function respond(ctx: ServerContext, req: ParsedRequest, plan: Plan
   if (ctx.maxQueue !== undefined && ctx.engine.stats().queued + plan.requests.length > ctx.maxQueue) {
     throw new HttpError(429, `the server is busy: its queue holds ${ctx.maxQueue} requests; retry shortly`, 'rate_limit_error', null, 'queue_full', { 'retry-after': '1' });
   }
-  const gen = new Generation(ctx.engine, plan.requests, req.signal, () => ctx.metrics.firstToken((performance.now() - req.receivedAt) / 1000));
+  const gen = new Generation(ctx.engine, plan.requests, req.signal, () => ctx.metrics.firstToken((performance.now() - req.receivedAt) / 1000), {
+    thinking: plan.thinking ?? null,
+  });
   let handedOver = false;
   try {
     await gen.ready();
@@ -106,9 +113,11 @@ async function stream(ctx: ServerContext, req: ParsedRequest, gen: Generation, p
     let held: Finish | null = null;
     for await (const u of gen.updates()) {
       if (u.kind === 'delta') {
-        sink.data(fmt.delta(u));
+        const chunk = fmt.delta(u);
+        if (chunk !== null) sink.data(chunk);
         continue;
       }
+      for (const chunk of fmt.beforeFinish?.(u) ?? []) sink.data(chunk);
       if (held) sink.data(fmt.finish(held));
       held = u;
     }

@@ -41,6 +41,11 @@ export interface ServerOptions {
   readonly corsOrigins?: readonly string[];
   /** Ignore request fields the API does not know instead of answering 400 naming them. Default false. */
   readonly allowUnknownFields?: boolean;
+  /**
+   * Keep a thinking model's reasoning (the text before `</think>`) inline in `content`. Default
+   * false: it goes to `reasoning_content`, as DeepSeek's API returns it.
+   */
+  readonly reasoningInline?: boolean;
   /** Context window in tokens: prompt + max_tokens must fit. */
   readonly contextLength: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with one of these keys. */
@@ -117,6 +122,7 @@ export function createApp(options: ServerOptions): App {
     modelName: options.modelName,
     modelNames: [...new Set([options.modelName, ...(options.aliases ?? DEFAULT_ALIASES)])],
     allowUnknownFields: options.allowUnknownFields === true,
+    reasoningInline: options.reasoningInline === true,
     contextLength: options.contextLength,
     prices,
     metrics: new Metrics(prices.currency),

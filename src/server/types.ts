@@ -79,6 +79,8 @@ export interface ServerContext {
   readonly modelNames: readonly string[];
   /** Ignore request fields the API does not know, instead of a 400 naming them. */
   readonly allowUnknownFields: boolean;
+  /** Leave a thinking model's reasoning inline in `content` instead of splitting it into `reasoning_content`. */
+  readonly reasoningInline: boolean;
   readonly contextLength: number;
   readonly prices: PriceTable;
   readonly metrics: Metrics;
