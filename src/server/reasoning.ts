@@ -26,6 +26,7 @@ export class ReasoningSplitter {
   private done = false;
   private started = false;
   private closed = false;
+  private contentStarted = false;
 
   /** Whether the reasoning was closed by `</think>` (not merely absent). */
   get closedByThink(): boolean {
@@ -45,7 +46,14 @@ export class ReasoningSplitter {
 
   /** The next piece → what of it is reasoning and what is content (either may be empty). */
   push(piece: string): { reasoning: string; content: string } {
-    if (this.done) return { reasoning: '', content: piece };
+    if (this.done) {
+      // The blank lines after `</think>` separate, they are not the answer.
+      if (this.closed && !this.contentStarted) {
+        piece = piece.replace(/^\s+/, '');
+        this.contentStarted = piece !== '';
+      }
+      return { reasoning: '', content: piece };
+    }
     this.buffer += piece;
     if (!this.started) {
       // A leading `<think>` (the model opened it itself) is markup, not reasoning.
@@ -68,9 +76,10 @@ export class ReasoningSplitter {
       this.buffer = '';
       this.done = true;
       this.closed = true;
+      this.contentStarted = content !== '';
       return { reasoning, content };
     }
-    // Keep back a tail that may be the start of `</think>`.
+    // Keep back a tail that may be the start of `</think>`, and the whitespace before it (trimmed if the reasoning ends there).
     let keep = 0;
     for (let k = Math.min(CLOSE.length - 1, this.buffer.length); k > 0; k--) {
       if (CLOSE.startsWith(this.buffer.slice(-k))) {
@@ -78,6 +87,7 @@ export class ReasoningSplitter {
         break;
       }
     }
+    while (keep < this.buffer.length && /\s/.test(this.buffer[this.buffer.length - keep - 1]!)) keep++;
     const reasoning = this.buffer.slice(0, this.buffer.length - keep);
     this.buffer = this.buffer.slice(this.buffer.length - keep);
     return { reasoning, content: '' };
@@ -87,8 +97,8 @@ export class ReasoningSplitter {
   end(): { reasoning: string; content: string } {
     const rest = this.buffer;
     this.buffer = '';
-    if (!this.started) return this.opened ? { reasoning: rest.replace(/^\s+/, ''), content: '' } : { reasoning: '', content: rest };
-    return this.done ? { reasoning: '', content: rest } : { reasoning: rest, content: '' };
+    if (!this.started) return this.opened ? { reasoning: rest.trim(), content: '' } : { reasoning: '', content: rest };
+    return this.done ? { reasoning: '', content: rest } : { reasoning: rest.trimEnd(), content: '' };
   }
 }
 

@@ -54,7 +54,8 @@ export function renderChat(template: string, messages: ChatMessage[], options: R
       // Plain copies: the template sees exactly role, content and the tool fields that are set.
       messages: messages.map(({ role, content, tool_calls, tool_call_id }) => ({
         role,
-        content,
+        // A turn that only called tools has no content: templates test `content is none` (DeepSeek-V3's does).
+        content: tool_calls !== undefined && tool_calls.length > 0 && content === '' ? null : content,
         ...(tool_calls !== undefined && { tool_calls: tool_calls.map((c) => ({ id: c.id, type: c.type, function: { name: c.function.name, arguments: c.function.arguments } })) }),
         ...(tool_call_id !== undefined && { tool_call_id }),
       })),
@@ -94,7 +95,7 @@ export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessa
   const hold = (text: string) => `\uE000${nonce}:${texts.push(text) - 1}\uE001`;
   const placeheld = messages.map((m): ChatMessage => ({
     ...m,
-    content: hold(m.content),
+    content: m.tool_calls !== undefined && m.tool_calls.length > 0 && m.content === '' ? '' : hold(m.content),
     ...(m.tool_calls !== undefined && { tool_calls: m.tool_calls.map((c) => ({ ...c, function: { name: c.function.name, arguments: hold(c.function.arguments) } })) }),
   }));
   const eos = tokenText(tokenizer, tokenizer.eosId);
