@@ -11,7 +11,9 @@
  *
  * Two rules keep a small model from spending its tokens on nothing: the value starts at the first
  * byte (no leading whitespace) and insignificant whitespace comes in runs of at most
- * MAX_WHITESPACE_RUN bytes. Numbers are capped at MAX_INT_DIGITS / MAX_FRACTION_DIGITS digits, so
+ * MAX_WHITESPACE_RUN bytes — under a schema, none at all (compact JSON, `{"a":1}`, as OpenAI
+ * writes tool arguments: a model that is not trained on JSON otherwise spends a token on a space
+ * or a line break at every position that allows one). Numbers are capped at MAX_INT_DIGITS / MAX_FRACTION_DIGITS digits, so
  * that a number always ends; strings end where the schema's maxLength says.
  *
  * Object properties are produced in the schema's order (required ones always, optional ones may be
@@ -240,12 +242,19 @@ const isWs = (b: number) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 
+export interface JsonConstraintOptions {
+  /** No insignificant whitespace: compact JSON (default: whitespace allowed, runs capped). */
+  readonly compact?: boolean;
+}
+
 export class JsonConstraint {
   private states: readonly State[];
+  private readonly compact: boolean;
 
   /** `node`: the compiled schema (compileSchema); default: any JSON object (json_object). */
-  constructor(node: SchemaNode = ANY_OBJECT) {
+  constructor(node: SchemaNode = ANY_OBJECT, options: JsonConstraintOptions = {}) {
     this.states = [{ stack: [{ k: 'value', node }], ws: 0 }];
+    this.compact = options.compact === true;
   }
 
   /** True once the value is complete and nothing more may follow: generation should stop. */
@@ -261,22 +270,24 @@ export class JsonConstraint {
   /** Whether appending `bytes` keeps the output a prefix of a valid value. */
   accepts(bytes: Uint8Array): boolean {
     if (bytes.length === 0) return false; // a token that adds nothing cannot make progress
-    return run(this.states, bytes).length > 0;
+    return run(this.states, bytes, this.compact).length > 0;
   }
 
   /** Append the chosen token's bytes (must be accepted). */
   advance(bytes: Uint8Array): void {
-    const next = run(this.states, bytes);
+    const next = run(this.states, bytes, this.compact);
     if (next.length === 0) throw new Error('JsonConstraint.advance: bytes not accepted');
     this.states = next;
   }
 }
 
-function run(states: readonly State[], bytes: Uint8Array): readonly State[] {
+function run(states: readonly State[], bytes: Uint8Array, compact: boolean): readonly State[] {
   let cur = states;
   for (const b of bytes) {
     const next: State[] = [];
     for (const s of cur) {
+      // Compact: a space is text inside a string and nothing else; tabs and line breaks never are.
+      if (compact && isWs(b) && (b !== 0x20 || s.stack[s.stack.length - 1]?.k !== 'str')) continue;
       for (const n of step(s.stack, s.ws, b, 0)) if (next.length < MAX_STATES) next.push(n);
     }
     if (next.length === 0) return next;

@@ -176,7 +176,7 @@ export class Scheduler {
       sampler: new Sampler(request.sampling, this.validVocab),
       detokenizer: this.tokenizer ? new StreamingDetokenizer(this.tokenizer, { skipSpecial: true }) : null,
       stops: new StopStringMatcher([...(request.stop ?? [])]),
-      json: request.jsonSchema !== undefined ? new JsonConstraint(compileSchema(request.jsonSchema)) : request.jsonMode ? new JsonConstraint() : null,
+      json: request.jsonSchema !== undefined ? new JsonConstraint(compileSchema(request.jsonSchema), { compact: true }) : request.jsonMode ? new JsonConstraint() : null,
       cachedTokens: 0,
       routing: request.routing ? this.moeLayers.map(() => new Array<number>(this.model.config.nRoutedExperts).fill(0)) : null,
       started: false,

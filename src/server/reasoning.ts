@@ -18,7 +18,8 @@ export function thinks(tokenizer: Tokenizer): boolean {
 
 /** Whether the rendered prompt already opened the reasoning (R1's and V3.1's templates end it with `<think>`). */
 export function promptOpensThinking(tokenizer: Tokenizer, prompt: readonly number[]): boolean {
-  return tokenizer.decode(prompt.slice(-4)).trimEnd().endsWith(OPEN);
+  // Enough tokens for `<think>` even where a small vocabulary spells it in pieces.
+  return tokenizer.decode(prompt.slice(-16)).trimEnd().endsWith(OPEN);
 }
 
 export class ReasoningSplitter {

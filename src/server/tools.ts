@@ -53,11 +53,16 @@ export function toolPlan(body: Pick<ChatBody, 'tools' | 'tool_choice' | 'paralle
   if (tools.length === 0 || choice === 'none') return { mode: 'none', tools, schema: null, parallel };
   if (choice === 'auto') return { mode: 'auto', tools, schema: null, parallel };
   const allowed = choice === 'required' ? tools : tools.filter((t) => t.function.name === choice.function.name);
-  return { mode: 'forced', tools, schema: callSchema(allowed, parallel && choice === 'required'), parallel };
+  return { mode: 'forced', tools, schema: callSchema(allowed, parallel && choice === 'required' ? allowed.length : 1), parallel };
 }
 
-/** The generic call object for these functions: `{"tool_calls": [{"name", "arguments"}, …]}`. */
-export function callSchema(tools: readonly ToolBody[], parallel: boolean): JsonSchema {
+/**
+ * The generic call object for these functions: `{"tool_calls": [{"name", "arguments"}, …]}` with
+ * at most `maxCalls` calls. A forced reply may hold as many calls as there are functions (capped
+ * at MAX_PARALLEL_CALLS): a model that does not know when to stop would otherwise repeat calls
+ * until max_tokens cut the object off.
+ */
+export function callSchema(tools: readonly ToolBody[], maxCalls: number): JsonSchema {
   const call = (t: ToolBody) => ({
     type: 'object',
     properties: { name: { const: t.function.name }, arguments: t.function.parameters ?? { type: 'object' } },
@@ -66,14 +71,21 @@ export function callSchema(tools: readonly ToolBody[], parallel: boolean): JsonS
   });
   return {
     type: 'object',
-    properties: { tool_calls: { type: 'array', items: { anyOf: tools.map(call) }, minItems: 1, maxItems: parallel ? MAX_PARALLEL_CALLS : 1 } },
+    properties: { tool_calls: { type: 'array', items: { anyOf: tools.map(call) }, minItems: 1, maxItems: Math.max(1, Math.min(maxCalls, MAX_PARALLEL_CALLS)) } },
     required: ['tool_calls'],
     additionalProperties: false,
   };
 }
 
-/** The system text that tells the model its functions and the call format. */
-export function toolPrompt(plan: ToolPlan): string {
+/**
+ * The system text that tells the model its functions and the call format. `compact`: only the
+ * names (and for auto, the format), for a context too small for the full description (a forced
+ * call needs neither: the constraint writes the format and the arguments' shape).
+ */
+export function toolPrompt(plan: ToolPlan, compact = false): string {
+  const names = plan.tools.map((t) => t.function.name).join(', ');
+  if (compact && plan.mode === 'forced') return `Call one of these functions: ${names}.`;
+  if (compact) return `You can call these functions: ${names}. To call, reply with only {"tool_calls": [{"name": "<function name>", "arguments": {<arguments>}}]}.`;
   const functions = plan.tools.map((t) => ({ name: t.function.name, description: t.function.description ?? '', parameters: t.function.parameters ?? { type: 'object' } }));
   const how = plan.mode === 'forced' ? 'Call a function now.' : 'When a function helps, call it; otherwise answer in text.';
   return [
@@ -91,7 +103,7 @@ export function templateKnowsTools(template: string): boolean {
  * The validated messages → what the template renders: `developer` as system, the tools'
  * description as (or in front of) the system message, and tool history natively or as text.
  */
-export function renderMessages(messages: readonly ChatMessageBody[], plan: ToolPlan, template: string): ChatMessage[] {
+export function renderMessages(messages: readonly ChatMessageBody[], plan: ToolPlan, template: string, compact = false): ChatMessage[] {
   const native = templateKnowsTools(template);
   const names = new Map<string, string>();
   const out: ChatMessage[] = [];
@@ -118,7 +130,7 @@ export function renderMessages(messages: readonly ChatMessageBody[], plan: ToolP
     out.push({ role: m.role === 'developer' ? 'system' : m.role, content });
   }
   if (plan.mode === 'none') return out;
-  const prompt = toolPrompt(plan);
+  const prompt = toolPrompt(plan, compact);
   const first = out[0];
   if (first?.role === 'system') out[0] = { ...first, content: `${first.content}\n\n${prompt}` };
   else out.unshift({ role: 'system', content: prompt });

@@ -135,6 +135,15 @@ test('json_object: the value starts at the first byte and whitespace runs are ca
   assert.ok(!c.accepts(enc.encode(' ')), 'nothing may follow');
 });
 
+test('compact (schema mode): no whitespace between tokens, spaces inside strings still allowed', () => {
+  const c = new JsonConstraint(compileSchema({ type: 'object', properties: { a: { type: 'string' } } }), { compact: true });
+  c.advance(enc.encode('{"a":'));
+  assert.ok(!c.accepts(enc.encode(' ')));
+  assert.ok(!c.accepts(enc.encode('\n')));
+  c.advance(enc.encode('"x'));
+  assert.ok(c.accepts(enc.encode(' y')));
+});
+
 test('a top-level number may end (canEnd) but is not complete: more digits could follow', () => {
   const c = new JsonConstraint(compileSchema({ type: 'integer' }));
   c.advance(enc.encode('12'));

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { cacheSaltOf, checkLogitBias, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
-import { badRequest } from '../httpError.js';
+import { badRequest, HttpError } from '../httpError.js';
 import { chatPromptIds, tokenBudget } from '../prompt.js';
 import { promptOpensThinking, ReasoningSplitter, splitReasoning, thinks } from '../reasoning.js';
 import { respond, type Finish, type Formatter } from '../respond.js';
@@ -24,10 +24,21 @@ export function chatRoute(ctx: ServerContext): Route {
     if (tools.mode === 'forced' && body.response_format != null && body.response_format.type !== 'text') {
       throw badRequest('response_format', 'response_format cannot be combined with tool_choice "required" or a named function: the reply is then the tool call');
     }
-    const messages = renderMessages(body.messages, tools, ctx.tokenizer.chatTemplate ?? '');
     const continueFinal = body.messages.at(-1)?.prefix === true;
-    const prompt = chatPromptIds(ctx.tokenizer, messages, ctx.contextLength, { continueFinal });
-    const maxTokens = tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages');
+    const render = (compact: boolean) => {
+      const messages = renderMessages(body.messages, tools, ctx.tokenizer.chatTemplate ?? '', compact);
+      const prompt = chatPromptIds(ctx.tokenizer, messages, ctx.contextLength, { continueFinal });
+      return { prompt, maxTokens: tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages') };
+    };
+    let rendered: ReturnType<typeof render>;
+    try {
+      rendered = render(false);
+    } catch (e) {
+      // On a small context, name the functions only (a forced call's constraint writes the rest).
+      if (tools.mode === 'none' || !(e instanceof HttpError) || e.code !== 'context_length_exceeded') throw e;
+      rendered = render(true);
+    }
+    const { prompt, maxTokens } = rendered;
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const requests = engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body));
     // A forced call is decoded under the call object's schema: its arguments always validate.
