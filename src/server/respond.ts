@@ -8,7 +8,7 @@ import { Generation, type ChoiceState, type Update } from './generation.js';
 import { HttpError } from './httpError.js';
 import type { CancelReason } from './metrics.js';
 import { costOf, type Cost } from './prices.js';
-import type { ParsedRequest, RouteResponse, ServerContext, SseSink } from './types.js';
+import type { ParsedRequest, RouteResponse, ServerContext, SseSink, SseStyle } from './types.js';
 
 /**
  * OpenAI's usage object plus DeepSeek's cache fields and our cost. Cache hits appear twice, as
@@ -32,6 +32,17 @@ export type Finish = Extract<Update, { kind: 'finish' }>;
 
 type JsonObject = Record<string, unknown>;
 
+/** Several events where a Formatter method returns one (Anthropic's stream opens a message and a block at once). */
+export class Events {
+  constructor(readonly items: readonly unknown[]) {}
+}
+
+function send(sink: SseSink, payload: unknown): void {
+  if (payload === null) return;
+  if (payload instanceof Events) payload.items.forEach((p) => sink.data(p));
+  else sink.data(payload);
+}
+
 export interface Formatter {
   /** The whole non-streamed response (dseek's extras are added to it). */
   final(choices: readonly ChoiceState[], usage: BilledUsage): JsonObject;
@@ -41,9 +52,12 @@ export interface Formatter {
   delta(update: Delta): unknown;
   /** Chunks sent as soon as a choice finishes, before its finish chunk (held text, tool-call deltas). */
   beforeFinish?(update: Finish): readonly unknown[];
-  finish(update: Finish): JsonObject;
+  /** The chunk that ends a choice, or null for none (Anthropic's stream ends with its usage events). */
+  finish(update: Finish): JsonObject | null;
   /** The last chunk, `choices: []` with usage (stream_options.include_usage). */
   usage(usage: BilledUsage): JsonObject;
+  /** Events after the usage chunk (Anthropic's message_stop). */
+  trailer?(): readonly unknown[];
 }
 
 export interface Plan {
@@ -57,6 +71,7 @@ export interface Plan {
   readonly includeUsage: boolean;
   /** The model thinks first (reasoning tokens are counted); `opened`: the prompt opened `<think>`. */
   readonly thinking?: { readonly opened: boolean } | null;
+  readonly sseStyle?: SseStyle;
 }
 
 /** Whether the request asked for routing counts (`"dseek": {"routing": true}`). */
@@ -93,7 +108,7 @@ export async function respond(ctx: ServerContext, req: ParsedRequest, plan: Plan
       return { kind: 'json', status: 200, body: { ...fmt.final(gen.choices, usage), ...extras(ctx, req, gen, plan, usage) } };
     }
     handedOver = true;
-    return { kind: 'sse', run: (sink) => stream(ctx, req, gen, plan, fmt, sink).finally(() => finish(ctx, gen, plan)) };
+    return { kind: 'sse', style: plan.sseStyle ?? 'openai', run: (sink) => stream(ctx, req, gen, plan, fmt, sink).finally(() => finish(ctx, gen, plan)) };
   } finally {
     if (!handedOver) finish(ctx, gen, plan);
   }
@@ -103,32 +118,30 @@ async function stream(ctx: ServerContext, req: ParsedRequest, gen: Generation, p
   // While waiting in the queue nothing else flows; comments keep proxies and clients from timing out.
   const keepAlive = setInterval(() => gen.anyQueued() && sink.comment('keep-alive'), ctx.keepAliveMs);
   try {
-    for (const c of gen.choices) {
-      const opening = fmt.opening(c.index);
-      if (opening !== null) sink.data(opening);
-    }
+    for (const c of gen.choices) send(sink, fmt.opening(c.index));
     if (gen.anyQueued()) sink.comment('keep-alive');
     // The latest finish chunk is held back: if it turns out to be the stream's last chunk, it
     // carries dseek's extras (timings, routing), which are only known once every choice is done.
     let held: Finish | null = null;
     for await (const u of gen.updates()) {
       if (u.kind === 'delta') {
-        const chunk = fmt.delta(u);
-        if (chunk !== null) sink.data(chunk);
+        send(sink, fmt.delta(u));
         continue;
       }
-      for (const chunk of fmt.beforeFinish?.(u) ?? []) sink.data(chunk);
-      if (held) sink.data(fmt.finish(held));
+      for (const chunk of fmt.beforeFinish?.(u) ?? []) send(sink, chunk);
+      if (held) send(sink, fmt.finish(held));
       held = u;
     }
     if (gen.interruptedBy === 'client_disconnect') throw new ClientGoneError();
     const usage = billedUsage(ctx, gen, plan);
     const more = extras(ctx, req, gen, plan, usage);
     if (plan.includeUsage) {
-      if (held) sink.data(fmt.finish(held));
+      if (held) send(sink, fmt.finish(held));
       sink.data({ ...fmt.usage(usage), ...more });
+      for (const chunk of fmt.trailer?.() ?? []) send(sink, chunk);
     } else if (held) {
-      sink.data({ ...fmt.finish(held), ...more });
+      const last = fmt.finish(held);
+      if (last !== null) sink.data({ ...last, ...more });
     }
   } finally {
     clearInterval(keepAlive);

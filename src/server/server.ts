@@ -21,7 +21,8 @@ import { completionsRoute } from './routes/completions.js';
 import { healthRoute, metricsRoute, modelRoute, modelsRoute } from './routes/info.js';
 import { isStaticPath, staticRoute } from './routes/static.js';
 import { statusRoute } from './routes/status.js';
-import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
+import { anthropicErrorBody, isAnthropicPath, messagesRoute } from './routes/messages.js';
+import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext, SseSink, SseStyle } from './types.js';
 
 export interface ServerOptions {
   readonly engine: Engine;
@@ -102,6 +103,10 @@ export interface App {
   readonly timeoutMs: number;
   /** The metrics label of a request: its route's path, `static` for chat-page files, `other` when nothing matches. */
   labelOf(method: string, path: string): string;
+  /** The error body for a request to `path`: OpenAI's shape, or Anthropic's on the Messages API. */
+  errorBody(path: string, err: HttpError): unknown;
+  /** An error as the last event of a stream already under way on `path`, and the stream's end. */
+  streamError(path: string, err: HttpError): string;
   /** CORS headers every response to a request with these headers carries (empty without --cors). */
   corsHeaders(headers: IncomingHttpHeaders): Record<string, string>;
   /** Routes the request (404, 405 and 401 are thrown as HttpErrors) and runs it. */
@@ -154,6 +159,9 @@ export function createApp(options: ServerOptions): App {
     // DeepSeek's beta surface: chat prefix completion (`prefix: true`) and FIM completions.
     ['/beta/chat/completions', post(chatRoute(ctx))],
     ['/beta/completions', post(completionsRoute(ctx))],
+    // The Anthropic Messages API, also where DeepSeek serves it (base URL …/anthropic).
+    ['/v1/messages', post(messagesRoute(ctx))],
+    ['/anthropic/v1/messages', post(messagesRoute(ctx))],
     ['/health', get(healthRoute(ctx))],
     ['/metrics', get(metricsRoute(ctx))],
     ['/', files],
@@ -174,6 +182,9 @@ export function createApp(options: ServerOptions): App {
     ctx,
     timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
     labelOf: (method, path) => (isFile(method, path) ? 'static' : isModelPath(path) ? '/v1/models/{id}' : tableOf(method, path) ? path : 'other'),
+    errorBody: (path, err) => (isAnthropicPath(path) ? anthropicErrorBody(err) : err.body()),
+    streamError: (path, err) =>
+      isAnthropicPath(path) ? `event: error\ndata: ${JSON.stringify(anthropicErrorBody(err))}\n\n` : `data: ${JSON.stringify(err.body())}\n\ndata: [DONE]\n\n`,
     corsHeaders: (headers) => corsHeaders(typeof headers.origin === 'string' ? headers.origin : undefined),
     async dispatch(req) {
       const { method, path } = req;
@@ -190,6 +201,17 @@ export function createApp(options: ServerOptions): App {
       const body = method === 'POST' ? await req.readBody() : undefined;
       return route({ method, path, headers: req.headers, body, signal: req.signal, receivedAt: req.receivedAt, apiKeyDigest });
     },
+  };
+}
+
+/** Server-sent events in OpenAI's style (`data:` only) or Anthropic's (`event: <type>` before each `data:`). */
+export function sseSink(style: SseStyle, write: (text: string) => void): SseSink {
+  return {
+    data: (payload) => {
+      const type = style === 'anthropic' ? (payload as { type?: unknown }).type : undefined;
+      write(`${typeof type === 'string' ? `event: ${type}\n` : ''}data: ${JSON.stringify(payload)}\n\n`);
+    },
+    comment: (text) => write(`: ${text}\n\n`),
   };
 }
 
@@ -267,11 +289,10 @@ export function createServer(options: ServerOptions): DseekServer {
       if (res.headersSent) {
         // Mid-stream: the status is already 200, so the error travels as an event (the openai
         // client throws it), and the stream still ends as every stream does.
-        writeSse(res, `data: ${JSON.stringify(err.body())}\n\n`);
-        writeSse(res, 'data: [DONE]\n\n');
+        writeSse(res, app.streamError(path, err));
         res.end();
       } else {
-        sendJson(res, err.status, err.body(), err.headers);
+        sendJson(res, err.status, app.errorBody(path, err), err.headers);
       }
     }
   }
@@ -296,11 +317,8 @@ export function createServer(options: ServerOptions): DseekServer {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', ...closeHeader() });
     res.flushHeaders();
-    await out.run({
-      data: (payload) => writeSse(res, `data: ${JSON.stringify(payload)}\n\n`),
-      comment: (text) => writeSse(res, `: ${text}\n\n`),
-    });
-    writeSse(res, 'data: [DONE]\n\n');
+    await out.run(sseSink(out.style ?? 'openai', (text) => writeSse(res, text)));
+    if (out.style !== 'anthropic') writeSse(res, 'data: [DONE]\n\n');
     res.end();
   }
 
@@ -368,12 +386,14 @@ function digest(s: string): Buffer {
  * constant time and against every key, so response timing does not leak a key or which one matched.
  */
 function checkApiKey(headers: IncomingHttpHeaders, expected: readonly Buffer[]): string {
+  // Bearer (OpenAI's clients) or x-api-key (Anthropic's).
   const match = /^Bearer\s+(.+)$/i.exec(headers.authorization ?? '');
-  const given = match ? digest(match[1]!.trim()) : null;
+  const xKey = typeof headers['x-api-key'] === 'string' ? headers['x-api-key'].trim() : '';
+  const given = match ? digest(match[1]!.trim()) : xKey !== '' ? digest(xKey) : null;
   let found: Buffer | null = null;
   for (const key of expected) if (given && timingSafeEqual(given, key)) found = key;
   if (!found) {
-    throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
+    throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>" (or "x-api-key: <key>")', 'invalid_request_error', null, 'invalid_api_key');
   }
   return found.toString('hex');
 }

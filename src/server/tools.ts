@@ -21,7 +21,9 @@ import { randomBytes } from 'node:crypto';
 import type { JsonSchema } from '../engine/types.js';
 import type { ChatMessage } from '../tokenizer/chatTemplate.js';
 import { checkSchema } from './engineRequest.js';
-import { contentText } from './prompt.js';
+import { HttpError } from './httpError.js';
+import { chatPromptIds, contentText, tokenBudget } from './prompt.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ChatBody, ChatMessageBody, ToolBody } from './schemas.js';
 
 export interface ToolCall {
@@ -135,6 +137,32 @@ export function renderMessages(messages: readonly ChatMessageBody[], plan: ToolP
   if (first?.role === 'system') out[0] = { ...first, content: `${first.content}\n\n${prompt}` };
   else out.unshift({ role: 'system', content: prompt });
   return out;
+}
+
+/**
+ * Messages with the tools' description → prompt ids and the token budget. When the full
+ * description does not fit the context, the functions are named only (a forced call's
+ * constraint writes the format and the arguments' shape anyway).
+ */
+export function toolPromptIds(
+  tokenizer: Tokenizer,
+  messages: readonly ChatMessageBody[],
+  plan: ToolPlan,
+  contextLength: number,
+  maxTokens: number | null | undefined,
+  continueFinal = false,
+): { prompt: number[]; maxTokens: number } {
+  const render = (compact: boolean) => {
+    const rendered = renderMessages(messages, plan, tokenizer.chatTemplate ?? '', compact);
+    const prompt = chatPromptIds(tokenizer, rendered, contextLength, { continueFinal });
+    return { prompt, maxTokens: tokenBudget(prompt.length, maxTokens, contextLength, 'messages') };
+  };
+  try {
+    return render(false);
+  } catch (e) {
+    if (plan.mode === 'none' || !(e instanceof HttpError) || e.code !== 'context_length_exceeded') throw e;
+    return render(true);
+  }
 }
 
 /** Arguments as sent back by a client are a JSON string; anything unparsable goes back as a JSON string. */

@@ -35,8 +35,14 @@ export type RouteResponse =
       readonly body: string | Uint8Array;
       readonly headers?: Readonly<Record<string, string>>;
     }
-  /** A 200 event stream; `run` writes the events, the server ends it with `data: [DONE]` on success. */
-  | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void> };
+  /**
+   * A 200 event stream; `run` writes the events. `openai` (default): `data:` lines, ended with
+   * `data: [DONE]` on success. `anthropic`: each payload as `event: <payload.type>` + `data:`,
+   * no end marker (Anthropic's Messages stream ends with its message_stop event).
+   */
+  | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void>; readonly style?: SseStyle };
+
+export type SseStyle = 'openai' | 'anthropic';
 
 export type Route = (req: ParsedRequest) => Promise<RouteResponse>;
 

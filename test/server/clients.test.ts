@@ -1,7 +1,7 @@
 /**
  * Drop-in for the DeepSeek API, tested the way users come: a real `dseek serve` on the bundled
  * model, called by the real clients — openai v4 and the current major, the AI SDK with
- * @ai-sdk/deepseek, LangChain's ChatDeepSeek — at DeepSeek's base URL shape (no /v1) with model
+ * @ai-sdk/deepseek, LangChain's ChatDeepSeek, the Anthropic SDK — at DeepSeek's base URL shape (no /v1) with model
  * `deepseek-chat`. The bundled model writes KJV text and has never seen a tool or JSON:
  * constrained decoding is what makes its calls and objects valid.
  */
@@ -15,6 +15,7 @@ import OpenAI from 'openai-current';
 import { generateText, jsonSchema, streamText, tool } from 'ai';
 import { createDeepSeek } from '@ai-sdk/deepseek';
 import { ChatDeepSeek } from '@langchain/deepseek';
+import Anthropic from '@anthropic-ai/sdk';
 import { repoRoot } from '../paths.js';
 import { startServe, type ServerProcess } from '../serveProcess.js';
 
@@ -168,6 +169,21 @@ test('LangChain ChatDeepSeek: bindTools with tool_choice required returns calls 
   await llm.invoke(long);
   const again = await llm.invoke(long);
   assert.ok((again.usage_metadata?.input_token_details?.cache_read ?? 0) >= 16, JSON.stringify(again.usage_metadata));
+});
+
+test('the Anthropic SDK at DeepSeek’s …/anthropic base URL: text, a forced tool_use whose input validates, cache reads', async () => {
+  const client = new Anthropic({ baseURL: `${serve.url}/anthropic`, apiKey: 'unused', maxRetries: 0 });
+  const text = await client.messages.create({ model: 'deepseek-chat', max_tokens: 8, messages: [{ role: 'user', content: 'Who made the light?' }] });
+  assert.ok(text.content[0]!.type === 'text' && text.content[0]!.text.length > 0);
+  const tools = [{ name: 'get_verse', description: 'Look up a verse', input_schema: verseParams as unknown as Anthropic.Tool.InputSchema }];
+  const streamed = await client.messages.stream({ model: 'deepseek-chat', max_tokens: 120, tools, tool_choice: { type: 'any' }, messages: [{ role: 'user', content: 'Find the verse about light.' }] }).finalMessage();
+  assert.equal(streamed.stop_reason, 'tool_use');
+  const use = streamed.content.find((b) => b.type === 'tool_use');
+  assert.ok(use && use.type === 'tool_use' && validVerse(use.input), JSON.stringify(streamed.content));
+  const long = 'Blessed are the meek: for they shall inherit the earth. Blessed are they which do hunger and thirst.';
+  await client.messages.create({ model: 'deepseek-chat', max_tokens: 2, messages: [{ role: 'user', content: long }] });
+  const again = await client.messages.create({ model: 'deepseek-chat', max_tokens: 2, messages: [{ role: 'user', content: long }] });
+  assert.ok((again.usage.cache_read_input_tokens ?? 0) >= 16, JSON.stringify(again.usage));
 });
 
 test('an injected special token stays text: it costs its spelling in prompt tokens, not one token', async () => {

@@ -6,12 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { cacheSaltOf, checkLogitBias, checkModel, engineRequests, requestedMaxTokens } from '../engineRequest.js';
 import type { LogprobEntry } from '../generation.js';
-import { badRequest, HttpError } from '../httpError.js';
-import { chatPromptIds, tokenBudget } from '../prompt.js';
+import { badRequest } from '../httpError.js';
 import { promptOpensThinking, ReasoningSplitter, splitReasoning, thinks } from '../reasoning.js';
 import { respond, type Finish, type Formatter } from '../respond.js';
 import { CHAT_FIELDS, chatSchema, parseBody, rejectUnknownFields } from '../schemas.js';
-import { couldBeToolCall, parseToolCalls, renderMessages, toolCallDeltas, toolPlan, type ToolCall, type ToolPlan } from '../tools.js';
+import { couldBeToolCall, parseToolCalls, toolCallDeltas, toolPlan, toolPromptIds, type ToolCall, type ToolPlan } from '../tools.js';
 import type { Route, ServerContext } from '../types.js';
 
 export function chatRoute(ctx: ServerContext): Route {
@@ -25,20 +24,7 @@ export function chatRoute(ctx: ServerContext): Route {
       throw badRequest('response_format', 'response_format cannot be combined with tool_choice "required" or a named function: the reply is then the tool call');
     }
     const continueFinal = body.messages.at(-1)?.prefix === true;
-    const render = (compact: boolean) => {
-      const messages = renderMessages(body.messages, tools, ctx.tokenizer.chatTemplate ?? '', compact);
-      const prompt = chatPromptIds(ctx.tokenizer, messages, ctx.contextLength, { continueFinal });
-      return { prompt, maxTokens: tokenBudget(prompt.length, requestedMaxTokens(body), ctx.contextLength, 'messages') };
-    };
-    let rendered: ReturnType<typeof render>;
-    try {
-      rendered = render(false);
-    } catch (e) {
-      // On a small context, name the functions only (a forced call's constraint writes the rest).
-      if (tools.mode === 'none' || !(e instanceof HttpError) || e.code !== 'context_length_exceeded') throw e;
-      rendered = render(true);
-    }
-    const { prompt, maxTokens } = rendered;
+    const { prompt, maxTokens } = toolPromptIds(ctx.tokenizer, body.messages, tools, ctx.contextLength, requestedMaxTokens(body), continueFinal);
     const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const requests = engineRequests(body, prompt, maxTokens, topLogprobs, cacheSaltOf(ctx.cacheIsolation, req, body));
     // A forced call is decoded under the call object's schema: its arguments always validate.
