@@ -42,6 +42,7 @@ interface ServeFlags extends RepackFlags {
   cors: string[];
   allowUnknownFields?: boolean;
   reasoningInline?: boolean;
+  machineCostPerHour?: string;
 }
 
 /** Commander's accumulator for repeatable options. */
@@ -90,6 +91,7 @@ export function registerServeCommand(program: Command): void {
     .option('--cors <origin>', 'let browser pages from this origin call the API (repeatable; * for any)', collect, [])
     .option('--allow-unknown-fields', 'ignore request fields the API does not know instead of answering 400')
     .option('--reasoning-inline', "keep a thinking model's reasoning in content instead of reasoning_content")
+    .option('--machine-cost-per-hour <price>', "what the machine costs per hour (in --currency): usage.cost adds each request's share of the measured engine time")
     .action(async (flags: ServeFlags) => {
       const modelPath = resolve(await resolveModelPath(flags.model));
       if (!['auto', 'native', 'reference'].includes(flags.backend)) {
@@ -137,6 +139,7 @@ export function registerServeCommand(program: Command): void {
         ...(flags.cors.length > 0 ? { corsOrigins: flags.cors } : {}),
         allowUnknownFields: flags.allowUnknownFields === true,
         reasoningInline: flags.reasoningInline === true,
+        ...(flags.machineCostPerHour !== undefined ? { machineCostPerHour: parseNumber('--machine-cost-per-hour', flags.machineCostPerHour) } : {}),
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
       });

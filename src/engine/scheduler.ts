@@ -88,6 +88,8 @@ interface Sequence {
   cancelled: boolean;
   /** Text held back by the stop matcher and detokenizer is delivered with `done`. */
   text: string;
+  /** Seconds of forward passes this sequence's share of the steps it ran in took (see `busyS` in `done`). */
+  busyS: number;
 }
 
 export class Scheduler {
@@ -183,6 +185,7 @@ export class Scheduler {
       firstTokenAt: 0,
       cancelled: false,
       text: '',
+      busyS: 0,
     };
     this.queue.push(seq);
     sink({ type: 'queued', position: this.queue.length - 1 });
@@ -288,7 +291,12 @@ export class Scheduler {
       : undefined;
     let logits: Vec;
     try {
+      const stepStart = performance.now();
       logits = this.model.forwardBatch(items, onRouting ? { onRouting } : {});
+      // The step's time, shared by the tokens each sequence put into it (prompt chunks and decode alike).
+      const stepS = (performance.now() - stepStart) / 1000;
+      const stepTokens = batch.reduce((n, b) => n + b.tokens.length, 0);
+      for (const b of batch) b.seq.busyS += (stepS * b.tokens.length) / stepTokens;
       // A file truncated during the step reads as zeros past its end (native/guard.c), never
       // as a crash; whatever the step computed from it is dropped.
       this.checkModelFiles();
@@ -532,6 +540,7 @@ export class Scheduler {
       },
       timeToFirstTokenS: seq.firstTokenAt ? (seq.firstTokenAt - seq.submittedAt) / 1000 : (now - seq.submittedAt) / 1000,
       generationS: seq.firstTokenAt ? (now - seq.firstTokenAt) / 1000 : 0,
+      busyS: seq.busyS,
       ...(seq.routing
         ? { routing: { layers: this.moeLayers, experts: this.model.config.nRoutedExperts, sharedExperts: this.model.config.nSharedExperts, counts: seq.routing } }
         : {}),

@@ -93,6 +93,11 @@ export type EngineEvent =
       /** Seconds from submission to the first token, and of generation after it. */
       readonly timeToFirstTokenS: number;
       readonly generationS: number;
+      /**
+       * Seconds of the engine's forward passes this request used: each step's time shared among
+       * its sequences by the tokens each put into it. Absent from engines that do not measure it.
+       */
+      readonly busyS?: number;
       /** Present when the request asked for it. */
       readonly routing?: RoutingCounts;
     };

@@ -26,6 +26,8 @@ export interface ServeOptions {
   readonly allowUnknownFields?: boolean;
   /** Keep a thinking model's reasoning inline in `content` instead of `reasoning_content` (default false). */
   readonly reasoningInline?: boolean;
+  /** The machine's price per hour: usage.cost adds the request's share of measured engine time (`machine`). */
+  readonly machineCostPerHour?: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with this key or one of these. */
   readonly apiKey?: string | readonly string[];
   /**
@@ -70,6 +72,7 @@ function apiOptions(o: ServeOptions): ServerOptions {
     ...(o.corsOrigins !== undefined ? { corsOrigins: o.corsOrigins } : {}),
     ...(o.allowUnknownFields !== undefined ? { allowUnknownFields: o.allowUnknownFields } : {}),
     ...(o.reasoningInline !== undefined ? { reasoningInline: o.reasoningInline } : {}),
+    ...(o.machineCostPerHour !== undefined ? { machineCostPerHour: o.machineCostPerHour } : {}),
     ...(o.cacheIsolation !== undefined ? { cacheIsolation: o.cacheIsolation } : {}),
     ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     ...(o.log ? { log: o.log } : {}),

@@ -41,6 +41,8 @@ export interface ChoiceState {
   lastTokenAt: number;
   /** The engine's own timings and routing counts, from its `done` event (null until then). */
   engineTimings: { readonly timeToFirstTokenS: number; readonly generationS: number } | null;
+  /** Engine busy seconds this choice used (from `done`; 0 before). */
+  busyS: number;
   routing: RoutingCounts | null;
 }
 
@@ -91,6 +93,7 @@ export class Generation {
       firstTokenAt: 0,
       lastTokenAt: 0,
       engineTimings: null,
+      busyS: 0,
       routing: null,
     }));
     const stop = () => this.engineAbort.abort(signal.reason);
@@ -172,6 +175,11 @@ export class Generation {
     return this.choices.some((c) => c.queued && c.finishReason === null);
   }
 
+  /** Engine busy seconds of all choices. */
+  busySeconds(): number {
+    return this.choices.reduce((sum, c) => sum + c.busyS, 0);
+  }
+
   reasoningTokens(): number {
     return this.choices.reduce((sum, c) => sum + c.reasoningTokens, 0);
   }
@@ -233,6 +241,7 @@ export class Generation {
         c.usage = e.usage;
         c.text += e.text;
         c.engineTimings = { timeToFirstTokenS: e.timeToFirstTokenS, generationS: e.generationS };
+        c.busyS = e.busyS ?? 0;
         c.routing = e.routing ?? null;
         const delta: Update[] = e.text ? [{ kind: 'delta', choice: c.index, text: e.text, logprobs: [] }] : [];
         // The engine says 'cancelled' only when it was stopped from outside (its own close()).

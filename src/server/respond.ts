@@ -7,7 +7,7 @@ import { extrasOf, type Extras } from './extras.js';
 import { Generation, type ChoiceState, type Update } from './generation.js';
 import { HttpError } from './httpError.js';
 import type { CancelReason } from './metrics.js';
-import { costOf, type Cost } from './prices.js';
+import { costOf, machineCost, type Cost } from './prices.js';
 import type { ParsedRequest, RouteResponse, ServerContext, SseSink, SseStyle } from './types.js';
 
 /**
@@ -158,6 +158,7 @@ function finish(ctx: ServerContext, gen: Generation, plan: Plan): void {
   if (!gen.choices.some((c) => c.started || c.usage !== null)) return;
   const u = billedUsage(ctx, gen, plan);
   ctx.metrics.tokens(u.prompt_tokens, u.completion_tokens, u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens, u.cost.total);
+  if (u.cost.machine !== undefined) ctx.metrics.machine(u.cost.machine, u.cost.machine_seconds ?? 0, u.prompt_cache_miss_tokens + u.completion_tokens);
 }
 
 /**
@@ -182,7 +183,7 @@ function billedUsage(ctx: ServerContext, gen: Generation, plan: Plan): BilledUsa
     prompt_cache_miss_tokens: miss,
     prompt_tokens_details: { cached_tokens: hit },
     completion_tokens_details: { reasoning_tokens: gen.reasoningTokens() },
-    cost: costOf(ctx.prices, hit, miss, completion),
+    cost: ctx.machineCostPerHour === null ? costOf(ctx.prices, hit, miss, completion) : { ...costOf(ctx.prices, hit, miss, completion), ...machineCost(ctx.machineCostPerHour, gen.busySeconds()) },
   };
 }
 

@@ -47,6 +47,12 @@ export interface ServerOptions {
    * false: it goes to `reasoning_content`, as DeepSeek's API returns it.
    */
   readonly reasoningInline?: boolean;
+  /**
+   * What the machine costs per hour, in the price table's currency. With it, every usage.cost also
+   * has `machine` and `machine_seconds` (the request's share of the engine's measured busy time),
+   * and /metrics the machine cost per million tokens achieved.
+   */
+  readonly machineCostPerHour?: number;
   /** Context window in tokens: prompt + max_tokens must fit. */
   readonly contextLength: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with one of these keys. */
@@ -128,6 +134,7 @@ export function createApp(options: ServerOptions): App {
     modelNames: [...new Set([options.modelName, ...(options.aliases ?? DEFAULT_ALIASES)])],
     allowUnknownFields: options.allowUnknownFields === true,
     reasoningInline: options.reasoningInline === true,
+    machineCostPerHour: options.machineCostPerHour ?? null,
     contextLength: options.contextLength,
     prices,
     metrics: new Metrics(prices.currency),

@@ -87,6 +87,8 @@ export interface ServerContext {
   readonly allowUnknownFields: boolean;
   /** Leave a thinking model's reasoning inline in `content` instead of splitting it into `reasoning_content`. */
   readonly reasoningInline: boolean;
+  /** The machine's price per hour (in the price table's currency), or null: usage.cost then reports only the price table. */
+  readonly machineCostPerHour: number | null;
   readonly contextLength: number;
   readonly prices: PriceTable;
   readonly metrics: Metrics;
