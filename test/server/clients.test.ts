@@ -7,7 +7,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI4 from 'openai';
@@ -20,10 +20,14 @@ import { repoRoot } from '../paths.js';
 import { startServe, type ServerProcess } from '../serveProcess.js';
 
 let serve: ServerProcess;
+const diskDir = mkdtempSync(join(tmpdir(), 'dseek-clients-'));
 before(async () => {
-  serve = await startServe(['--page-tokens', '16', '--disk-cache-dir', mkdtempSync(join(tmpdir(), 'dseek-clients-'))], 60_000);
+  serve = await startServe(['--page-tokens', '16', '--disk-cache-dir', diskDir], 60_000);
 });
-after(() => serve.stop());
+after(async () => {
+  await serve.stop();
+  rmSync(diskDir, { recursive: true, force: true });
+});
 
 const verseParams = {
   type: 'object',
@@ -211,5 +215,6 @@ test('reasoning is split on a template that thinks: reasoning_content and reason
     assert.equal(r.usage!.completion_tokens_details!.reasoning_tokens, r.usage!.completion_tokens);
   } finally {
     await thinking.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

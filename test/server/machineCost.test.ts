@@ -5,17 +5,21 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { metric, startServe, type ServerProcess } from '../serveProcess.js';
 
 let serve: ServerProcess;
+const dir = mkdtempSync(join(tmpdir(), 'dseek-machine-'));
 before(async () => {
-  serve = await startServe(['--machine-cost-per-hour', '3.6', '--no-disk-cache', '--disk-cache-dir', mkdtempSync(join(tmpdir(), 'dseek-machine-'))], 60_000);
+  serve = await startServe(['--machine-cost-per-hour', '3.6', '--no-disk-cache', '--disk-cache-dir', dir], 60_000);
 });
-after(() => serve.stop());
+after(async () => {
+  await serve.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 interface MachineCost {
   total: number;
