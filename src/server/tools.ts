@@ -266,3 +266,105 @@ export function toolCallDeltas(calls: readonly ToolCall[]): { index: number; id?
   });
   return chunks;
 }
+
+type CallDelta = { index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } };
+
+/**
+ * Streams a forced call as it is generated. Under the constraint the text is exactly the compact
+ * call object, `{"tool_calls":[{"name":"f","arguments":{…}},…]}`, name before arguments, so a scan
+ * of the text so far finds each call's name and the growing text of its arguments: a call is
+ * announced (id, type, name) once its arguments begin, and each push sends the arguments' new
+ * bytes, as OpenAI streams them.
+ */
+export class ToolCallStreamer {
+  private text = '';
+  private readonly sent: { id: string; chars: number }[] = [];
+
+  /** Whether any call has been announced. */
+  get started(): boolean {
+    return this.sent.length > 0;
+  }
+
+  push(piece: string): CallDelta[][] {
+    this.text += piece;
+    const out: CallDelta[][] = [];
+    scanCalls(this.text).forEach((call, index) => {
+      if (call.argsStart < 0 || call.name === null) return;
+      let sent = this.sent[index];
+      if (!sent) {
+        sent = { id: callId(), chars: 0 };
+        this.sent[index] = sent;
+        out.push([{ index, id: sent.id, type: 'function', function: { name: call.name, arguments: '' } }]);
+      }
+      const args = this.text.slice(call.argsStart, call.argsEnd < 0 ? this.text.length : call.argsEnd);
+      if (args.length > sent.chars) {
+        out.push([{ index, function: { arguments: args.slice(sent.chars) } }]);
+        sent.chars = args.length;
+      }
+    });
+    return out;
+  }
+}
+
+/**
+ * The calls in (a prefix of) the call object: each one's name once its string is closed, and
+ * where its arguments start and end (-1: not yet). A small JSON scanner: strings and escapes
+ * are skipped, depth counts brackets (1: the outer object, 2: tool_calls, 3: a call, 4+: its arguments).
+ */
+function scanCalls(text: string): { name: string | null; argsStart: number; argsEnd: number }[] {
+  const calls: { name: string | null; argsStart: number; argsEnd: number }[] = [];
+  let depth = 0;
+  let key: string | null = null;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (ch === '"') {
+      // Read the whole string (or stop at the end of the text).
+      let j = i + 1;
+      let value = '';
+      let closed = false;
+      for (; j < text.length; j++) {
+        const c = text[j]!;
+        if (c === '\\') {
+          value += text.slice(j, j + 2);
+          j++;
+          continue;
+        }
+        if (c === '"') {
+          closed = true;
+          break;
+        }
+        value += c;
+      }
+      if (!closed) break;
+      if (depth === 3 && expectKey) key = value;
+      else if (depth === 3 && key === 'name') calls[calls.length - 1]!.name = value;
+      expectKey = false;
+      i = j;
+      continue;
+    }
+    if (ch === ':' && depth === 3 && key === 'arguments') {
+      calls[calls.length - 1]!.argsStart = i + 1;
+      continue;
+    }
+    if (ch === '{' || ch === '[') {
+      depth++;
+      if (depth === 3 && ch === '{') calls.push({ name: null, argsStart: -1, argsEnd: -1 });
+      if (depth === 3) {
+        expectKey = true;
+        key = null;
+      }
+      continue;
+    }
+    if (ch === '}' || ch === ']') {
+      depth--;
+      if (depth === 3 && key === 'arguments') calls[calls.length - 1]!.argsEnd = i + 1;
+      continue;
+    }
+    if (ch === ',' && depth === 3) {
+      expectKey = true;
+      key = null;
+    }
+  }
+  return calls;
+}

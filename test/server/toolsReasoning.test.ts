@@ -109,6 +109,21 @@ test('streamed tool calls: id and name first, argument fragments after, reassemb
   assert.equal(calls.length, 1);
   assert.equal(calls[0]!.name, 'get_weather');
   assert.deepEqual(JSON.parse(calls[0]!.args), { city: 'Paris', unit: 'c' });
+  // Forced calls stream while they are written: the fake engine's tokens arrive one by one.
+  reply = '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}},{"name":"get_time","arguments":{}}]}';
+  const two = await s.client.chat.completions.create({ model: MODEL, messages: ask, tools: [weather, time], tool_choice: 'required', stream: true });
+  const got: { name: string; args: string; pieces: number }[] = [];
+  for await (const chunk of two) {
+    for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+      if (d.id) got[d.index] = { name: d.function!.name!, args: '', pieces: 0 };
+      else {
+        got[d.index]!.args += d.function?.arguments ?? '';
+        got[d.index]!.pieces++;
+      }
+    }
+  }
+  assert.deepEqual(got.map((g) => [g.name, JSON.parse(g.args)]), [['get_weather', { city: 'Paris' }], ['get_time', {}]]);
+  assert.ok(got[0]!.pieces > 1, 'arguments arrive in several fragments, as generated');
   reply = 'It is sunny.';
   const text = await s.client.chat.completions.create({ model: MODEL, messages: ask, tools: [weather], stream: true });
   let streamed = '';

@@ -8,9 +8,9 @@ import { cacheSaltOf, checkLogitBias, checkModel, engineRequests, requestedMaxTo
 import type { LogprobEntry } from '../generation.js';
 import { badRequest } from '../httpError.js';
 import { promptOpensThinking, ReasoningSplitter, splitReasoning, thinks } from '../reasoning.js';
-import { respond, type Finish, type Formatter } from '../respond.js';
+import { Events, respond, type Finish, type Formatter } from '../respond.js';
 import { CHAT_FIELDS, chatSchema, parseBody, rejectUnknownFields } from '../schemas.js';
-import { couldBeToolCall, parseToolCalls, toolCallDeltas, toolPlan, toolPromptIds, type ToolCall, type ToolPlan } from '../tools.js';
+import { couldBeToolCall, parseToolCalls, ToolCallStreamer, toolCallDeltas, toolPlan, toolPromptIds, type ToolCall, type ToolPlan } from '../tools.js';
 import type { Route, ServerContext } from '../types.js';
 
 export function chatRoute(ctx: ServerContext): Route {
@@ -48,6 +48,8 @@ interface StreamState {
   held: string;
   holding: boolean;
   calls: ToolCall[] | null;
+  /** Forced calls: streamed as they are written. */
+  readonly streamer: ToolCallStreamer | null;
 }
 
 function chatFormatter(model: string, logprobs: boolean, includeUsage: boolean, tools: ToolPlan, thinking: { opened: boolean } | null, n: number): Formatter {
@@ -62,6 +64,7 @@ function chatFormatter(model: string, logprobs: boolean, includeUsage: boolean, 
     held: '',
     holding: tools.mode !== 'none',
     calls: null,
+    streamer: tools.mode === 'forced' ? new ToolCallStreamer() : null,
   }));
   const deltaChunk = (index: number, delta: Record<string, unknown>, entries: readonly LogprobEntry[] = []) =>
     chunk([{ index, delta, logprobs: entries.length > 0 ? lp(entries) : null, finish_reason: null }]);
@@ -104,6 +107,12 @@ function chatFormatter(model: string, logprobs: boolean, includeUsage: boolean, 
     opening: (index) => chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]),
     delta: (u) => {
       const s = states[u.choice]!;
+      if (s.streamer) {
+        // A forced call: the text is the call object; its calls go out as tool_calls deltas.
+        s.held += u.text;
+        const deltas = s.streamer.push(u.text);
+        return deltas.length > 0 ? new Events(deltas.map((calls) => deltaChunk(u.choice, { tool_calls: calls }))) : null;
+      }
       const split = s.splitter ? s.splitter.push(u.text) : { reasoning: '', content: u.text };
       const content = release(s, split.content);
       if (split.reasoning !== '') return deltaChunk(u.choice, { reasoning_content: split.reasoning, ...(content && { content }) }, u.logprobs);
@@ -119,8 +128,11 @@ function chatFormatter(model: string, logprobs: boolean, includeUsage: boolean, 
       if (content !== '') out.push(deltaChunk(u.choice, { content }));
       if (s.holding) {
         s.calls = u.reason === 'stop' ? parseToolCalls(s.held, tools.tools) : null;
-        if (s.calls) for (const calls of toolCallDeltas(s.calls)) out.push(deltaChunk(u.choice, { tool_calls: calls }));
-        else if (s.held !== '') out.push(deltaChunk(u.choice, { content: s.held }));
+        // Forced calls were streamed already; a call cut off by max_tokens ends with finish_reason length.
+        if (!s.streamer?.started) {
+          if (s.calls) for (const calls of toolCallDeltas(s.calls)) out.push(deltaChunk(u.choice, { tool_calls: calls }));
+          else if (s.held !== '') out.push(deltaChunk(u.choice, { content: s.held }));
+        }
         s.held = '';
         s.holding = false;
       }
