@@ -21,7 +21,7 @@ import { completionsRoute } from './routes/completions.js';
 import { healthRoute, metricsRoute, modelRoute, modelsRoute } from './routes/info.js';
 import { isStaticPath, staticRoute } from './routes/static.js';
 import { statusRoute } from './routes/status.js';
-import { anthropicErrorBody, isAnthropicPath, messagesRoute } from './routes/messages.js';
+import { anthropicErrorBody, countTokensRoute, isAnthropicPath, messagesRoute } from './routes/messages.js';
 import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext, SseSink, SseStyle } from './types.js';
 
 export interface ServerOptions {
@@ -169,6 +169,13 @@ export function createApp(options: ServerOptions): App {
     // The Anthropic Messages API, also where DeepSeek serves it (base URL …/anthropic).
     ['/v1/messages', post(messagesRoute(ctx))],
     ['/anthropic/v1/messages', post(messagesRoute(ctx))],
+    ['/v1/messages/count_tokens', post(countTokensRoute(ctx))],
+    ['/anthropic/v1/messages/count_tokens', post(countTokensRoute(ctx))],
+    // OpenAI endpoints dseek does not serve: a 404 that says so and what to use instead.
+    ...(['/responses', '/embeddings', '/audio/speech', '/audio/transcriptions', '/images/generations', '/moderations'].flatMap((p) => {
+      const table = post(unsupported(p));
+      return [[`/v1${p}`, table], [p, table]] as [string, ReadonlyMap<string, Route>][];
+    })),
     ['/health', get(healthRoute(ctx))],
     ['/metrics', get(metricsRoute(ctx))],
     ['/', files],
@@ -219,6 +226,14 @@ export function sseSink(style: SseStyle, write: (text: string) => void): SseSink
       write(`${typeof type === 'string' ? `event: ${type}\n` : ''}data: ${JSON.stringify(payload)}\n\n`);
     },
     comment: (text) => write(`: ${text}\n\n`),
+  };
+}
+
+/** An OpenAI endpoint dseek does not implement: 404 naming it and pointing to what it does serve. */
+function unsupported(path: string): Route {
+  const instead = path === '/responses' ? 'use /v1/chat/completions (or /v1/messages)' : 'dseek serves chat, completions and the Messages API only';
+  return async () => {
+    throw new HttpError(404, `${path.slice(1)} is not supported by dseek: ${instead}`, 'invalid_request_error', null, 'unsupported_endpoint');
   };
 }
 

@@ -83,6 +83,20 @@ test('tools: tool_choice any is a constrained tool_use block; streamed, its inpu
   assert.match(prompt, /<｜tool▁output▁begin｜>25 C<｜tool▁output▁end｜>/);
 });
 
+test('count_tokens gives the prompt length the Messages API would send', async () => {
+  const counted = await client.messages.countTokens({ model: MODEL, system: 'Be brief.', messages: [{ role: 'user', content: 'Hi' }] });
+  reply = 'ok';
+  await client.messages.create({ model: MODEL, max_tokens: 5, system: 'Be brief.', messages: [{ role: 'user', content: 'Hi' }] });
+  assert.equal(counted.input_tokens, s.engine.requests.at(-1)!.prompt.length);
+});
+
+test('OpenAI endpoints dseek does not serve say so: 404 unsupported_endpoint naming the alternative', async () => {
+  const r = await post(s.url, '/v1/responses', { model: MODEL, input: 'hi' }, { authorization: 'Bearer secret' });
+  assert.equal(r.status, 404);
+  assert.equal(r.json.error!.code, 'unsupported_endpoint');
+  assert.match(r.json.error!.message, /responses is not supported.*\/v1\/chat\/completions/);
+});
+
 test('errors come in Anthropic’s shape, at /v1/messages and /anthropic/v1/messages', async () => {
   await assert.rejects(client.messages.create({ model: 'claude-x', max_tokens: 5, messages: [{ role: 'user', content: 'Hi' }] }), (e: unknown) => e instanceof Anthropic.NotFoundError);
   const bad = await post(s.url, '/anthropic/v1/messages', { model: MODEL, messages: [{ role: 'user', content: 'Hi' }] }, { 'x-api-key': 'secret' });

@@ -61,7 +61,7 @@ const messagesObject = z.object({
 const MESSAGES_FIELDS: ReadonlySet<string> = new Set(Object.keys(messagesObject.shape));
 
 export function isAnthropicPath(path: string): boolean {
-  return path === '/v1/messages' || path === '/anthropic/v1/messages';
+  return /^(\/anthropic)?\/v1\/messages(\/count_tokens)?$/.test(path);
 }
 
 /** An HttpError in Anthropic's error shape; the type follows the status as Anthropic's API uses them. */
@@ -117,6 +117,21 @@ export function messagesRoute(ctx: ServerContext): Route {
     );
   };
 }
+
+/** POST /v1/messages/count_tokens: the prompt's length as the Messages API would render it. */
+export function countTokensRoute(ctx: ServerContext): Route {
+  return async (req) => {
+    if (!ctx.allowUnknownFields) rejectUnknownFields(req.body, COUNT_FIELDS);
+    const body = parseBody(messagesObject.omit({ max_tokens: true, stream: true, stop_sequences: true, temperature: true, top_p: true, top_k: true, metadata: true }), req.body);
+    resolveModelName(ctx, body.model);
+    const tools: ToolBody[] = (body.tools ?? []).map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? null, parameters: t.input_schema } }));
+    const choice = body.tool_choice;
+    const plan = toolPlan({ tools, tool_choice: choice === undefined ? undefined : choice.type === 'any' ? 'required' : choice.type === 'tool' ? { type: 'function', function: { name: choice.name ?? '' } } : choice.type });
+    const { prompt } = toolPromptIds(ctx.tokenizer, toChatMessages({ ...body, max_tokens: 1 }), plan, ctx.contextLength, null);
+    return { kind: 'json', status: 200, body: { input_tokens: prompt.length } };
+  };
+}
+const COUNT_FIELDS: ReadonlySet<string> = new Set(['model', 'messages', 'system', 'tools', 'tool_choice']);
 
 /** Anthropic's turns → the chat route's messages: tool_use blocks become tool_calls, tool_result blocks tool turns. */
 function toChatMessages(body: z.infer<typeof messagesObject>): ChatMessageBody[] {
