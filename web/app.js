@@ -432,7 +432,8 @@ async function generate(answer) {
   try {
     for (;;) {
       try {
-        const body = { ...samplingFields(), messages, stream_options: { include_usage: true } };
+        // Only the API's own fields: `tokens` is the page's bookkeeping, and the server refuses unknown fields.
+        const body = { ...samplingFields(), messages: messages.map(({ role, content }) => ({ role, content })), stream_options: { include_usage: true } };
         for await (const chunk of streamChat(body, settings.apiKey, ctl.signal)) {
           for (const c of chunk.choices ?? []) {
             const piece = c.delta?.content;

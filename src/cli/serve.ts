@@ -1,13 +1,13 @@
 /** `dseek serve`: the OpenAI-compatible server over the worker-thread engine. */
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../errors.js';
 import { loadModelTokenizer } from '../model/load.js';
 import { createServer, DEEPSEEK_V2_LAUNCH_PRICES, loadModel, type PriceTable } from '../index.js';
-import type { CacheIsolation } from '../server/index.js';
+import { DEFAULT_ALIASES, type CacheIsolation } from '../server/index.js';
 import { defaultThreads } from '../kernels/native/index.js';
 import type { BackendChoice } from '../kernels/select.js';
 import { parseInteger, parseNumber, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
@@ -37,7 +37,16 @@ interface ServeFlags extends RepackFlags {
   currency: string;
   open?: boolean;
   cacheIsolation?: string;
+  alias: string[];
+  defaultAliases: boolean;
+  cors: string[];
+  allowUnknownFields?: boolean;
+  reasoningInline?: boolean;
+  machineCostPerHour?: string;
 }
+
+/** Commander's accumulator for repeatable options. */
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 /** Where context-cache units live unless --disk-cache-dir says otherwise. */
 export function defaultDiskCacheDir(): string {
@@ -77,6 +86,12 @@ export function registerServeCommand(program: Command): void {
     .option('--price-output <p>', `price per 1M generated tokens (default ${DEEPSEEK_V2_LAUNCH_PRICES.outputPerMillion})`)
     .option('--currency <code>', 'currency of the prices', DEEPSEEK_V2_LAUNCH_PRICES.currency)
     .option('--open', 'open the chat page in the default browser')
+    .option('--alias <name>', 'another name clients may send as `model` (repeatable; deepseek-chat and deepseek-reasoner are accepted unless --no-default-aliases)', collect, [])
+    .option('--no-default-aliases', 'do not accept deepseek-chat and deepseek-reasoner as the model name')
+    .option('--cors <origin>', 'let browser pages from this origin call the API (repeatable; * for any)', collect, [])
+    .option('--allow-unknown-fields', 'ignore request fields the API does not know instead of answering 400')
+    .option('--reasoning-inline', "keep a thinking model's reasoning in content instead of reasoning_content")
+    .option('--machine-cost-per-hour <price>', "what the machine costs per hour (in --currency): usage.cost adds each request's share of the measured engine time")
     .action(async (flags: ServeFlags) => {
       const modelPath = resolve(await resolveModelPath(flags.model));
       if (!['auto', 'native', 'reference'].includes(flags.backend)) {
@@ -120,6 +135,11 @@ export function registerServeCommand(program: Command): void {
         model,
         ...(apiKeys.length > 0 ? { apiKey: apiKeys } : {}),
         cacheIsolation,
+        aliases: [...(flags.defaultAliases ? DEFAULT_ALIASES : []), ...flags.alias],
+        ...(flags.cors.length > 0 ? { corsOrigins: flags.cors } : {}),
+        allowUnknownFields: flags.allowUnknownFields === true,
+        reasoningInline: flags.reasoningInline === true,
+        ...(flags.machineCostPerHour !== undefined ? { machineCostPerHour: parseNumber('--machine-cost-per-hour', flags.machineCostPerHour) } : {}),
         requestTimeoutMs: parseNumber('--timeout', flags.timeout) * 1000,
         log,
       });
@@ -142,6 +162,8 @@ export function registerServeCommand(program: Command): void {
       log(`  prefix cache: ${flags.prefixCache ? `on, isolation ${cacheIsolation}${cacheIsolation === 'none' ? ' (one pool: a cache hit tells a caller that someone sent that prefix)' : ''}` : 'off (--no-prefix-cache)'}`);
       log(`  disk cache: ${info.diskCacheDir ?? (!flags.diskCache ? 'off (--no-disk-cache)' : 'off (--no-prefix-cache turns it off too: it is read through the prefix tree)')}`);
       if (apiKeys.length > 0) log(`  API keys: ${apiKeys.length}`);
+      log(`  model names: ${[basename(modelPath), ...(flags.defaultAliases ? DEFAULT_ALIASES : []), ...flags.alias].join(', ')}`);
+      if (flags.cors.length > 0) log(`  CORS: ${flags.cors.join(', ')}`);
       log(`  listening on ${url}  (chat page: ${url}/, API: ${url}/v1)`);
       if (flags.open) openBrowser(url);
 

@@ -41,6 +41,11 @@ export interface SamplingOptions {
   penaltyLastN?: number;
   /** Seed for a reproducible draw sequence; any safe integer. Omitted → random (see Rng.seed). */
   seed?: number;
+  /**
+   * OpenAI's logit_bias: [token id, bias] pairs, bias in [-100, 100], added to the token's logit
+   * before the penalties; -100 bans the token outright (OpenAI documents it as a ban).
+   */
+  logitBias?: readonly (readonly [number, number])[];
 }
 
 const DEFAULT_PENALTY_LAST_N = 64;
@@ -68,6 +73,14 @@ export function validateSamplingOptions(o: SamplingOptions): void {
   checkNumber('presencePenalty', o.presencePenalty, (x) => x >= -2 && x <= 2, 'in [-2, 2] (0 = off)');
   checkNumber('penaltyLastN', o.penaltyLastN, (x) => Number.isSafeInteger(x) && x >= -1, 'an integer ≥ -1 (-1 = all history)');
   checkNumber('seed', o.seed, (x) => Number.isSafeInteger(x), 'a safe integer');
+  if (!isAbsent(o.logitBias)) {
+    if (!Array.isArray(o.logitBias)) throw new InvalidInputError('logitBias', 'must be an array of [token id, bias] pairs');
+    for (const pair of o.logitBias) {
+      const [id, bias] = Array.isArray(pair) ? pair : [NaN, NaN];
+      if (!Number.isSafeInteger(id) || id < 0) throw new InvalidInputError('logitBias', `token ids must be integers ≥ 0, got ${String(id)}`);
+      if (typeof bias !== 'number' || !(bias >= -100 && bias <= 100)) throw new InvalidInputError('logitBias', `biases must be numbers in [-100, 100], got ${String(bias)}`);
+    }
+  }
 }
 
 export class Sampler {
@@ -80,6 +93,7 @@ export class Sampler {
   private readonly frequencyPenalty: number;
   private readonly presencePenalty: number;
   private readonly penaltyLastN: number;
+  private readonly logitBias: readonly (readonly [number, number])[];
   private readonly rng: Rng;
 
   // Scratch, sized once to the vocabulary and reused by every call.
@@ -114,6 +128,9 @@ export class Sampler {
     this.frequencyPenalty = options.frequencyPenalty ?? 0;
     this.presencePenalty = options.presencePenalty ?? 0;
     this.penaltyLastN = options.penaltyLastN ?? DEFAULT_PENALTY_LAST_N;
+    this.logitBias = options.logitBias ?? [];
+    const outside = this.logitBias.find(([id]) => id >= validVocab);
+    if (outside) throw new InvalidInputError('logitBias', `token id ${outside[0]} is outside the vocabulary [0, ${validVocab})`);
     this.rng = new Rng(options.seed ?? undefined);
     this.work = new Float64Array(validVocab);
     this.counts = new Int32Array(validVocab);
@@ -150,6 +167,7 @@ export class Sampler {
       }
       work[i] = x;
     }
+    for (const [id, bias] of this.logitBias) work[id] = bias <= -100 ? -Infinity : work[id]! + bias;
     this.applyPenalties(history);
     if (!allow) return this.temperature === 0 ? this.argmax() : this.draw();
 

@@ -16,7 +16,7 @@ import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputE
 import type { Vec } from '../kernels/tensor.js';
 import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stopStrings.js';
-import { JsonConstraint } from './jsonConstraint.js';
+import { compileSchema, JsonConstraint } from './jsonConstraint.js';
 import { isMoeLayer, latentWidth } from '../model/config.js';
 import { cacheFootprint } from '../model/params.js';
 import type { RoutingObserver } from '../model/moe.js';
@@ -88,6 +88,8 @@ interface Sequence {
   cancelled: boolean;
   /** Text held back by the stop matcher and detokenizer is delivered with `done`. */
   text: string;
+  /** Seconds of forward passes this sequence's share of the steps it ran in took (see `busyS` in `done`). */
+  busyS: number;
 }
 
 export class Scheduler {
@@ -176,13 +178,14 @@ export class Scheduler {
       sampler: new Sampler(request.sampling, this.validVocab),
       detokenizer: this.tokenizer ? new StreamingDetokenizer(this.tokenizer, { skipSpecial: true }) : null,
       stops: new StopStringMatcher([...(request.stop ?? [])]),
-      json: request.jsonMode ? new JsonConstraint() : null,
+      json: request.jsonSchema !== undefined ? new JsonConstraint(compileSchema(request.jsonSchema), { compact: true }) : request.jsonMode ? new JsonConstraint() : null,
       cachedTokens: 0,
       routing: request.routing ? this.moeLayers.map(() => new Array<number>(this.model.config.nRoutedExperts).fill(0)) : null,
       started: false,
       firstTokenAt: 0,
       cancelled: false,
       text: '',
+      busyS: 0,
     };
     this.queue.push(seq);
     sink({ type: 'queued', position: this.queue.length - 1 });
@@ -288,7 +291,12 @@ export class Scheduler {
       : undefined;
     let logits: Vec;
     try {
+      const stepStart = performance.now();
       logits = this.model.forwardBatch(items, onRouting ? { onRouting } : {});
+      // The step's time, shared by the tokens each sequence put into it (prompt chunks and decode alike).
+      const stepS = (performance.now() - stepStart) / 1000;
+      const stepTokens = batch.reduce((n, b) => n + b.tokens.length, 0);
+      for (const b of batch) b.seq.busyS += (stepS * b.tokens.length) / stepTokens;
       // A file truncated during the step reads as zeros past its end (native/guard.c), never
       // as a crash; whatever the step computed from it is dropped.
       this.checkModelFiles();
@@ -469,7 +477,8 @@ export class Scheduler {
   private sampleJson(seq: Sequence, logits: Vec): number {
     const tok = this.tokenizer!;
     const json = seq.json!;
-    return seq.sampler.sample(logits, seq.tokens, (id) => !tok.isSpecial(id) && json.accepts(tok.tokenBytes(id)));
+    // End-of-sequence only once the output is a whole value (e.g. a top-level number); no other special token.
+    return seq.sampler.sample(logits, seq.tokens, (id) => (tok.isSpecial(id) ? this.eos.has(id) && json.canEnd : json.accepts(tok.tokenBytes(id))));
   }
 
   /** log-softmax of the raw model logits (temperature 1, before penalties) over the valid vocabulary. */
@@ -531,6 +540,7 @@ export class Scheduler {
       },
       timeToFirstTokenS: seq.firstTokenAt ? (seq.firstTokenAt - seq.submittedAt) / 1000 : (now - seq.submittedAt) / 1000,
       generationS: seq.firstTokenAt ? (now - seq.firstTokenAt) / 1000 : 0,
+      busyS: seq.busyS,
       ...(seq.routing
         ? { routing: { layers: this.moeLayers, experts: this.model.config.nRoutedExperts, sharedExperts: this.model.config.nSharedExperts, counts: seq.routing } }
         : {}),

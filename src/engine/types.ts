@@ -4,6 +4,9 @@
  */
 import type { SamplingOptions } from './sampler.js';
 
+/** A JSON Schema as a client sent it (an object, or true for any value). */
+export type JsonSchema = boolean | { readonly [keyword: string]: unknown };
+
 export interface EngineRequest {
   /** Prompt token ids (already templated and tokenised). */
   readonly prompt: readonly number[];
@@ -16,6 +19,13 @@ export interface EngineRequest {
   readonly topLogprobs?: number;
   /** Constrain decoding so that the output is one valid JSON value (response_format json_object). */
   readonly jsonMode?: boolean;
+  /**
+   * Constrain decoding to one JSON value valid under this JSON Schema (response_format
+   * json_schema, tool-call arguments); wins over jsonMode. Plain JSON, so it crosses to the
+   * worker thread; the server has compiled it once already (compileSchema) to refuse what the
+   * automaton cannot enforce.
+   */
+  readonly jsonSchema?: JsonSchema;
   readonly ignoreEos?: boolean;
   /** Count which routed experts the generated tokens used in each MoE layer (reported with `done`). */
   readonly routing?: boolean;
@@ -83,6 +93,11 @@ export type EngineEvent =
       /** Seconds from submission to the first token, and of generation after it. */
       readonly timeToFirstTokenS: number;
       readonly generationS: number;
+      /**
+       * Seconds of the engine's forward passes this request used: each step's time shared among
+       * its sequences by the tokens each put into it. Absent from engines that do not measure it.
+       */
+      readonly busyS?: number;
       /** Present when the request asked for it. */
       readonly routing?: RoutingCounts;
     };

@@ -6,7 +6,8 @@
  * continued turn by turn reuses the latent pages of the turns before.
  */
 import { ContextLengthExceededError, DseekError, InvalidInputError, ModelClosedError, AbortError } from '../errors.js';
-import type { Engine, EngineEvent, EngineRequest, EngineStats, AnswerFinishReason, TokenLogprob } from '../engine/types.js';
+import type { Engine, EngineEvent, EngineRequest, EngineStats, AnswerFinishReason, JsonSchema, TokenLogprob } from '../engine/types.js';
+import { compileSchema } from '../engine/jsonConstraint.js';
 import { EventStream } from '../engine/localEngine.js';
 import { validateSamplingOptions, type SamplingOptions } from '../engine/sampler.js';
 import { chatPromptIds, type ChatMessage } from '../tokenizer/chatTemplate.js';
@@ -43,7 +44,8 @@ export interface GenerateOptions {
   /** With `logprobs`, also this many most likely alternatives per token (0–20). */
   readonly topLogprobs?: number;
   /** `json_object`: decoding is constrained so that the output is one valid JSON value. */
-  readonly responseFormat?: { readonly type: 'text' | 'json_object' };
+  /** `json_object`: any JSON object; `json_schema`: one JSON value valid under `schema` (constrained decoding; unsupported keywords throw InvalidInputError naming them). */
+  readonly responseFormat?: { readonly type: 'text' | 'json_object' } | { readonly type: 'json_schema'; readonly schema: JsonSchema };
   /** Keep going past end-of-sequence tokens. */
   readonly ignoreEos?: boolean;
   /** Cancels the call: it rejects (or its stream throws) with an AbortError and its cache pages are freed. */
@@ -290,8 +292,12 @@ export class Model {
       throw new InvalidInputError('topLogprobs', `must be an integer from 0 to 20, got ${String(o.topLogprobs)}`);
     }
     const format = o.responseFormat?.type ?? 'text';
-    if (format !== 'text' && format !== 'json_object') throw new InvalidInputError('responseFormat', `type must be "text" or "json_object", got ${JSON.stringify(format)}`);
-    if ((stop.length > 0 || format === 'json_object') && !tokenizer) {
+    if (format !== 'text' && format !== 'json_object' && format !== 'json_schema') {
+      throw new InvalidInputError('responseFormat', `type must be "text", "json_object" or "json_schema", got ${JSON.stringify(format)}`);
+    }
+    const schema = o.responseFormat?.type === 'json_schema' ? o.responseFormat.schema : undefined;
+    if (format === 'json_schema') compileSchema(schema === undefined ? false : schema, 'responseFormat.schema');
+    if ((stop.length > 0 || format !== 'text') && !tokenizer) {
       throw new InvalidInputError(stop.length > 0 ? 'stop' : 'responseFormat', 'needs a tokenizer, and this model has none');
     }
     const room = contextSize - prompt.length;
@@ -302,6 +308,7 @@ export class Model {
       ...(stop.length > 0 ? { stop } : {}),
       ...(o.logprobs === true || o.topLogprobs !== undefined ? { topLogprobs: o.topLogprobs ?? 0 } : {}),
       ...(format === 'json_object' ? { jsonMode: true } : {}),
+      ...(schema !== undefined ? { jsonSchema: schema } : {}),
       ...(o.ignoreEos === true ? { ignoreEos: true } : {}),
     };
   }

@@ -18,6 +18,16 @@ export interface ServeOptions {
   readonly model: Model;
   /** The id clients pass as `model` and GET /v1/models lists (default: the model's folder or file name). */
   readonly modelName?: string;
+  /** More names accepted as `model` (default: DeepSeek's `deepseek-chat` and `deepseek-reasoner`; `[]` for none). */
+  readonly aliases?: readonly string[];
+  /** Browser origins allowed to call the API (CORS), or `['*']` for any. Default: none. */
+  readonly corsOrigins?: readonly string[];
+  /** Ignore unknown request fields instead of answering 400 naming them (default false). */
+  readonly allowUnknownFields?: boolean;
+  /** Keep a thinking model's reasoning inline in `content` instead of `reasoning_content` (default false). */
+  readonly reasoningInline?: boolean;
+  /** The machine's price per hour: usage.cost adds the request's share of measured engine time (`machine`). */
+  readonly machineCostPerHour?: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with this key or one of these. */
   readonly apiKey?: string | readonly string[];
   /**
@@ -58,6 +68,11 @@ function apiOptions(o: ServeOptions): ServerOptions {
     model: modelFacts(o.model.info.config),
     backend: o.model.info.kernels,
     ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}),
+    ...(o.aliases !== undefined ? { aliases: o.aliases } : {}),
+    ...(o.corsOrigins !== undefined ? { corsOrigins: o.corsOrigins } : {}),
+    ...(o.allowUnknownFields !== undefined ? { allowUnknownFields: o.allowUnknownFields } : {}),
+    ...(o.reasoningInline !== undefined ? { reasoningInline: o.reasoningInline } : {}),
+    ...(o.machineCostPerHour !== undefined ? { machineCostPerHour: o.machineCostPerHour } : {}),
     ...(o.cacheIsolation !== undefined ? { cacheIsolation: o.cacheIsolation } : {}),
     ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     ...(o.log ? { log: o.log } : {}),

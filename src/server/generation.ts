@@ -6,6 +6,12 @@
  */
 import type { AnswerFinishReason, Engine, EngineEvent, EngineRequest, RoutingCounts, TokenLogprob, Usage } from '../engine/types.js';
 import type { CancelReason } from './metrics.js';
+import { ReasoningSplitter } from './reasoning.js';
+
+export interface GenerationOptions {
+  /** The model thinks first: count reasoning tokens (`opened`: the prompt opened `<think>`). */
+  readonly thinking?: { readonly opened: boolean } | null;
+}
 
 /** OpenAI has no "cancelled": a request cut short reports `length` with what it has. */
 export type OpenAiFinishReason = AnswerFinishReason;
@@ -27,12 +33,16 @@ export interface ChoiceState {
   /** The engine has begun processing the prompt. */
   started: boolean;
   cachedTokens: number;
+  /** Generated tokens that went to reasoning (text before `</think>`), for usage.completion_tokens_details. */
+  reasoningTokens: number;
   usage: Usage | null;
   /** performance.now() when this choice's first and latest tokens arrived (0: none yet). */
   firstTokenAt: number;
   lastTokenAt: number;
   /** The engine's own timings and routing counts, from its `done` event (null until then). */
   engineTimings: { readonly timeToFirstTokenS: number; readonly generationS: number } | null;
+  /** Engine busy seconds this choice used (from `done`; 0 before). */
+  busyS: number;
   routing: RoutingCounts | null;
 }
 
@@ -55,6 +65,8 @@ export class Generation {
   private readonly heard = new Set<number>();
   private readonly engineAbort = new AbortController();
   private firstToken = false;
+  /** Per choice, when the model thinks: where its reasoning ends, to count reasoning tokens. */
+  private readonly splitters: (ReasoningSplitter | null)[];
   /** Choices whose engine stream has ended (done, end or error). */
   private readonly settled = new Set<number>();
 
@@ -63,7 +75,10 @@ export class Generation {
     requests: readonly EngineRequest[],
     private readonly signal: AbortSignal,
     private readonly onFirstToken: () => void,
+    options: GenerationOptions = {},
   ) {
+    const thinking = options.thinking ?? null;
+    this.splitters = requests.map(() => (thinking ? new ReasoningSplitter(thinking.opened) : null));
     this.choices = requests.map((_, index) => ({
       index,
       text: '',
@@ -73,10 +88,12 @@ export class Generation {
       queued: false,
       started: false,
       cachedTokens: 0,
+      reasoningTokens: 0,
       usage: null,
       firstTokenAt: 0,
       lastTokenAt: 0,
       engineTimings: null,
+      busyS: 0,
       routing: null,
     }));
     const stop = () => this.engineAbort.abort(signal.reason);
@@ -158,6 +175,15 @@ export class Generation {
     return this.choices.some((c) => c.queued && c.finishReason === null);
   }
 
+  /** Engine busy seconds of all choices. */
+  busySeconds(): number {
+    return this.choices.reduce((sum, c) => sum + c.busyS, 0);
+  }
+
+  reasoningTokens(): number {
+    return this.choices.reduce((sum, c) => sum + c.reasoningTokens, 0);
+  }
+
   completionTokens(): number {
     return this.choices.reduce((sum, c) => sum + (c.usage?.completionTokens ?? c.tokens), 0);
   }
@@ -195,6 +221,12 @@ export class Generation {
         c.started = true;
         c.tokens++;
         c.text += e.text;
+        const splitter = this.splitters[item.choice];
+        if (splitter && !splitter.answering) {
+          splitter.push(e.text);
+          // The token that closes the reasoning (`</think>`) is part of it.
+          if (!splitter.answering || splitter.closedByThink) c.reasoningTokens++;
+        }
         c.lastTokenAt = performance.now();
         if (c.firstTokenAt === 0) c.firstTokenAt = c.lastTokenAt;
         if (!this.firstToken) {
@@ -209,6 +241,7 @@ export class Generation {
         c.usage = e.usage;
         c.text += e.text;
         c.engineTimings = { timeToFirstTokenS: e.timeToFirstTokenS, generationS: e.generationS };
+        c.busyS = e.busyS ?? 0;
         c.routing = e.routing ?? null;
         const delta: Update[] = e.text ? [{ kind: 'delta', choice: c.index, text: e.text, logprobs: [] }] : [];
         // The engine says 'cancelled' only when it was stopped from outside (its own close()).

@@ -1,5 +1,5 @@
 /** The OpenAI-compatible HTTP server: `createServer({ engine, tokenizer, modelName, contextLength })`. */
-export { createServer, type DseekServer, type ServerOptions } from './server.js';
+export { createServer, DEFAULT_ALIASES, type DseekServer, type ServerOptions } from './server.js';
 export { DEEPSEEK_V2_LAUNCH_PRICES, costOf, type Cost, type PriceTable } from './prices.js';
 export { HttpError, QUEUE_FULL, type ErrorBody, type OpenAiErrorType } from './httpError.js';
 export type { CacheIsolation, ModelFacts } from './types.js';

@@ -55,6 +55,10 @@ export class Metrics {
   private cacheHitTokens = 0;
   private cacheMissTokens = 0;
   private cost = 0;
+  private machineCost = 0;
+  private machineSeconds = 0;
+  /** Tokens the engine computed for requests with a machine cost: prompt misses and generated tokens. */
+  private machineTokens = 0;
 
   constructor(private readonly currency: string) {}
 
@@ -77,6 +81,13 @@ export class Metrics {
     this.cacheHitTokens += cacheHit;
     this.cacheMissTokens += cacheMiss;
     this.cost += cost;
+  }
+
+  /** A response's machine share (--machine-cost-per-hour): cost, busy seconds, tokens computed. */
+  machine(cost: number, seconds: number, tokens: number): void {
+    this.machineCost += cost;
+    this.machineSeconds += seconds;
+    this.machineTokens += tokens;
   }
 
   /** Running totals since start, for GET /v1/status. */
@@ -110,6 +121,13 @@ export class Metrics {
     metric('dseek_prompt_cache_hit_tokens_total', 'counter', 'Prompt tokens served from the prefix cache.', [`dseek_prompt_cache_hit_tokens_total ${this.cacheHitTokens}`]);
     metric('dseek_prompt_cache_miss_tokens_total', 'counter', 'Prompt tokens computed (not in the prefix cache).', [`dseek_prompt_cache_miss_tokens_total ${this.cacheMissTokens}`]);
     metric('dseek_cost_total', 'counter', 'Summed cost of all responses at the configured price table.', [`dseek_cost_total{currency="${this.currency}"} ${this.cost}`]);
+    if (this.machineTokens > 0 || this.machineSeconds > 0) {
+      metric('dseek_machine_busy_seconds_total', 'counter', "Engine forward-pass seconds used by responses, each step shared by the requests' tokens in it.", [`dseek_machine_busy_seconds_total ${this.machineSeconds}`]);
+      metric('dseek_machine_cost_total', 'counter', 'Summed machine cost of responses at --machine-cost-per-hour.', [`dseek_machine_cost_total{currency="${this.currency}"} ${this.machineCost}`]);
+      metric('dseek_machine_cost_per_million_tokens', 'gauge', 'Machine cost per million tokens computed (prompt misses plus generated), as achieved since start.', [
+        `dseek_machine_cost_per_million_tokens{currency="${this.currency}"} ${this.machineTokens > 0 ? (this.machineCost / this.machineTokens) * 1e6 : 0}`,
+      ]);
+    }
     metric('dseek_cancellations_total', 'counter', 'Requests aborted before the end, by cause.', (['client_disconnect', 'timeout', 'shutdown'] as const).map((r) => `dseek_cancellations_total{reason="${r}"} ${this.cancellations.get(r) ?? 0}`));
     if (stats) {
       metric('dseek_queue_depth', 'gauge', 'Sequences waiting in the engine queue.', [`dseek_queue_depth ${stats.queued}`]);

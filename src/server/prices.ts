@@ -27,7 +27,19 @@ export interface Cost {
   readonly input_cache_miss: number;
   readonly input_cache_hit: number;
   readonly output: number;
+  /** At the price table. */
   readonly total: number;
+  /**
+   * With a machine price (--machine-cost-per-hour): what the request cost in machine time — its
+   * share of the engine's measured busy seconds (`machine_seconds`) at that hourly price. Absent otherwise.
+   */
+  readonly machine?: number;
+  readonly machine_seconds?: number;
+}
+
+/** The machine's share of a request: busy seconds at an hourly price. */
+export function machineCost(perHour: number, busyS: number): { machine: number; machine_seconds: number } {
+  return { machine: round((busyS * perHour) / 3600), machine_seconds: Math.round(busyS * 1e6) / 1e6 };
 }
 
 export function costOf(prices: PriceTable, cacheHitTokens: number, cacheMissTokens: number, outputTokens: number): Cost {

@@ -2,7 +2,7 @@
  * Request → prompt token ids. Tokenising here, in the server process, keeps the engine's worker
  * busy with the model only, and lets the context-length check answer before anything is queued.
  */
-import { chatPromptIds as renderChatIds, type ChatMessage } from '../tokenizer/chatTemplate.js';
+import { chatPromptIds as renderChatIds, type ChatMessage, type ChatPromptOptions } from '../tokenizer/chatTemplate.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { badRequest } from './httpError.js';
 import type { ChatMessageBody } from './schemas.js';
@@ -44,17 +44,24 @@ export function refuseTextThatCannotFit(tokenizer: Tokenizer, bytes: number, con
   }
 }
 
-/** The validated chat messages → prompt ids, through the one chat-rendering function. */
-export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[], contextLength = Infinity): number[] {
+/**
+ * Chat messages (as tools.ts's renderMessages made them) → prompt ids, through the one
+ * chat-rendering function; `continueFinal` continues the last (assistant) message.
+ */
+export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessage[], contextLength = Infinity, options: ChatPromptOptions = {}): number[] {
   if (!tokenizer.chatTemplate) {
     throw badRequest('messages', 'the served model has no chat template; use /v1/completions with a raw prompt');
   }
-  const plain: ChatMessage[] = messages.map((m) => ({
-    role: m.role,
-    content: typeof m.content === 'string' ? m.content : m.content === null ? '' : m.content.map((p) => p.text).join(''),
-  }));
-  refuseTextThatCannotFit(tokenizer, plain.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0), contextLength, 'messages');
-  return renderChatIds(tokenizer, plain);
+  const bytes = messages.reduce((sum, m) => sum + Buffer.byteLength(m.content) + (m.tool_calls ?? []).reduce((n, c) => n + Buffer.byteLength(c.function.arguments), 0), 0);
+  refuseTextThatCannotFit(tokenizer, bytes, contextLength, 'messages');
+  return renderChatIds(tokenizer, messages, options);
+}
+
+/** A message's content as one string: parts joined, null or absent (a tool-calling turn) empty. */
+export function contentText(content: ChatMessageBody['content']): string {
+  if (typeof content === 'string') return content;
+  if (content == null) return '';
+  return content.map((p) => p.text).join('');
 }
 
 export const FIM_BEGIN = '<｜fim▁begin｜>';

@@ -18,16 +18,41 @@ import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from './prices.js';
 import { ClientGoneError } from './respond.js';
 import { chatRoute } from './routes/chat.js';
 import { completionsRoute } from './routes/completions.js';
-import { healthRoute, metricsRoute, modelsRoute } from './routes/info.js';
+import { healthRoute, metricsRoute, modelRoute, modelsRoute } from './routes/info.js';
 import { isStaticPath, staticRoute } from './routes/static.js';
 import { statusRoute } from './routes/status.js';
-import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext } from './types.js';
+import { anthropicErrorBody, countTokensRoute, isAnthropicPath, messagesRoute } from './routes/messages.js';
+import type { CacheIsolation, ModelFacts, Route, RouteResponse, ServerContext, SseSink, SseStyle } from './types.js';
 
 export interface ServerOptions {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
   /** The id clients pass as `model` and GET /v1/models lists. */
   readonly modelName: string;
+  /**
+   * Other names accepted as `model` and listed by GET /v1/models. Default: DeepSeek's API names
+   * `deepseek-chat` and `deepseek-reasoner` (DEFAULT_ALIASES), so code written for DeepSeek's
+   * API runs unchanged; `[]` accepts only modelName.
+   */
+  readonly aliases?: readonly string[];
+  /**
+   * Origins allowed to call the API from a browser (CORS): exact origins such as
+   * `https://app.example.com`, or `*` for any. Default: none (no CORS headers; preflights get 405).
+   */
+  readonly corsOrigins?: readonly string[];
+  /** Ignore request fields the API does not know instead of answering 400 naming them. Default false. */
+  readonly allowUnknownFields?: boolean;
+  /**
+   * Keep a thinking model's reasoning (the text before `</think>`) inline in `content`. Default
+   * false: it goes to `reasoning_content`, as DeepSeek's API returns it.
+   */
+  readonly reasoningInline?: boolean;
+  /**
+   * What the machine costs per hour, in the price table's currency. With it, every usage.cost also
+   * has `machine` and `machine_seconds` (the request's share of the engine's measured busy time),
+   * and /metrics the machine cost per million tokens achieved.
+   */
+  readonly machineCostPerHour?: number;
   /** Context window in tokens: prompt + max_tokens must fit. */
   readonly contextLength: number;
   /** When set, /v1/* and /metrics need `Authorization: Bearer <key>` with one of these keys. */
@@ -62,6 +87,8 @@ export interface DseekServer {
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+/** The names DeepSeek's own API serves; accepted for the served model unless told otherwise. */
+export const DEFAULT_ALIASES: readonly string[] = ['deepseek-chat', 'deepseek-reasoner'];
 /** After the shutdown deadline, how long aborted requests get to write their last bytes. */
 const SHUTDOWN_GRACE_MS = 1000;
 
@@ -82,6 +109,12 @@ export interface App {
   readonly timeoutMs: number;
   /** The metrics label of a request: its route's path, `static` for chat-page files, `other` when nothing matches. */
   labelOf(method: string, path: string): string;
+  /** The error body for a request to `path`: OpenAI's shape, or Anthropic's on the Messages API. */
+  errorBody(path: string, err: HttpError): unknown;
+  /** An error as the last event of a stream already under way on `path`, and the stream's end. */
+  streamError(path: string, err: HttpError): string;
+  /** CORS headers every response to a request with these headers carries (empty without --cors). */
+  corsHeaders(headers: IncomingHttpHeaders): Record<string, string>;
   /** Routes the request (404, 405 and 401 are thrown as HttpErrors) and runs it. */
   dispatch(req: AppRequest): Promise<RouteResponse>;
 }
@@ -98,6 +131,10 @@ export function createApp(options: ServerOptions): App {
     engine: options.engine,
     tokenizer: options.tokenizer,
     modelName: options.modelName,
+    modelNames: [...new Set([options.modelName, ...(options.aliases ?? DEFAULT_ALIASES)])],
+    allowUnknownFields: options.allowUnknownFields === true,
+    reasoningInline: options.reasoningInline === true,
+    machineCostPerHour: options.machineCostPerHour ?? null,
     contextLength: options.contextLength,
     prices,
     metrics: new Metrics(prices.currency),
@@ -112,36 +149,111 @@ export function createApp(options: ServerOptions): App {
   };
   const page = staticRoute(ctx);
   const files = new Map([['GET', page], ['HEAD', page]]);
+  const post = (route: Route) => new Map([['POST', route]]);
+  const get = (route: Route) => new Map([['GET', route]]);
+  // The API's own routes, each answered with and without /v1: DeepSeek's documented base URL
+  // (https://api.deepseek.com) has none, so clients configured for it call /chat/completions.
+  const api: [string, ReadonlyMap<string, Route>][] = [
+    ['/chat/completions', post(chatRoute(ctx))],
+    ['/completions', post(completionsRoute(ctx))],
+    ['/models', get(modelsRoute(ctx))],
+    ['/status', get(statusRoute(ctx))],
+  ];
   // A Map, not an object literal: a path like /__proto__ must not find anything.
   const routes = new Map<string, ReadonlyMap<string, Route>>([
-    ['/v1/chat/completions', new Map([['POST', chatRoute(ctx)]])],
-    ['/v1/completions', new Map([['POST', completionsRoute(ctx)]])],
-    ['/v1/models', new Map([['GET', modelsRoute(ctx)]])],
-    ['/health', new Map([['GET', healthRoute(ctx)]])],
-    ['/metrics', new Map([['GET', metricsRoute(ctx)]])],
-    ['/v1/status', new Map([['GET', statusRoute(ctx)]])],
+    ...api.map(([p, t]): [string, ReadonlyMap<string, Route>] => [`/v1${p}`, t]),
+    ...api,
+    // DeepSeek's beta surface: chat prefix completion (`prefix: true`) and FIM completions.
+    ['/beta/chat/completions', post(chatRoute(ctx))],
+    ['/beta/completions', post(completionsRoute(ctx))],
+    // The Anthropic Messages API, also where DeepSeek serves it (base URL …/anthropic).
+    ['/v1/messages', post(messagesRoute(ctx))],
+    ['/anthropic/v1/messages', post(messagesRoute(ctx))],
+    ['/v1/messages/count_tokens', post(countTokensRoute(ctx))],
+    ['/anthropic/v1/messages/count_tokens', post(countTokensRoute(ctx))],
+    // OpenAI endpoints dseek does not serve: a 404 that says so and what to use instead.
+    ...(['/responses', '/embeddings', '/audio/speech', '/audio/transcriptions', '/images/generations', '/moderations'].flatMap((p) => {
+      const table = post(unsupported(p));
+      return [[`/v1${p}`, table], [p, table]] as [string, ReadonlyMap<string, Route>][];
+    })),
+    ['/health', get(healthRoute(ctx))],
+    ['/metrics', get(metricsRoute(ctx))],
     ['/', files],
   ]);
+  const oneModel = get(modelRoute(ctx));
   const keyDigests = keys.map(digest);
-  // Any other GET or HEAD outside /v1/ may name a file of the chat page.
-  const isFile = (method: string, path: string) => !routes.has(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
-  const tableOf = (method: string, path: string) => (isFile(method, path) ? files : routes.get(path));
+  const cors = options.corsOrigins ?? [];
+  // Any other GET or HEAD outside the API may name a file of the chat page.
+  const isFile = (method: string, path: string) => !routes.has(path) && !isModelPath(path) && (method === 'GET' || method === 'HEAD') && isStaticPath(path);
+  const tableOf = (method: string, path: string) => (isFile(method, path) ? files : isModelPath(path) ? oneModel : routes.get(path));
+  const corsHeaders = (origin: string | undefined): Record<string, string> => {
+    if (cors.length === 0) return {};
+    if (cors.includes('*')) return { 'access-control-allow-origin': '*' };
+    // Echo an allowed origin only; Vary keeps shared caches from serving it to another origin.
+    return origin !== undefined && cors.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : { vary: 'Origin' };
+  };
   return {
     ctx,
     timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
-    labelOf: (method, path) => (isFile(method, path) ? 'static' : tableOf(method, path) ? path : 'other'),
+    labelOf: (method, path) => (isFile(method, path) ? 'static' : isModelPath(path) ? '/v1/models/{id}' : tableOf(method, path) ? path : 'other'),
+    errorBody: (path, err) => (isAnthropicPath(path) ? anthropicErrorBody(err) : err.body()),
+    streamError: (path, err) =>
+      isAnthropicPath(path) ? `event: error\ndata: ${JSON.stringify(anthropicErrorBody(err))}\n\n` : `data: ${JSON.stringify(err.body())}\n\ndata: [DONE]\n\n`,
+    corsHeaders: (headers) => corsHeaders(typeof headers.origin === 'string' ? headers.origin : undefined),
     async dispatch(req) {
       const { method, path } = req;
       const table = tableOf(method, path);
       if (!table) throw new HttpError(404, `Invalid URL (${method} ${path})`, 'invalid_request_error');
+      if (method === 'OPTIONS' && cors.length > 0) return preflight(req.headers, [...table.keys()]);
       const route = table.get(method);
       if (!route) {
         const allowed = [...table.keys()].join(', ');
         throw new HttpError(405, `${method} is not allowed on ${path}; use ${allowed}`, 'invalid_request_error', null, 'method_not_allowed', { allow: allowed });
       }
-      const apiKeyDigest = keyDigests.length > 0 && (path.startsWith('/v1/') || path === '/metrics') ? checkApiKey(req.headers, keyDigests) : null;
+      // Everything but liveness and the chat page's files is behind the key.
+      const apiKeyDigest = keyDigests.length > 0 && table !== files && path !== '/health' ? checkApiKey(req.headers, keyDigests) : null;
       const body = method === 'POST' ? await req.readBody() : undefined;
       return route({ method, path, headers: req.headers, body, signal: req.signal, receivedAt: req.receivedAt, apiKeyDigest });
+    },
+  };
+}
+
+/** Server-sent events in OpenAI's style (`data:` only) or Anthropic's (`event: <type>` before each `data:`). */
+export function sseSink(style: SseStyle, write: (text: string) => void): SseSink {
+  return {
+    data: (payload) => {
+      const type = style === 'anthropic' ? (payload as { type?: unknown }).type : undefined;
+      write(`${typeof type === 'string' ? `event: ${type}\n` : ''}data: ${JSON.stringify(payload)}\n\n`);
+    },
+    comment: (text) => write(`: ${text}\n\n`),
+  };
+}
+
+/** An OpenAI endpoint dseek does not implement: 404 naming it and pointing to what it does serve. */
+function unsupported(path: string): Route {
+  const instead = path === '/responses' ? 'use /v1/chat/completions (or /v1/messages)' : 'dseek serves chat, completions and the Messages API only';
+  return async () => {
+    throw new HttpError(404, `${path.slice(1)} is not supported by dseek: ${instead}`, 'invalid_request_error', null, 'unsupported_endpoint');
+  };
+}
+
+/** `/v1/models/{id}` and `/models/{id}`. */
+function isModelPath(path: string): boolean {
+  return /^(\/v1)?\/models\/[^/]+$/.test(path);
+}
+
+/** A CORS preflight: the methods the path takes and the headers the browser asked to send. */
+function preflight(headers: IncomingHttpHeaders, methods: string[]): RouteResponse {
+  const asked = headers['access-control-request-headers'];
+  return {
+    kind: 'text',
+    status: 204,
+    contentType: 'text/plain',
+    body: '',
+    headers: {
+      'access-control-allow-methods': [...methods, 'OPTIONS'].join(', '),
+      'access-control-allow-headers': typeof asked === 'string' && asked !== '' ? asked : 'authorization, content-type',
+      'access-control-max-age': '600',
     },
   };
 }
@@ -187,6 +299,8 @@ export function createServer(options: ServerOptions): DseekServer {
       if (inFlight.size === 0) onIdle?.();
     });
 
+    const cors = app.corsHeaders(req.headers);
+    for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
     try {
       if (closing) throw new HttpError(503, 'the server is shutting down', 'server_error', null, 'server_shutting_down');
       const out = await app.dispatch({ method, path, headers: req.headers, readBody: () => readJsonBody(req), signal: controller.signal, receivedAt });
@@ -197,11 +311,10 @@ export function createServer(options: ServerOptions): DseekServer {
       if (res.headersSent) {
         // Mid-stream: the status is already 200, so the error travels as an event (the openai
         // client throws it), and the stream still ends as every stream does.
-        writeSse(res, `data: ${JSON.stringify(err.body())}\n\n`);
-        writeSse(res, 'data: [DONE]\n\n');
+        writeSse(res, app.streamError(path, err));
         res.end();
       } else {
-        sendJson(res, err.status, err.body(), err.headers);
+        sendJson(res, err.status, app.errorBody(path, err), err.headers);
       }
     }
   }
@@ -226,11 +339,8 @@ export function createServer(options: ServerOptions): DseekServer {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', ...closeHeader() });
     res.flushHeaders();
-    await out.run({
-      data: (payload) => writeSse(res, `data: ${JSON.stringify(payload)}\n\n`),
-      comment: (text) => writeSse(res, `: ${text}\n\n`),
-    });
-    writeSse(res, 'data: [DONE]\n\n');
+    await out.run(sseSink(out.style ?? 'openai', (text) => writeSse(res, text)));
+    if (out.style !== 'anthropic') writeSse(res, 'data: [DONE]\n\n');
     res.end();
   }
 
@@ -298,12 +408,14 @@ function digest(s: string): Buffer {
  * constant time and against every key, so response timing does not leak a key or which one matched.
  */
 function checkApiKey(headers: IncomingHttpHeaders, expected: readonly Buffer[]): string {
+  // Bearer (OpenAI's clients) or x-api-key (Anthropic's).
   const match = /^Bearer\s+(.+)$/i.exec(headers.authorization ?? '');
-  const given = match ? digest(match[1]!.trim()) : null;
+  const xKey = typeof headers['x-api-key'] === 'string' ? headers['x-api-key'].trim() : '';
+  const given = match ? digest(match[1]!.trim()) : xKey !== '' ? digest(xKey) : null;
   let found: Buffer | null = null;
   for (const key of expected) if (given && timingSafeEqual(given, key)) found = key;
   if (!found) {
-    throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
+    throw new HttpError(401, 'invalid or missing API key: send "Authorization: Bearer <key>" (or "x-api-key: <key>")', 'invalid_request_error', null, 'invalid_api_key');
   }
   return found.toString('hex');
 }

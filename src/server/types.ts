@@ -35,8 +35,14 @@ export type RouteResponse =
       readonly body: string | Uint8Array;
       readonly headers?: Readonly<Record<string, string>>;
     }
-  /** A 200 event stream; `run` writes the events, the server ends it with `data: [DONE]` on success. */
-  | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void> };
+  /**
+   * A 200 event stream; `run` writes the events. `openai` (default): `data:` lines, ended with
+   * `data: [DONE]` on success. `anthropic`: each payload as `event: <payload.type>` + `data:`,
+   * no end marker (Anthropic's Messages stream ends with its message_stop event).
+   */
+  | { readonly kind: 'sse'; readonly run: (sink: SseSink) => Promise<void>; readonly style?: SseStyle };
+
+export type SseStyle = 'openai' | 'anthropic';
 
 export type Route = (req: ParsedRequest) => Promise<RouteResponse>;
 
@@ -71,6 +77,18 @@ export interface ServerContext {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
   readonly modelName: string;
+  /**
+   * Every name `model` may take for the served model, the real one first: the aliases (by default
+   * DeepSeek's `deepseek-chat` and `deepseek-reasoner`, so code written for DeepSeek's API works
+   * unchanged). Compared without regard to case.
+   */
+  readonly modelNames: readonly string[];
+  /** Ignore request fields the API does not know, instead of a 400 naming them. */
+  readonly allowUnknownFields: boolean;
+  /** Leave a thinking model's reasoning inline in `content` instead of splitting it into `reasoning_content`. */
+  readonly reasoningInline: boolean;
+  /** The machine's price per hour (in the price table's currency), or null: usage.cost then reports only the price table. */
+  readonly machineCostPerHour: number | null;
   readonly contextLength: number;
   readonly prices: PriceTable;
   readonly metrics: Metrics;

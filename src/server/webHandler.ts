@@ -4,7 +4,7 @@
  * an adapter), Next.js route handlers or Node's own `http` with a two-line bridge. A client that
  * goes away (the request's signal, or the response stream cancelled) cancels its generation.
  */
-import { createApp, type ServerOptions } from './server.js';
+import { createApp, sseSink, type ServerOptions } from './server.js';
 import { MAX_BODY_BYTES } from './body.js';
 import { badRequest, HttpError, toHttpError } from './httpError.js';
 import type { CancelReason } from './metrics.js';
@@ -50,14 +50,19 @@ export function createWebHandler(options: WebHandlerOptions): WebHandler {
       ctx.metrics.request(label, status, (performance.now() - receivedAt) / 1000);
     };
 
+    const headers = Object.fromEntries(request.headers);
+    const cors = app.corsHeaders(headers);
+    const withCors = (response: Response) => {
+      for (const [name, value] of Object.entries(cors)) response.headers.set(name, value);
+      return response;
+    };
     try {
-      const headers = Object.fromEntries(request.headers);
       const out = await app.dispatch({ method, path, headers, readBody: () => readWebJsonBody(request), signal: controller.signal, receivedAt });
       if (out.kind !== 'sse') {
         done(out.status);
-        return plainResponse(out);
+        return withCors(plainResponse(out));
       }
-      return sseResponse(out.run, () => done(200), onGone, ctx.log);
+      return withCors(sseResponse(out, (e) => app.streamError(path, toHttpError(e, ctx.log)), () => done(200), onGone));
     } catch (e) {
       if (e instanceof ClientGoneError) {
         done(499);
@@ -65,7 +70,7 @@ export function createWebHandler(options: WebHandlerOptions): WebHandler {
       }
       const err = toHttpError(e, ctx.log);
       done(err.status);
-      return json(err.status, err.body(), err.headers);
+      return withCors(json(err.status, app.errorBody(path, err), err.headers));
     }
   };
 }
@@ -81,7 +86,7 @@ function plainResponse(out: Exclude<RouteResponse, { kind: 'sse' }>): Response {
   return new Response(out.status === 204 || out.status === 304 ? null : body, { status: out.status, headers: { 'content-type': out.contentType, ...out.headers } });
 }
 
-function sseResponse(run: Extract<RouteResponse, { kind: 'sse' }>['run'], onEnd: () => void, onCancel: () => void, log: (line: string) => void): Response {
+function sseResponse(out: Extract<RouteResponse, { kind: 'sse' }>, errorEvent: (e: unknown) => string, onEnd: () => void, onCancel: () => void): Response {
   const encoder = new TextEncoder();
   let open = true;
   const stream = new ReadableStream<Uint8Array>({
@@ -89,11 +94,12 @@ function sseResponse(run: Extract<RouteResponse, { kind: 'sse' }>['run'], onEnd:
       const write = (text: string) => {
         if (open) c.enqueue(encoder.encode(text));
       };
-      void run({ data: (payload) => write(`data: ${JSON.stringify(payload)}\n\n`), comment: (text) => write(`: ${text}\n\n`) })
-        .then(() => write('data: [DONE]\n\n'))
+      void out
+        .run(sseSink(out.style ?? 'openai', write))
+        .then(() => out.style !== 'anthropic' && write('data: [DONE]\n\n'))
         .catch((e: unknown) => {
-          // Mid-stream: the status is already 200, so the error travels as an event (the openai client throws it).
-          if (!(e instanceof ClientGoneError)) write(`data: ${JSON.stringify(toHttpError(e, log).body())}\n\n`);
+          // Mid-stream: the status is already 200, so the error travels as an event (the clients throw it).
+          if (!(e instanceof ClientGoneError)) write(errorEvent(e));
         })
         .finally(() => {
           onEnd();

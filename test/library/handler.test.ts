@@ -77,7 +77,7 @@ test('createHandler streams server-sent events that the openai client reads to t
 
 test('createHandler: unknown routes are 404 and bad fields 400 in the OpenAI error shape; basePath is stripped', async () => {
   const models = (await (await fetch(`${baseURL}/models`)).json()) as { data: Array<{ id: string }> };
-  assert.deepEqual(models.data.map((m) => m.id), [model.name]);
+  assert.deepEqual(models.data.map((m) => m.id), [model.name, 'deepseek-chat', 'deepseek-reasoner'], 'the model, then DeepSeek’s names as aliases');
   const missing = await fetch(`${baseURL}/nothing`);
   assert.equal(missing.status, 404);
   const bad = await fetch(`${baseURL}/chat/completions`, {

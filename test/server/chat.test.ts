@@ -177,9 +177,9 @@ test('chat: streaming logprobs ride on the content chunks', async () => {
   assert.equal(n, 3);
 });
 
-test('GET /v1/models lists the served model; /health answers', async () => {
+test('GET /v1/models lists the served model, then its aliases; /health answers', async () => {
   const models = await s.client.models.list();
-  assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+  assert.deepEqual(models.data.map((m) => m.id), [MODEL, 'deepseek-chat', 'deepseek-reasoner']);
   const health = await fetch(`${s.url}/health`);
   assert.equal(health.status, 200);
   assert.equal(((await health.json()) as { status: string }).status, 'ok');

@@ -46,7 +46,7 @@ const cases: Case[] = [
   { name: 'prompt longer than the context', body: chat({ messages: [{ role: 'user', content: 'word '.repeat(5000) }] }), param: 'messages', code: 'context_length_exceeded' },
   { name: 'temperature 3', body: chat({ temperature: 3 }), param: 'temperature' },
   { name: 'temperature a string', body: chat({ temperature: 'hot' }), param: 'temperature' },
-  { name: 'top_p 0', body: chat({ top_p: 0 }), param: 'top_p' },
+  { name: 'top_p negative', body: chat({ top_p: -0.1 }), param: 'top_p' },
   { name: 'top_p 1.5', body: chat({ top_p: 1.5 }), param: 'top_p' },
   { name: 'top_k negative', body: chat({ top_k: -1 }), param: 'top_k' },
   { name: 'top_k fractional', body: chat({ top_k: 2.5 }), param: 'top_k' },
@@ -66,14 +66,24 @@ const cases: Case[] = [
   { name: 'logprobs not a boolean', body: chat({ logprobs: 'true' }), param: 'logprobs' },
   { name: 'top_logprobs 21', body: chat({ logprobs: true, top_logprobs: 21 }), param: 'top_logprobs' },
   { name: 'top_logprobs without logprobs', body: chat({ top_logprobs: 2 }), param: 'top_logprobs' },
-  { name: 'response_format json_schema', body: chat({ response_format: { type: 'json_schema' } }), param: 'response_format.type' },
+  { name: 'response_format json_schema without json_schema', body: chat({ response_format: { type: 'json_schema' } }), param: 'response_format.json_schema' },
+  { name: 'response_format an unknown type', body: chat({ response_format: { type: 'yaml' } }), param: 'response_format.type' },
+  { name: 'an unknown field', body: chat({ functions: [] }), param: 'functions', code: 'unknown_parameter' },
+  { name: 'an unknown message field', body: chat({ messages: [{ role: 'user', content: 'hi', audio: {} }] }), param: 'messages[0].audio', code: 'unknown_parameter' },
+  { name: 'logit_bias out of range', body: chat({ logit_bias: { '5': 101 } }), param: 'logit_bias.5' },
+  { name: 'logit_bias key not an id', body: chat({ logit_bias: { abc: 1 } }), param: 'logit_bias.abc' },
+  { name: 'logit_bias id past the vocabulary', body: chat({ logit_bias: { '99999999': 1 } }), param: 'logit_bias.99999999' },
+  { name: 'tool_choice required without tools', body: chat({ tool_choice: 'required' }), param: 'tool_choice' },
+  { name: 'prefix on a user message', body: chat({ messages: [{ role: 'user', content: 'hi', prefix: true }] }), param: 'messages[0].prefix' },
   { name: 'response_format a string', body: chat({ response_format: 'json' }), param: 'response_format' },
   { name: 'user not a string', body: chat({ user: 5 }), param: 'user' },
   { name: 'body not JSON', body: '{"model": ', param: null, code: 'invalid_json' },
   { name: 'body empty', body: '', param: null, code: 'invalid_json' },
   { name: 'body a JSON array', body: [1, 2], param: null },
   { name: 'completions: prompt missing', path: C, body: omit(completion({}), 'prompt'), param: 'prompt' },
-  { name: 'completions: array of strings', path: C, body: completion({ prompt: ['a', 'b'] }), param: 'prompt' },
+  { name: 'completions: strings mixed with ids', path: C, body: completion({ prompt: ['a', 5] }), param: 'prompt' },
+  { name: 'completions: 17 prompts', path: C, body: completion({ prompt: Array.from({ length: 17 }, () => 'a') }), param: 'prompt' },
+  { name: 'completions: 4 prompts × n 5', path: C, body: completion({ prompt: ['a', 'b', 'c', 'd'], n: 5 }), param: 'prompt' },
   { name: 'completions: empty token array', path: C, body: completion({ prompt: [] }), param: 'prompt' },
   { name: 'completions: negative token id', path: C, body: completion({ prompt: [-1] }), param: 'prompt' },
   { name: 'completions: token id past the vocabulary', path: C, body: completion({ prompt: [999999] }), param: 'prompt' },
@@ -111,7 +121,7 @@ test('messages say what is allowed', async () => {
   const r = await post(s.url, '/v1/chat/completions', chat({ temperature: 3 }));
   assert.equal(r.json.error!.message, 'temperature must be a number from 0 to 2 (got 3)');
   const role = await post(s.url, '/v1/chat/completions', chat({ messages: [{ role: 'robot', content: 'x' }] }));
-  assert.match(role.json.error!.message, /^messages\[0\]\.role must be one of "system", "user", "assistant", "tool" \(got "robot"\)$/);
+  assert.match(role.json.error!.message, /^messages\[0\]\.role must be one of "system", "developer", "user", "assistant", "tool" \(got "robot"\)$/);
 });
 
 test('transport errors: wrong content type, oversized body, wrong method, unknown path', async () => {
@@ -131,7 +141,7 @@ test('transport errors: wrong content type, oversized body, wrong method, unknow
   assert.equal(missing.status, 404);
   assert.ok(((await missing.json()) as { error: unknown }).error);
 
-  assert.equal((await s.client.models.list()).data.length, 1, 'still serving');
+  assert.equal((await s.client.models.list()).data[0]!.id, MODEL, 'still serving');
 });
 
 test('the openai client maps errors to its classes: BadRequestError (with param), NotFoundError', async () => {

@@ -1,12 +1,27 @@
 /** The small GET routes: model list, health, metrics. (The chat page: static.ts; GET /v1/status: status.ts.) */
+import { resolveModelName } from '../engineRequest.js';
+import { HttpError } from '../httpError.js';
 import type { Route, ServerContext } from '../types.js';
 
+const modelObject = (ctx: ServerContext, id: string) => ({ id, object: 'model', created: ctx.startedAt, owned_by: 'dseek' });
+
+/** The served model under each of its names (its own and the aliases). */
 export function modelsRoute(ctx: ServerContext): Route {
-  return async () => ({
-    kind: 'json',
-    status: 200,
-    body: { object: 'list', data: [{ id: ctx.modelName, object: 'model', created: ctx.startedAt, owned_by: 'dseek' }] },
-  });
+  return async () => ({ kind: 'json', status: 200, body: { object: 'list', data: ctx.modelNames.map((id) => modelObject(ctx, id)) } });
+}
+
+/** GET /v1/models/{id}: the model object, or 404 model_not_found as OpenAI answers. */
+export function modelRoute(ctx: ServerContext): Route {
+  return async (req) => {
+    const raw = req.path.slice(req.path.lastIndexOf('/') + 1);
+    let id: string;
+    try {
+      id = decodeURIComponent(raw);
+    } catch {
+      throw new HttpError(404, `the model ${JSON.stringify(raw)} does not exist`, 'invalid_request_error', 'model', 'model_not_found');
+    }
+    return { kind: 'json', status: 200, body: modelObject(ctx, resolveModelName(ctx, id)) };
+  };
 }
 
 /**
