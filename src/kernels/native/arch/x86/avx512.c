@@ -145,6 +145,7 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 1184;
+    PREFETCH_AHEAD(blk, 1184);
     __m512i isum[4];
     __m256i msum[4];
     for (int t = 0; t < nt; t++) {
@@ -195,6 +196,7 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 1680;
+    PREFETCH_AHEAD(blk, 1680);
     __m512i isum[4];
     __m256i corr[4];
     for (int t = 0; t < nt; t++) {
