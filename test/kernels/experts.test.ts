@@ -7,6 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { maxRelDiff, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend, SwiGluTriple } from '../../src/kernels/backend.js';
@@ -16,11 +17,7 @@ import { quantizeRow, rowBytes, type GgmlType } from '../../src/formats/quant/in
 const levels = nativeLevels();
 const noAddon = levels.length === 0 ? `native addon unavailable: ${nativeLoadError()}` : false;
 
-let seed = 4242;
-function rand(): number {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return seed / 2 ** 32 - 0.5;
-}
+const rand = seededRandom(4242);
 function quantised(dtype: GgmlType, rows: number, cols: number, scale = 1): Tensor {
   const rb = rowBytes(dtype, cols);
   const data = new Uint8Array(rb * rows);
@@ -66,13 +63,6 @@ function composed(backend: Backend, x: Float32Array, T: number, d: number, k: nu
     for (let i = 0; i < T * d; i++) out[i] = ys[i]! + acc[i]!;
   } else out.set(acc);
   return out;
-}
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let max = 0;
-  let scale = 1e-6;
-  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max / scale;
 }
 function routing(T: number, k: number, E: number): { expertOf: Int32Array; weightOf: Float32Array } {
   const expertOf = new Int32Array(T * k);

@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend } from '../../src/kernels/backend.js';
@@ -14,26 +15,13 @@ import { blockSize, quantizeRow, rowBytes } from '../../src/formats/quant/index.
 const native = createNativeBackend(2);
 const skip = native ? false : `native addon unavailable: ${nativeLoadError()}`;
 
-let seed = 12345;
-function rand(): number {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return seed / 2 ** 32 - 0.5;
-}
-function randomVec(n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => rand() * 2 * scale);
-}
+const rand = seededRandom(12345);
+const randomVec = (n: number, scale = 1): Float32Array => randomVecOf(rand, n, scale);
 function randomTensor(dtype: DType, rows: number, cols: number): Tensor {
   const values = randomVec(rows * cols);
   if (dtype === 'f32') return { dtype, shape: [rows, cols], data: new Uint8Array(values.buffer) };
   const bits = Uint16Array.from(values, (v) => (dtype === 'f16' ? f32ToF16(v) : f32ToBf16(v)));
   return { dtype, shape: [rows, cols], data: new Uint8Array(bits.buffer) };
-}
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let max = 0;
-  let scale = 1e-6;
-  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max / scale;
 }
 
 const sizes: Array<[number, number, number]> = [

@@ -7,6 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend, Weight } from '../../src/kernels/backend.js';
@@ -16,27 +17,14 @@ import { blockSize, quantizeRow, rowBytes, type GgmlType } from '../../src/forma
 const levels = nativeLevels();
 const noAddon = levels.length === 0 ? `native addon unavailable: ${nativeLoadError()}` : false;
 
-let seed = 987654321;
-function rand(): number {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return seed / 2 ** 32 - 0.5;
-}
-function randomVec(n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => rand() * 2 * scale);
-}
+const rand = seededRandom(987654321);
+const randomVec = (n: number, scale = 1): Float32Array => randomVecOf(rand, n, scale);
 function quantised(dtype: GgmlType, rows: number, cols: number): Tensor {
   const values = randomVec(rows * cols);
   const rb = rowBytes(dtype, cols);
   const data = new Uint8Array(rb * rows);
   for (let r = 0; r < rows; r++) quantizeRow(dtype, values.subarray(r * cols, (r + 1) * cols), data.subarray(r * rb));
   return { dtype, shape: [rows, cols], data };
-}
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let max = 0;
-  let scale = 1e-6;
-  for (let i = 0; i < a.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max / scale;
 }
 function product(backend: Backend, w: Weight, x: Float32Array, tokens: number): Float32Array {
   const y = new Float32Array(w.shape[0]! * tokens);

@@ -9,6 +9,7 @@
  * 32 int8×int8 products per instruction pair, one float multiply-add per block.
  */
 #include "quant.h"
+#include "ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -19,25 +20,8 @@
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
-static inline float half(const uint8_t *p) {
-  uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) bits = sign;
-    else {
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        exp--;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
-  else bits = sign | ((exp + 112) << 23) | (mant << 13);
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
+/* The little-endian f16 at p (ops.h's f16_bits_to_f32, shared with the packed kernels). */
+static inline float half(const uint8_t *p) { return f16_bits_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 
 int quant_block_elements(int t) {
   switch (t) {
@@ -207,56 +191,9 @@ size_t quant_act_bytes(int t, int64_t n) {
   return is_k(t) ? (size_t)(n / 256) * sizeof(block_q8k) : (size_t)(n / 32) * sizeof(block_q8);
 }
 
-#ifdef DSEEK_X86
-/* The same as quantise_block below, 8 values at a time, bit for bit: round-half-even from the
-   rounding instruction, then ties moved away from zero as roundf does. */
-TARGET_AVX2 static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 vmax = _mm256_setzero_ps();
-  for (int i = 0; i < n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  float amax = _mm_cvtss_f32(m);
-  float d = amax / 127.0f;
-  float id = d != 0.0f ? 1.0f / d : 0.0f;
-  *d_out = d;
-  const __m256 vid = _mm256_set1_ps(id), half_ = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-  for (int i = 0; i < n; i += 8) {
-    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vid);
-    __m256 even = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 tie = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(v, t), abs_mask), half_, _CMP_EQ_OQ);
-    __m256 away = _mm256_add_ps(t, _mm256_or_ps(one, _mm256_andnot_ps(abs_mask, v))); /* t ± 1 */
-    __m256i r = _mm256_cvtps_epi32(_mm256_blendv_ps(even, away, tie));
-    /* 8 int32 → 8 int8 (values are within ±127) */
-    __m128i r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-    __m128i r8 = _mm_packs_epi16(r16, r16);
-    _mm_storel_epi64((__m128i *)(q + i), r8);
-  }
-}
-#endif
-
-static int quantise_simd = 0;
-
-/* Round half away from zero, as roundf and ggml's reference quantisers do. */
-static void quantise_block(const float *x, int n, float *d_out, int8_t *q) {
-#ifdef DSEEK_X86
-  if (quantise_simd) {
-    quantise_block_avx2(x, n, d_out, q);
-    return;
-  }
-#endif
-  float amax = 0;
-  for (int i = 0; i < n; i++) {
-    float a = fabsf(x[i]);
-    if (a > amax) amax = a;
-  }
-  float d = amax / 127.0f;
-  float id = d != 0.0f ? 1.0f / d : 0.0f;
-  *d_out = d;
-  for (int i = 0; i < n; i++) q[i] = (int8_t)roundf(x[i] * id);
-}
+/* d = amax/127, q = round-half-away(x/d): the active level's quantiser (every level's rounds the same,
+   bit for bit, as roundf and ggml's reference quantisers do). */
+static void quantise_block(const float *x, int n, float *d_out, int8_t *q) { active_ops->quantise_block(x, n, d_out, q); }
 
 void quant_act(int t, const float *x, int64_t n, void *out) {
   if (is_k(t)) {
@@ -493,10 +430,7 @@ TARGET_AVX2 static float row_dot_q6_k_avx2(const uint8_t *row, const block_q8k *
 
 static int use_avx2 = 0;
 
-void quant_init(int avx2) {
-  use_avx2 = avx2;
-  quantise_simd = avx2;
-}
+void quant_init(int avx2) { use_avx2 = avx2; }
 
 int quant_row_dot4(int t, const uint8_t *row, const void *const x[4], int64_t n, float out[4]) {
 #ifdef DSEEK_X86
