@@ -3,11 +3,12 @@
  * event loop never runs model code. Speaks a small message protocol with workerEngine.ts.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { join } from 'node:path';
 import { loadModel } from '../model/load.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { selectBackend } from '../kernels/select.js';
-import { DiskCache } from '../cache/diskCache.js';
+import { ContextCache } from '../cache/contextCache.js';
+import { FolderStore } from '../cache/folderStore.js';
+import { RedisStore } from '../cache/redisStore.js';
 import { Scheduler } from './scheduler.js';
 import { ModelFileGuard } from '../model/fileGuard.js';
 import { SchedulerLoop } from './localEngine.js';
@@ -41,21 +42,24 @@ try {
   const c = loaded.config;
   const cacheType = init.scheduler.cacheType ?? 'f16';
   const pageTokens = init.scheduler.pageTokens ?? 64;
-  const disk = init.diskCacheDir
-    ? new DiskCache({
-        dir: join(init.diskCacheDir, modelFingerprint(init.modelPath).slice(0, 16)),
+  const spec = init.contextStore;
+  const store = spec === null ? null : spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes, log }) : RedisStore.open(spec, log);
+  const contextCache = store
+    ? new ContextCache({
+        store,
+        // The weights' content, not their path: every replica and every copy names the same pages.
         fingerprint: modelFingerprint(init.modelPath),
         layers: c.numHiddenLayers,
         width: c.kvLoraRank + c.qkRopeHeadDim,
         pageTokens,
         dtype: cacheType,
-        maxBytes: init.diskCacheMaxBytes,
+        ...(init.contextStoreTimeoutMs !== undefined ? { fetchTimeoutMs: init.contextStoreTimeoutMs } : {}),
         log,
       })
     : null;
   // The files as loaded: a truncated, replaced or rewritten file is reported, never served.
   const guard = ModelFileGuard.forModel(init.modelPath);
-  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, diskCache: disk, log, checkModelFiles: () => guard.check() });
+  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, contextCache, log, checkModelFiles: () => guard.check() });
   const loop = new SchedulerLoop(scheduler);
   // Between requests too, so that /health tells a balancer before a client finds out.
   let healthy = true;
@@ -107,7 +111,8 @@ try {
       contextLength: scheduler.contextLength,
       cacheBytesBudget: scheduler.pool.maxPages * scheduler.pool.bytesPerPage,
       cacheBytesPerToken: scheduler.pool.bytesPerPage / scheduler.pool.pageTokens,
-      diskCacheDir: disk ? disk.dir : null,
+      diskCacheDir: spec?.kind === 'folder' ? spec.dir : null,
+      contextStore: store ? store.location : null,
     },
     stats: scheduler.stats(),
   });
