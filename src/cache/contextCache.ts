@@ -92,6 +92,8 @@ export class ContextCache {
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private up = true;
+  private probe: NodeJS.Timeout | null = null;
+  private closed = false;
   private retryAt = 0;
   private counts = { stateChanges: 0, lookups: 0, lookupsSkipped: 0, hitPages: 0, missPages: 0, rejectedPages: 0, timeouts: 0, errors: 0, writes: 0, writeBytes: 0, writesDropped: 0 };
 
@@ -130,6 +132,27 @@ export class ContextCache {
     this.up = false;
     this.counts.stateChanges++;
     this.log(`context store ${this.store.location}: unavailable (${reason}); prompts are computed as uncached and pages not written until it answers (retrying every ${this.retryMs / 1000} s)`);
+    this.scheduleProbe();
+  }
+
+  /**
+   * While down, ask the store for one key that is never written, every `retryMs`, whether or not
+   * requests come: the first answer marks it up (the client reconnects by itself meanwhile).
+   */
+  private scheduleProbe(): void {
+    if (this.probe || this.closed) return;
+    this.probe = setTimeout(() => {
+      this.probe = null;
+      if (this.up || this.closed) return;
+      this.store.get([`${this.namespace}:probe`]).then(
+        () => this.markUp(),
+        () => {
+          this.retryAt = Date.now() + this.retryMs;
+          this.scheduleProbe();
+        },
+      );
+    }, this.retryMs);
+    this.probe.unref();
   }
 
   private markUp(): void {
@@ -310,6 +333,8 @@ export class ContextCache {
     await Promise.race([this.idle(), new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)))]);
     clearTimeout(timer);
     this.shed();
+    this.closed = true;
+    if (this.probe) clearTimeout(this.probe);
     await this.store.close();
   }
 }

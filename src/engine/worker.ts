@@ -69,6 +69,18 @@ try {
       post({ type: 'stats', stats: scheduler.stats() });
     }
   }, 1000).unref();
+  // Writes behind and store state changes happen between steps, and after the last one: publish
+  // them while idle too, so that /metrics shows what reached the store.
+  if (contextCache) {
+    let published = '';
+    setInterval(() => {
+      const now = JSON.stringify(contextCache.stats());
+      if (now !== published) {
+        published = now;
+        post({ type: 'stats', stats: scheduler.stats() });
+      }
+    }, 250).unref();
+  }
   /** The engine's request ids → the scheduler's. */
   const idMap = new Map<number, number>();
   let lastStats = 0;
