@@ -33,6 +33,8 @@ const reconnectStrategy = (retries: number): number => Math.min(100 * 2 ** retri
 export class RedisStore implements ContextStore {
   readonly kind = 'redis' as const;
   readonly location: string;
+  /** Settles true on the first connection, false if the client gave up (it retries otherwise). */
+  private connected: Promise<boolean> = Promise.resolve(false);
 
   private constructor(
     private readonly client: RedisCommands,
@@ -76,8 +78,23 @@ export class RedisStore implements ContextStore {
     // failing commands instead (counted, logged once per state change by ContextCache).
     emitter.on('error', () => {});
     const store = new RedisStore(client, spec.url, spec.ttlSeconds);
-    connect().catch((err: Error) => log(`context store ${store.location}: could not connect: ${err.message}`));
+    store.connected = connect().then(
+      () => true,
+      (err: Error) => {
+        log(`context store ${store.location}: could not connect: ${err.message}`);
+        return false;
+      },
+    );
     return store;
+  }
+
+  /**
+   * Wait (at most `ms`) for the first connection, so that a replica starting beside a running
+   * Redis serves its first requests from it rather than calling the store down. False: not yet.
+   */
+  waitConnected(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([this.connected, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]).finally(() => clearTimeout(timer));
   }
 
   async get(keys: readonly string[]): Promise<(Uint8Array | null)[]> {

@@ -44,6 +44,9 @@ try {
   const pageTokens = init.scheduler.pageTokens ?? 64;
   const spec = init.contextStore;
   const store = spec === null ? null : spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes, log }) : RedisStore.open(spec, log);
+  // A Redis that answers within 2 s is connected before the engine reports ready; one that does
+  // not is not waited for (the replica serves uncached and picks it up once it answers).
+  if (store instanceof RedisStore && !(await store.waitConnected(2000))) log(`context store ${store.location}: not reachable yet; serving uncached until it is`);
   const contextCache = store
     ? new ContextCache({
         store,
