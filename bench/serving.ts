@@ -23,47 +23,10 @@ import { defaultThreads } from '../src/kernels/native/index.js';
 import { Scheduler } from '../src/engine/scheduler.js';
 import { LocalEngine } from '../src/engine/localEngine.js';
 import type { EngineEvent } from '../src/engine/types.js';
-import { parseContextStore, type ContextStore } from '../src/cache/contextStore.js';
+import { parseContextStore } from '../src/cache/contextStore.js';
 import { ContextCache } from '../src/cache/contextCache.js';
-import { FolderStore } from '../src/cache/folderStore.js';
-import { RedisStore } from '../src/cache/redisStore.js';
+import { ThreadLink } from '../src/cache/storeLink.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
-
-/** A store whose writes can be held back (to line them up with other streams' decoding). */
-class GatedStore implements ContextStore {
-  private held: Promise<void> | null = null;
-  private open: () => void = () => {};
-  constructor(private readonly inner: ContextStore) {}
-  get kind() {
-    return this.inner.kind;
-  }
-  get location() {
-    return this.inner.location;
-  }
-  hold(): void {
-    this.held = new Promise((r) => (this.open = r));
-  }
-  release(): void {
-    this.held = null;
-    this.open();
-  }
-  get(keys: readonly string[]) {
-    return this.inner.get(keys);
-  }
-  async put(key: string, bytes: Uint8Array): Promise<void> {
-    await this.held;
-    return this.inner.put(key, bytes);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  usage() {
-    return this.inner.usage();
-  }
-  close() {
-    return this.inner.close();
-  }
-}
 
 const { values } = parseArgs({
   options: {
@@ -140,11 +103,11 @@ async function contextStoreBench(where: string): Promise<void> {
   const pageTokens = 64;
   const fingerprint = modelFingerprint(path);
   const replica = async () => {
-    const inner = spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes }) : RedisStore.open(spec, () => {});
-    if (inner instanceof RedisStore && !(await inner.waitConnected(5000))) throw new Error(`${inner.location} does not answer`);
-    const gate = new GatedStore(inner);
+    // As the engine thread of `dseek serve` runs it: the store in a thread of its own.
+    const { link, connected } = await ThreadLink.start(spec, (l) => console.log(`  [${l}]`));
+    if (!connected) throw new Error(`${link.location} does not answer`);
     const cache = new ContextCache({
-      store: gate,
+      link,
       maxPendingWrites: 100_000,
       fingerprint,
       layers: config.numHiddenLayers,
@@ -156,10 +119,12 @@ async function contextStoreBench(where: string): Promise<void> {
     });
     const n = Math.min(Number(values.long), config.maxPositionEmbeddings - 8);
     const scheduler = new Scheduler(model, tokenizer, { maxSequences: Number(values.during) + 1, contextLength: n + gen + 8, pageTokens, contextCache: cache });
-    return { engine: new LocalEngine(scheduler), scheduler, cache, gate, n };
+    return { engine: new LocalEngine(scheduler), scheduler, cache, n };
   };
   const a = await replica();
   const b = await replica();
+  // Prompts of their own: a store kept from an earlier run must not make A's first answer a hit.
+  seed = (Date.now() ^ process.pid) >>> 0;
   const long = randomPrompt(a.n);
   const onA = await drain(a.engine.generate({ prompt: long, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
   const written = performance.now();
@@ -179,12 +144,12 @@ async function contextStoreBench(where: string): Promise<void> {
   // conversation is answered with the store's writes held back, then K streams start decoding;
   // their rate is measured before, while and after the held writes go out.
   const others = Number(values.during);
-  a.gate.hold();
+  a.cache.holdWrites(true);
   await drain(a.engine.generate({ prompt: randomPrompt(a.n), maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
   const queued = a.cache.stats().pendingWrites;
   const times: number[][] = Array.from({ length: others }, () => []);
   const streams = times.map(async (t) => {
-    for await (const e of a.engine.generate({ prompt: randomPrompt(16), maxTokens: 100_000, sampling: { temperature: 0 }, ignoreEos: true })) {
+    for await (const e of a.engine.generate({ prompt: randomPrompt(promptLen), maxTokens: 100_000, sampling: { temperature: 0 }, ignoreEos: true })) {
       if (e.type === 'token') t.push(performance.now());
     }
   });
@@ -196,7 +161,7 @@ async function contextStoreBench(where: string): Promise<void> {
   const t0 = performance.now();
   await untilSteps(stepsOf() + 20);
   const t1 = performance.now();
-  a.gate.release();
+  a.cache.holdWrites(false);
   await a.scheduler.storeIdle();
   const t2 = performance.now();
   await untilSteps(stepsOf() + Math.max(20, Math.ceil(((t2 - t1) / (t1 - t0)) * 20)));
@@ -207,15 +172,21 @@ async function contextStoreBench(where: string): Promise<void> {
     const n = times.reduce((k, t) => k + t.filter((x) => x > from && x <= to).length, 0);
     return { n, perS: n / ((to - from) / 1000) };
   };
+  // Decoding slows as the streams' contexts grow: the windows before and after bracket the one
+  // during the writes, so their mean is what it would have been without them.
   const [before, during, after] = [rate(t0, t1), rate(t1, t2), rate(t2, t3)];
+  const expected = (before.perS + after.perS) / 2;
   results['store_decode_tok_s_before_writes'] = before.perS;
   results['store_decode_tok_s_during_writes'] = during.perS;
   results['store_decode_tok_s_after_writes'] = after.perS;
   console.log(
     `${others} other streams decoding: ${before.perS.toFixed(2)} tok/s before, ${during.perS.toFixed(2)} tok/s while ${queued} pages of a ${a.n}-token conversation were written ` +
-      `(${((t2 - t1) / 1000).toFixed(2)} s, ${during.n} tokens), ${after.perS.toFixed(2)} tok/s after` +
+      `(${((t2 - t1) / 1000).toFixed(2)} s, ${during.n} tokens), ${after.perS.toFixed(2)} tok/s after: ${(((during.perS - expected) / expected) * 100).toFixed(1)} % against the mean of before and after` +
       (during.n < 2 * others ? ' (the writes took less than two steps: nothing to compare)' : ''),
   );
+  const st = a.cache.stats();
+  results['store_write_thread_ms_per_page'] = st.writeThreadMs / Math.max(1, st.writes);
+  console.log(`engine-thread time per page written: ${(st.writeThreadMs / Math.max(1, st.writes)).toFixed(3)} ms (copy out + hand to the client; hashing and I/O run elsewhere), over ${st.writes} pages`);
   await a.engine.close();
   await b.engine.close();
 }

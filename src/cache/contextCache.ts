@@ -12,17 +12,20 @@
  *   skipped and writes dropped (counted), except one try every `retryMs`, whose success marks it
  *   up again (one more line). Nothing here ever fails a request.
  *
- * All of this runs in the engine's thread: the pages live there, and the scheduler loop yields to
- * the event loop between steps (localEngine.ts), so sockets and file completions are served in
- * those gaps; hashing and file I/O run on Node's thread pool.
+ * The bookkeeping here runs in the engine's thread, between steps (the scheduler loop yields to the
+ * event loop after each one, localEngine.ts); the store itself, with the framing, the checksums and
+ * the sockets, runs in a thread of its own (storeLink.ts), so an engine step never waits for it.
  */
 import { createHash } from 'node:crypto';
 import type { ContextStore } from './contextStore.js';
-import { decodePage, encodePage, type PageMeta } from './pageCodec.js';
+import type { PageMeta } from './pageCodec.js';
 import type { LatentCacheDType, Page, PagePool } from './pagePool.js';
+import { InThreadLink, type PageLink } from './storeLink.js';
 
 export interface ContextCacheOptions {
-  readonly store: ContextStore;
+  /** The store, run in this thread (tests), or `link`: the store in its own thread (ThreadLink). */
+  readonly store?: ContextStore;
+  readonly link?: PageLink;
   /** The model's content fingerprint (model/fingerprint.ts). */
   readonly fingerprint: string;
   readonly layers: number;
@@ -63,6 +66,12 @@ export interface ContextStoreStats {
   /** Writes dropped: the queue was full, the pages were needed back, or the store was down. */
   readonly writesDropped: number;
   readonly pendingWrites: number;
+  /**
+   * Milliseconds the engine thread spent handing pages to the store: the only part of a write an
+   * engine step can wait for (with the store in its own thread, the framing, hashing and I/O run
+   * there).
+   */
+  readonly writeThreadMs: number;
   /** What a folder holds (Redis: null; see its INFO memory). */
   readonly bytes: number | null;
   readonly entries: number | null;
@@ -79,7 +88,7 @@ interface PendingWrite {
 
 export class ContextCache {
   readonly fetchTimeoutMs: number;
-  private readonly store: ContextStore;
+  private readonly store: PageLink;
   private readonly meta: Omit<PageMeta, 'key'>;
   /** Model and geometry: pages of another model or page size live under other keys. */
   private readonly namespace: string;
@@ -90,15 +99,18 @@ export class ContextCache {
   private readonly pending: PendingWrite[] = [];
   private inFlight = 0;
   private pumpScheduled = false;
+  private held = false;
   private idleWaiters: Array<() => void> = [];
   private up = true;
   private probe: NodeJS.Timeout | null = null;
   private closed = false;
   private retryAt = 0;
-  private counts = { stateChanges: 0, lookups: 0, lookupsSkipped: 0, hitPages: 0, missPages: 0, rejectedPages: 0, timeouts: 0, errors: 0, writes: 0, writeBytes: 0, writesDropped: 0 };
+  private counts = { stateChanges: 0, lookups: 0, lookupsSkipped: 0, hitPages: 0, missPages: 0, rejectedPages: 0, timeouts: 0, errors: 0, writes: 0, writeBytes: 0, writesDropped: 0, writeThreadMs: 0 };
 
   constructor(o: ContextCacheOptions) {
-    this.store = o.store;
+    if (o.link) this.store = o.link;
+    else if (o.store) this.store = new InThreadLink(o.store);
+    else throw new TypeError('ContextCache needs a store or a link');
     this.meta = { fingerprint: o.fingerprint, layers: o.layers, width: o.width, pageTokens: o.pageTokens, dtype: o.dtype };
     this.namespace = createHash('sha256').update(`dseek context v2\0${o.fingerprint}\0${o.layers}\0${o.width}\0${o.pageTokens}\0${o.dtype}`).digest('hex').slice(0, 24);
     this.fetchTimeoutMs = o.fetchTimeoutMs ?? 2000;
@@ -144,7 +156,7 @@ export class ContextCache {
     this.probe = setTimeout(() => {
       this.probe = null;
       if (this.up || this.closed) return;
-      this.store.get([`${this.namespace}:probe`]).then(
+      this.store.probe(`${this.namespace}:probe`).then(
         () => this.markUp(),
         () => {
           this.retryAt = Date.now() + this.retryMs;
@@ -191,21 +203,19 @@ export class ContextCache {
       settle([]);
     }, this.fetchTimeoutMs);
     const keys = prefixHashes.map((h) => this.key(h));
-    this.store.get(keys).then(
-      async (found) => {
+    this.store.fetch(keys, this.meta).then(
+      (checked) => {
         if (settled) return;
         this.markUp();
         // Only a run from the first page is usable: a page is worth nothing without its prefix.
-        let run = found.findIndex((b) => b === null);
-        if (run < 0) run = found.length;
-        const checked = await Promise.all(found.slice(0, run).map((bytes, i) => decodePage(bytes!, { ...this.meta, key: keys[i]! })));
         const payloads: Uint8Array[] = [];
         for (let i = 0; i < checked.length; i++) {
-          const r = checked[i]!;
+          const r = checked[i];
+          if (!r) break;
           if (!r.ok) {
             this.counts.rejectedPages++;
             this.log(`context store ${this.store.location}: refused page ${keys[i]!.slice(-12)}: ${r.problem}; it is recomputed and rewritten`);
-            this.store.delete(keys[i]!).catch(() => {});
+            this.store.delete(keys[i]!);
             break;
           }
           payloads.push(r.payload);
@@ -264,7 +274,17 @@ export class ContextCache {
     });
   }
 
+  /**
+   * Keep queued writes queued (true) or let them go (false): lets a benchmark line a burst of
+   * writes up with other streams' decoding. Not needed in serving.
+   */
+  holdWrites(held: boolean): void {
+    this.held = held;
+    if (!held) this.schedulePump();
+  }
+
   private pump(): void {
+    if (this.held) return;
     while (this.inFlight < this.writeConcurrency && this.pending.length > 0) {
       const w = this.pending.shift()!;
       if (!this.reachable()) {
@@ -273,14 +293,15 @@ export class ContextCache {
         continue;
       }
       this.inFlight++;
-      // encodePage copies the rows before its first await: the page can go back to the pool now.
-      const framed = encodePage({ ...this.meta, key: w.key }, w.page.layers);
-      w.pool.release(w.page);
-      framed
-        .then(async (bytes) => {
-          await this.store.put(w.key, bytes);
+      const t0 = performance.now();
+      const { copied, done } = this.store.write(w.key, w.page.layers, this.meta);
+      this.counts.writeThreadMs += performance.now() - t0;
+      // The page goes back to the pool once its rows have been read (at once in this thread).
+      void copied.finally(() => w.pool.release(w.page));
+      done
+        .then((bytes) => {
           this.counts.writes++;
-          this.counts.writeBytes += bytes.byteLength;
+          this.counts.writeBytes += bytes;
           this.markUp();
         })
         .catch((err: unknown) => {
@@ -293,7 +314,7 @@ export class ContextCache {
           if (this.pending.length > 0) this.schedulePump();
           else this.resolveIdle();
         });
-      // One page copied per event-loop turn: a step waits at most one page's memcpy.
+      // One page per event-loop turn: a step waits for at most one hand-over.
       if (this.pending.length > 0) {
         this.schedulePump();
         return;

@@ -11,11 +11,10 @@
  * under the right key. The checksum catches bit rot and truncation; it is not a signature: whoever
  * can write to the store can forge pages (see the README on trusting a shared store).
  *
- * SHA-256 runs through WebCrypto (`crypto.subtle.digest`), which Node computes on its thread pool:
- * the engine thread that calls these functions only copies bytes, so encoding a 2 MB page while
- * other sequences decode costs them a memcpy, not a hash.
+ * Both functions are synchronous and cost a copy plus a SHA-256 of the page (≈2 ms for 2 MB): the
+ * engine calls them in the context store's own thread (storeThread.ts), never in an engine step.
  */
-import { webcrypto } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { LatentCacheDType } from './pagePool.js';
 
 const MAGIC = 'DSKC';
@@ -47,19 +46,20 @@ export function payloadBytes(meta: Omit<PageMeta, 'key' | 'fingerprint'>): numbe
   return meta.layers * meta.pageTokens * meta.width * element;
 }
 
-async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await webcrypto.subtle.digest('SHA-256', bytes));
+function sha256(bytes: Uint8Array): Uint8Array {
+  return createHash('sha256').update(bytes).digest();
 }
 
 /** One page's rows (one view per layer, as PagePool stores them) framed for a store. */
-export async function encodePage(meta: PageMeta, layers: readonly ArrayBufferView[]): Promise<Uint8Array> {
+export function encodePage(meta: PageMeta, layers: readonly ArrayBufferView[]): Uint8Array {
   const header = new TextEncoder().encode(
     JSON.stringify({ fingerprint: meta.fingerprint, key: meta.key, layers: meta.layers, width: meta.width, pageTokens: meta.pageTokens, dtype: meta.dtype }),
   );
   const payload = layers.reduce((n, l) => n + l.byteLength, 0);
   if (payload !== payloadBytes(meta)) throw new RangeError(`page rows hold ${payload} bytes, the geometry says ${payloadBytes(meta)}`);
-  const out = new Uint8Array(PREFIX_BYTES + header.length + payload + CHECKSUM_BYTES);
-  const view = new DataView(out.buffer);
+  // Not zero-filled: every byte is written below.
+  const out: Uint8Array = Buffer.allocUnsafeSlow(PREFIX_BYTES + header.length + payload + CHECKSUM_BYTES);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   for (let i = 0; i < 4; i++) out[i] = MAGIC.charCodeAt(i);
   view.setUint32(4, PAGE_FORMAT_VERSION, true);
   view.setUint32(8, header.length, true);
@@ -69,12 +69,12 @@ export async function encodePage(meta: PageMeta, layers: readonly ArrayBufferVie
     out.set(new Uint8Array(l.buffer, l.byteOffset, l.byteLength), at);
     at += l.byteLength;
   }
-  out.set(await sha256(out.subarray(0, at)), at);
+  out.set(sha256(out.subarray(0, at)), at);
   return out;
 }
 
 /** Check stored bytes against what the reader expects; the payload only if every check passes. */
-export async function decodePage(bytes: Uint8Array, expected: PageMeta): Promise<DecodeResult> {
+export function decodePage(bytes: Uint8Array, expected: PageMeta): DecodeResult {
   const fail = (problem: string): DecodeResult => ({ ok: false, problem });
   if (bytes.length < PREFIX_BYTES + CHECKSUM_BYTES) return fail(`truncated (${bytes.length} bytes)`);
   if (String.fromCharCode(bytes[0]!, bytes[1]!, bytes[2]!, bytes[3]!) !== MAGIC) return fail('not a dseek context page (bad magic)');
@@ -84,7 +84,7 @@ export async function decodePage(bytes: Uint8Array, expected: PageMeta): Promise
   const headerLength = view.getUint32(8, true);
   if (PREFIX_BYTES + headerLength + CHECKSUM_BYTES > bytes.length) return fail('truncated header');
   const body = bytes.subarray(0, bytes.length - CHECKSUM_BYTES);
-  const sum = await sha256(body);
+  const sum = sha256(body);
   const stored = bytes.subarray(bytes.length - CHECKSUM_BYTES);
   for (let i = 0; i < CHECKSUM_BYTES; i++) if (sum[i] !== stored[i]) return fail('checksum mismatch (corrupt)');
   let header: Partial<PageMeta>;

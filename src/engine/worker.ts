@@ -7,8 +7,7 @@ import { loadModel } from '../model/load.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { selectBackend } from '../kernels/select.js';
 import { ContextCache } from '../cache/contextCache.js';
-import { FolderStore } from '../cache/folderStore.js';
-import { RedisStore } from '../cache/redisStore.js';
+import { ThreadLink } from '../cache/storeLink.js';
 import { Scheduler } from './scheduler.js';
 import { ModelFileGuard } from '../model/fileGuard.js';
 import { SchedulerLoop } from './localEngine.js';
@@ -43,13 +42,13 @@ try {
   const cacheType = init.scheduler.cacheType ?? 'f16';
   const pageTokens = init.scheduler.pageTokens ?? 64;
   const spec = init.contextStore;
-  const store = spec === null ? null : spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes, log }) : RedisStore.open(spec, log);
-  // A Redis that answers within 2 s is connected before the engine reports ready; one that does
-  // not is not waited for (the replica serves uncached and picks it up once it answers).
-  if (store instanceof RedisStore && !(await store.waitConnected(2000))) log(`context store ${store.location}: not reachable yet; serving uncached until it is`);
+  // The store runs in a thread of its own: no engine step waits for its sockets or checksums.
+  const started = spec === null ? null : await ThreadLink.start(spec, log);
+  if (started && !started.connected) log(`context store ${started.link.location}: not reachable yet; serving uncached until it is`);
+  const store = started ? started.link : null;
   const contextCache = store
     ? new ContextCache({
-        store,
+        link: store,
         // The weights' content, not their path: every replica and every copy names the same pages.
         fingerprint: modelFingerprint(init.modelPath),
         layers: c.numHiddenLayers,

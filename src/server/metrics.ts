@@ -141,6 +141,7 @@ export class Metrics {
           `dseek_context_store_writes_total{${store},result="dropped"} ${cs.writesDropped}`,
         ]);
         metric('dseek_context_store_written_bytes_total', 'counter', 'Bytes written to the context store.', [`dseek_context_store_written_bytes_total{${store}} ${cs.writeBytes}`]);
+        metric('dseek_context_store_write_thread_seconds_total', 'counter', 'Engine-thread time spent copying pages out for the store (the only write cost an engine step can see).', [`dseek_context_store_write_thread_seconds_total{${store}} ${cs.writeThreadMs / 1000}`]);
         metric('dseek_context_store_pending_writes', 'gauge', 'Pages queued or in flight to the context store.', [`dseek_context_store_pending_writes{${store}} ${cs.pendingWrites}`]);
         if (cs.bytes !== null) metric('dseek_context_store_bytes', 'gauge', 'Bytes of pages in the folder store (every process sharing it).', [`dseek_context_store_bytes{${store}} ${cs.bytes}`]);
       }

@@ -50,7 +50,9 @@ test('bytes round-trip through Redis, with the TTL set; a missing key is null; t
   assert.ok(ttl > 0 && ttl <= 120, `TTL ${ttl}`);
   await store.delete('ns:one');
   assert.deepEqual(await store.get(['ns:one']), [null]);
-  assert.equal(RedisStore.open(spec('redis://user:secret@127.0.0.1:1'), () => {}).location, 'redis://user:***@127.0.0.1:1');
+  const unreachable = RedisStore.open(spec('redis://user:secret@127.0.0.1:1'), () => {});
+  assert.equal(unreachable.location, 'redis://user:***@127.0.0.1:1');
+  await unreachable.close();
 });
 
 test('a Redis that is not running yet fails fast (no queueing), and is used once it starts', { skip }, async () => {
