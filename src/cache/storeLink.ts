@@ -151,7 +151,8 @@ export class ThreadLink implements PageLink {
       this.dead ??= new Error('the context store thread ended');
       this.failAll(this.dead);
     });
-    // The engine's own thread keeps the process alive; this one must not on its own.
+    // Idle, this thread must not keep the process alive on its own; while a request is out, it
+    // must (the engine may be waiting for nothing else). See request().
     worker.unref();
   }
 
@@ -183,8 +184,21 @@ export class ThreadLink implements PageLink {
 
   private request<T>(id: number, message: ToStoreThread): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
+    if (this.waiters.size === 0) this.worker.ref();
+    const settled = () => {
+      if (this.waiters.size === 0) this.worker.unref();
+    };
     return new Promise<T>((resolve, reject) => {
-      this.waiters.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.waiters.set(id, {
+        resolve: (v) => {
+          resolve(v as T);
+          settled();
+        },
+        reject: (e) => {
+          reject(e);
+          settled();
+        },
+      });
       this.worker.postMessage(message);
     });
   }
