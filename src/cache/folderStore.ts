@@ -1,6 +1,6 @@
 /**
- * Context pages as files in one folder, through fs.promises (the reads, writes and hashing run on
- * Node's thread pool, never inside an engine step). Several processes may share the folder:
+ * Context pages as files in one folder, through fs.promises (in the context store's thread, never
+ * inside an engine step). Several processes may share the folder:
  *
  * - a read simply opens `<key>.dskc`, so a page another process wrote is a hit at once (there is no
  *   index read once at start);
