@@ -180,3 +180,31 @@ test('under memory pressure, queued writes give their pages back (dropped, count
   assert.equal(r.tokens.length, 2);
   assert.ok(cache.stats().writesDropped > 0, 'queued writes were dropped to make room');
 });
+
+test('a request cancelled while it waits for its pages ends cancelled, holds no pages, and the late answer is ignored', async () => {
+  const store = new TestStore();
+  const lookup = { release: () => {} };
+  store.getHook = (keys) => new Promise((resolve) => (lookup.release = () => resolve(keys.map(() => null))));
+  const { engine: e, scheduler } = engine(store, [], { fetchTimeoutMs: 60_000 });
+  const controller = new AbortController();
+  const events: EngineEvent['type'][] = [];
+  const stream = e.generate({ prompt: long, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }, controller.signal);
+  const consumed = (async () => {
+    let reason = '';
+    for await (const ev of stream) {
+      events.push(ev.type);
+      if (ev.type === 'done') reason = ev.finishReason;
+    }
+    return reason;
+  })();
+  await new Promise((r) => setTimeout(r, 20));
+  controller.abort();
+  assert.equal(await consumed, 'cancelled');
+  assert.ok(!events.includes('started'), 'it never started');
+  lookup.release();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(scheduler.pool.pagesInUse, 0);
+  assert.equal(scheduler.hasWork(), false);
+  // The engine goes on serving.
+  assert.deepEqual((await run(e, short, 3)).tokens, (await uncached(short, 3)).tokens);
+});
