@@ -6,7 +6,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,4 +122,42 @@ test('Redis Cluster: pages spread over hash slots are stored and read through re
   const got = await store.get([...keys, 'ns:absent']);
   assert.deepEqual(got.slice(0, 8).map((b) => [...b!]), keys.map((_, i) => [i, i + 1]));
   assert.equal(got[8], null);
+});
+
+test('rediss://: pages round-trip over TLS (a self-signed certificate trusted through NODE_EXTRA_CA_CERTS)', { skip: skip || (spawnSync('sh', ['-c', 'command -v openssl']).status !== 0 ? 'openssl is not installed' : false) }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dseek-tls-'));
+  cleanup.push(async () => rmSync(dir, { recursive: true, force: true }));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  assert.equal(made.status, 0, made.stderr);
+  const port = await freePort();
+  const proc = spawn(
+    redisServerPath!,
+    ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--save', '', '--tls-cert-file', cert, '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  cleanup.push(() => new Promise((r) => (proc.once('exit', () => r()), proc.kill())));
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      if (/Ready to accept connections/.test(out)) resolve();
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`redis-server with TLS exited with ${code}:\n${out}`)));
+  });
+  // The certificate must be trusted when the process starts, hence a child process.
+  const script = `
+    const { RedisStore } = await import(${JSON.stringify(new URL('../../src/cache/redisStore.js', import.meta.url).href)});
+    const store = RedisStore.open({ kind: 'redis', url: 'rediss://127.0.0.1:${port}', cluster: false, ttlSeconds: 0 }, (l) => console.error(l));
+    if (!(await store.waitConnected(5000))) throw new Error('no TLS connection');
+    await store.put('ns:tls', Uint8Array.of(1, 2, 3));
+    const [got] = await store.get(['ns:tls']);
+    await store.close();
+    console.log(JSON.stringify([...got]));`;
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, NODE_EXTRA_CA_CERTS: cert }, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(child.status, 0, child.stderr);
+  assert.equal(child.stdout.trim(), '[1,2,3]');
 });
