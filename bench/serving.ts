@@ -5,6 +5,15 @@
  * (prefix-cache hit) long prompt. Runs the engine in-process, on the given model.
  *
  *   npm run bench:serving -- --model M [--streams 1,4,16] [--prompt 128] [--gen 64] [--threads N]
+ *                            [--context-store redis://host:port | DIR] [--long 4096] [--during 4]
+ *
+ * With --context-store, two more figures, with two engines on one model standing for replicas A
+ * and B (each with its own connection to the store, as two processes would have):
+ * - time to first token on B for a --long-token prompt that A computed (B's memory is empty: the
+ *   pages come from the store), against A's uncached time;
+ * - decode throughput of --during other streams on A while a long conversation's pages are being
+ *   written behind, against the same streams right after the writes are done (the write-behind
+ *   must not slow them beyond noise).
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +23,10 @@ import { defaultThreads } from '../src/kernels/native/index.js';
 import { Scheduler } from '../src/engine/scheduler.js';
 import { LocalEngine } from '../src/engine/localEngine.js';
 import type { EngineEvent } from '../src/engine/types.js';
+import { parseContextStore } from '../src/cache/contextStore.js';
+import { ContextCache } from '../src/cache/contextCache.js';
+import { ThreadLink } from '../src/cache/storeLink.js';
+import { modelFingerprint } from '../src/model/fingerprint.js';
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +36,9 @@ const { values } = parseArgs({
     gen: { type: 'string', default: '64' },
     threads: { type: 'string' },
     json: { type: 'boolean', default: false },
+    'context-store': { type: 'string' },
+    long: { type: 'string', default: '4096' },
+    during: { type: 'string', default: '4' },
   },
 });
 const path = values.model ?? fileURLToPath(new URL('../../models/default', import.meta.url));
@@ -46,7 +62,7 @@ async function drain(events: AsyncIterable<EngineEvent>): Promise<{ ttft: number
 }
 
 const results: Record<string, number> = {};
-for (const streams of values.streams.split(',').map(Number)) {
+for (const streams of values.streams.split(',').filter((x) => x !== '').map(Number)) {
   const engine = new LocalEngine(new Scheduler(model, tokenizer, { maxSequences: streams, contextLength: promptLen + gen + 1, prefixCache: false }));
   const t0 = performance.now();
   const runs = await Promise.all(
@@ -77,4 +93,100 @@ const warm = await drain(engine.generate({ prompt: long, maxTokens: 1, sampling:
 results['ttft_uncached_s'] = cold.ttft;
 results['ttft_cached_s'] = warm.ttft;
 console.log(`time to first token, ${long.length}-token prompt: uncached ${(cold.ttft * 1000).toFixed(1)} ms, cached ${(warm.ttft * 1000).toFixed(1)} ms`);
+
+if (values['context-store'] !== undefined) await contextStoreBench(values['context-store']);
 if (values.json) console.log(JSON.stringify({ model: path, threads, ...results }));
+process.exit(0);
+
+async function contextStoreBench(where: string): Promise<void> {
+  const spec = parseContextStore(where, { maxBytes: 64 * 2 ** 30, ttlSeconds: 0 });
+  const pageTokens = 64;
+  const fingerprint = modelFingerprint(path);
+  const replica = async () => {
+    // As the engine thread of `dseek serve` runs it: the store in a thread of its own.
+    const { link, connected } = await ThreadLink.start(spec, (l) => console.log(`  [${l}]`));
+    if (!connected) throw new Error(`${link.location} does not answer`);
+    const cache = new ContextCache({
+      link,
+      maxPendingWrites: 100_000,
+      fingerprint,
+      layers: config.numHiddenLayers,
+      width: config.kvLoraRank + config.qkRopeHeadDim,
+      pageTokens,
+      dtype: 'f16',
+      fetchTimeoutMs: 30_000,
+      log: (l) => console.log(`  [${l}]`),
+    });
+    const n = Math.min(Number(values.long), config.maxPositionEmbeddings - 8);
+    const scheduler = new Scheduler(model, tokenizer, { maxSequences: Number(values.during) + 1, contextLength: n + gen + 8, pageTokens, contextCache: cache });
+    return { engine: new LocalEngine(scheduler), scheduler, cache, n };
+  };
+  const a = await replica();
+  const b = await replica();
+  // Prompts of their own: a store kept from an earlier run must not make A's first answer a hit.
+  seed = (Date.now() ^ process.pid) >>> 0;
+  const long = randomPrompt(a.n);
+  const onA = await drain(a.engine.generate({ prompt: long, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
+  const written = performance.now();
+  await a.scheduler.storeIdle();
+  const writeS = (performance.now() - written) / 1000;
+  const onB = await drain(b.engine.generate({ prompt: long, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
+  const sa = a.cache.stats();
+  const sb = b.cache.stats();
+  results['store_ttft_uncached_s'] = onA.ttft;
+  results['store_ttft_replica_b_s'] = onB.ttft;
+  console.log(
+    `context store ${sa.location}: ${long.length}-token prompt, time to first token on replica A (uncached) ${(onA.ttft * 1000).toFixed(1)} ms, ` +
+      `on replica B (${sb.hitPages} pages from the store) ${(onB.ttft * 1000).toFixed(1)} ms; A wrote ${sa.writes} pages (${(sa.writeBytes / 2 ** 20).toFixed(1)} MiB) in ${writeS.toFixed(2)} s after answering`,
+  );
+
+  // Other streams decoding while a long conversation's pages are written behind: the
+  // conversation is answered with the store's writes held back, then K streams start decoding;
+  // their rate is measured before, while and after the held writes go out.
+  const others = Number(values.during);
+  a.cache.holdWrites(true);
+  await drain(a.engine.generate({ prompt: randomPrompt(a.n), maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
+  const queued = a.cache.stats().pendingWrites;
+  const times: number[][] = Array.from({ length: others }, () => []);
+  const streams = times.map(async (t) => {
+    for await (const e of a.engine.generate({ prompt: randomPrompt(promptLen), maxTokens: 100_000, sampling: { temperature: 0 }, ignoreEos: true })) {
+      if (e.type === 'token') t.push(performance.now());
+    }
+  });
+  const stepsOf = () => Math.min(...times.map((t) => t.length));
+  const untilSteps = async (n: number) => {
+    while (stepsOf() < n && a.scheduler.hasWork()) await new Promise((r) => setTimeout(r, 1));
+  };
+  await untilSteps(4);
+  const t0 = performance.now();
+  await untilSteps(stepsOf() + 20);
+  const t1 = performance.now();
+  a.cache.holdWrites(false);
+  await a.scheduler.storeIdle();
+  const t2 = performance.now();
+  await untilSteps(stepsOf() + Math.max(20, Math.ceil(((t2 - t1) / (t1 - t0)) * 20)));
+  const t3 = performance.now();
+  a.scheduler.cancelAll();
+  await Promise.all(streams);
+  const rate = (from: number, to: number) => {
+    const n = times.reduce((k, t) => k + t.filter((x) => x > from && x <= to).length, 0);
+    return { n, perS: n / ((to - from) / 1000) };
+  };
+  // Decoding slows as the streams' contexts grow: the windows before and after bracket the one
+  // during the writes, so their mean is what it would have been without them.
+  const [before, during, after] = [rate(t0, t1), rate(t1, t2), rate(t2, t3)];
+  const expected = (before.perS + after.perS) / 2;
+  results['store_decode_tok_s_before_writes'] = before.perS;
+  results['store_decode_tok_s_during_writes'] = during.perS;
+  results['store_decode_tok_s_after_writes'] = after.perS;
+  console.log(
+    `${others} other streams decoding: ${before.perS.toFixed(2)} tok/s before, ${during.perS.toFixed(2)} tok/s while ${queued} pages of a ${a.n}-token conversation were written ` +
+      `(${((t2 - t1) / 1000).toFixed(2)} s, ${during.n} tokens), ${after.perS.toFixed(2)} tok/s after: ${(((during.perS - expected) / expected) * 100).toFixed(1)} % against the mean of before and after` +
+      (during.n < 2 * others ? ' (the writes took less than two steps: nothing to compare)' : ''),
+  );
+  const st = a.cache.stats();
+  results['store_write_thread_ms_per_page'] = st.writeThreadMs / Math.max(1, st.writes);
+  console.log(`engine-thread time per page written: ${(st.writeThreadMs / Math.max(1, st.writes)).toFixed(3)} ms (copy out + hand to the client; hashing and I/O run elsewhere), over ${st.writes} pages`);
+  await a.engine.close();
+  await b.engine.close();
+}

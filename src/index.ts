@@ -23,7 +23,7 @@ export {
   type Usage,
 } from './library/model.js';
 export { createHandler, createServer, type DseekHttpServer, type HandlerOptions, type ServeOptions } from './library/serve.js';
-export type { AnswerFinishReason, FinishReason, JsonSchema, TokenLogprob } from './engine/types.js';
+export type { AnswerFinishReason, ContextStoreStats, FinishReason, JsonSchema, TokenLogprob } from './engine/types.js';
 export type { ModelConfig, YarnScaling } from './model/config.js';
 export type { ParameterCounts } from './model/params.js';
 export type { PriceTable } from './server/prices.js';

@@ -81,9 +81,13 @@ export class PagePool {
     if (!page) {
       if (this.live >= this.maxPages) throw new CacheFullError(this.maxPages * this.bytesPerPage);
       const n = this.pageTokens * this.width;
-      const layers = Array.from({ length: this.layers }, () =>
-        this.dtype === 'f16' ? new Uint16Array(n) : this.dtype === 'f32' ? new Float32Array(n) : new Float64Array(n),
-      );
+      // SharedArrayBuffers, so that the context store's thread can read a page to write it without
+      // a copy in the engine's thread (storeLink.ts). Nothing else changes: one thread writes them.
+      const bytes = this.dtype === 'f16' ? 2 : this.dtype === 'f32' ? 4 : 8;
+      const layers = Array.from({ length: this.layers }, () => {
+        const buffer = new SharedArrayBuffer(n * bytes);
+        return this.dtype === 'f16' ? new Uint16Array(buffer) : this.dtype === 'f32' ? new Float32Array(buffer) : new Float64Array(buffer);
+      });
       page = { id: this.nextId++, layers, refs: 0 };
     }
     page.refs = 1;

@@ -2,25 +2,25 @@
  * Prefix sharing: a tree over token ids in whole pages. Each node stands for one page of tokens
  * following its parent's; it holds that page (a reference counted in the pool), so a request
  * whose prompt starts with a cached path adopts those pages instead of recomputing them. Leaves
- * are evicted least-recently-used when the pool needs room. Optionally backed by a DiskCache,
- * which persists each unit under a hash of the whole prefix ending there.
+ * are evicted least-recently-used when the pool needs room. Each node also has a hash of the
+ * whole prefix ending there: the key under which a ContextStore keeps the page beyond this process
+ * (the scheduler fetches and writes those through contextCache.ts, never during a lookup here).
  *
  * Isolation: every lookup and insert names a salt (the tenant: a hash of the API key, the `user`,
  * a request's `cache_salt`). Each salt has its own tree, and its disk keys are chained from a
- * hash of the salt, so a page computed for one tenant is never a hit for another — otherwise
+ * hash of the salt (in every store), so a page computed for one tenant is never a hit for another — otherwise
  * `prompt_cache_hit_tokens` would tell a caller whether someone else sent a given page of text.
  * The empty salt is the shared partition (and keeps the disk keys of unsalted caches).
  */
 import { createHash } from 'node:crypto';
 import type { Page, PagePool } from './pagePool.js';
-import type { DiskCache } from './diskCache.js';
 
 interface Node {
   readonly page: Page | null; // null only at the root
   readonly parent: Node | null;
   readonly children: Map<string, Node>;
   readonly key: string;
-  /** Hash of every token from the start through this node's page (disk cache key). */
+  /** Hash of every token from the start through this node's page (the context-store key). */
   readonly prefixHash: string;
   lastUsed: number;
 }
@@ -55,19 +55,17 @@ export class PrefixCache {
 
   /**
    * Pages of the longest cached prefix of `tokens` of at most `maxTokens` tokens, in whole pages,
-   * first from memory, then continued from `disk`. Each returned page is retained once for the
-   * caller (who passes them to LatentCache.adoptPrefix), so eviction cannot take them meanwhile.
+   * from memory. Each returned page is retained once for the caller (who passes them to
+   * LatentCache.adoptPrefix), so eviction cannot take them meanwhile.
    */
-  lookup(tokens: readonly number[], maxTokens: number, disk: DiskCache | null = null, salt = ''): Page[] {
+  lookup(tokens: readonly number[], maxTokens: number, salt = ''): Page[] {
     const P = this.pool.pageTokens;
     const pages: Page[] = [];
     const root = this.root(salt);
     let node = root;
     const now = ++this.clock;
     for (let start = 0; start + P <= Math.min(tokens.length, maxTokens); start += P) {
-      const key = chunkKey(tokens, start, P);
-      let child = node.children.get(key);
-      if (!child && disk) child = this.loadFromDisk(node, tokens, start, disk) ?? undefined;
+      const child = node.children.get(chunkKey(tokens, start, P));
       if (!child) break;
       child.lastUsed = now;
       this.pool.retain(child.page!);
@@ -79,12 +77,36 @@ export class PrefixCache {
     return pages;
   }
 
+  /** How many whole pages of `tokens` (at most `maxTokens`) memory holds now, without using them. */
+  cachedPages(tokens: readonly number[], maxTokens: number, salt = ''): number {
+    const P = this.pool.pageTokens;
+    let node = this.roots.get(salt);
+    let n = 0;
+    for (let start = 0; node && start + P <= Math.min(tokens.length, maxTokens); start += P) {
+      node = node.children.get(chunkKey(tokens, start, P));
+      if (node) n++;
+    }
+    return n;
+  }
+
+  /** The store keys of the whole pages of `tokens` (at most `maxTokens`): chained, salted hashes. */
+  pageKeys(tokens: readonly number[], maxTokens: number, salt = ''): string[] {
+    const P = this.pool.pageTokens;
+    const keys: string[] = [];
+    let hash = saltHash(salt);
+    for (let start = 0; start + P <= Math.min(tokens.length, maxTokens); start += P) {
+      hash = chainHash(hash, tokens, start, P);
+      keys.push(hash);
+    }
+    return keys;
+  }
+
   /**
    * Remember the full pages of a sequence: `pages[k]` holds tokens [kP, (k+1)P) of `tokens`.
-   * Pages already in the tree are kept (theirs and ours hold the same rows); new nodes are also
-   * written to `disk`.
+   * Pages already in the tree are kept (theirs and ours hold the same rows); each new node is
+   * reported to `onNew` with its store key (the scheduler queues it for the context store).
    */
-  insert(tokens: readonly number[], pages: readonly Page[], disk: DiskCache | null = null, salt = ''): void {
+  insert(tokens: readonly number[], pages: readonly Page[], salt = '', onNew?: (prefixHash: string, page: Page) => void): void {
     const P = this.pool.pageTokens;
     const full = Math.min(Math.floor(tokens.length / P), pages.length);
     let node = this.root(salt);
@@ -98,7 +120,7 @@ export class PrefixCache {
         child = { page, parent: node, children: new Map(), key, prefixHash: chainHash(node.prefixHash, tokens, k * P, P), lastUsed: now };
         node.children.set(key, child);
         this.nodes++;
-        disk?.write(child.prefixHash, page);
+        onNew?.(child.prefixHash, page);
       }
       child.lastUsed = now;
       node = child;
@@ -151,26 +173,5 @@ export class PrefixCache {
       this.roots.set(salt, r);
     }
     return r;
-  }
-
-  private loadFromDisk(parent: Node, tokens: readonly number[], start: number, disk: DiskCache): Node | null {
-    const P = this.pool.pageTokens;
-    const prefixHash = chainHash(parent.prefixHash, tokens, start, P);
-    if (!disk.has(prefixHash)) return null;
-    let page: Page;
-    try {
-      page = this.pool.allocate();
-    } catch {
-      return null; // no room: compute instead
-    }
-    if (!disk.read(prefixHash, page)) {
-      this.pool.release(page);
-      return null;
-    }
-    const key = chunkKey(tokens, start, P);
-    const node: Node = { page, parent, children: new Map(), key, prefixHash, lastUsed: this.clock };
-    parent.children.set(key, node);
-    this.nodes++;
-    return node;
   }
 }

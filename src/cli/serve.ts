@@ -28,6 +28,9 @@ interface ServeFlags extends RepackFlags {
   diskCache: boolean;
   diskCacheDir?: string;
   diskCacheSize: string;
+  contextStore?: string;
+  contextStoreTtl: string;
+  contextStoreTimeout: string;
   threads?: string;
   backend: BackendChoice;
   timeout: string;
@@ -76,6 +79,9 @@ export function registerServeCommand(program: Command): void {
     .option('--no-disk-cache', 'do not keep prefixes on disk')
     .option('--disk-cache-dir <dir>', 'where prefix units are stored on disk', defaultDiskCacheDir())
     .option('--disk-cache-size <MB>', 'disk cache size cap in MiB', '4096')
+    .option('--context-store <url>', 'share prefix pages with other replicas: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis+cluster://, or a folder (replaces the disk cache)')
+    .option('--context-store-ttl <s>', 'seconds a page lives in Redis (0: until Redis evicts it)', '0')
+    .option('--context-store-timeout <ms>', 'how long a request waits for its pages from the store before computing them', '2000')
     .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
     .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)')
     .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
@@ -125,7 +131,15 @@ export function registerServeCommand(program: Command): void {
         ...(flags.cacheBudget !== undefined ? { cacheBudgetBytes: parseNumber('--cache-budget', flags.cacheBudget) * MB } : {}),
         prefixCache: flags.prefixCache,
         // The disk cache is reached through the prefix tree: without one it would never be read.
-        ...(flags.diskCache && flags.prefixCache ? { diskCacheDir: resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) } : {}),
+        ...(flags.prefixCache && flags.contextStore !== undefined
+          ? {
+              contextStore: /^[a-z][a-z0-9+.-]*:\/\//i.test(flags.contextStore) ? flags.contextStore : resolve(flags.contextStore),
+              contextStoreTtlSeconds: parseNumber('--context-store-ttl', flags.contextStoreTtl),
+            }
+          : flags.diskCache && flags.prefixCache
+            ? { diskCacheDir: resolve(flags.diskCacheDir ?? defaultDiskCacheDir()) }
+            : {}),
+        contextStoreTimeoutMs: parseNumber('--context-store-timeout', flags.contextStoreTimeout),
         diskCacheMaxBytes: parseNumber('--disk-cache-size', flags.diskCacheSize) * MB,
         prices,
         ...repackFromFlags(flags),
@@ -160,7 +174,10 @@ export function registerServeCommand(program: Command): void {
       log(`  context: ${info.contextSize} tokens per sequence, ${flags.parallel} in parallel`);
       log(`  latent cache: ${budgetTokens} tokens (${(budget / MB).toFixed(1)} MiB at ${info.cacheBytesPerToken} bytes per token, ${flags.cacheType})`);
       log(`  prefix cache: ${flags.prefixCache ? `on, isolation ${cacheIsolation}${cacheIsolation === 'none' ? ' (one pool: a cache hit tells a caller that someone sent that prefix)' : ''}` : 'off (--no-prefix-cache)'}`);
-      log(`  disk cache: ${info.diskCacheDir ?? (!flags.diskCache ? 'off (--no-disk-cache)' : 'off (--no-prefix-cache turns it off too: it is read through the prefix tree)')}`);
+      log(
+        `  context store: ${info.contextStore ?? (!flags.prefixCache ? 'off (--no-prefix-cache turns it off too: it is read through the prefix tree)' : 'off (--no-disk-cache)')}` +
+          (info.contextStore?.startsWith('folder') === false ? ` (timeout ${flags.contextStoreTimeout} ms${Number(flags.contextStoreTtl) > 0 ? `, TTL ${flags.contextStoreTtl} s` : ''})` : ''),
+      );
       if (apiKeys.length > 0) log(`  API keys: ${apiKeys.length}`);
       log(`  model names: ${[basename(modelPath), ...(flags.defaultAliases ? DEFAULT_ALIASES : []), ...flags.alias].join(', ')}`);
       if (flags.cors.length > 0) log(`  CORS: ${flags.cors.join(', ')}`);

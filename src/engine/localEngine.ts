@@ -68,7 +68,10 @@ export class SchedulerLoop {
   /** Called after each step (e.g. to publish stats). */
   afterStep: (() => void) | null = null;
 
-  constructor(readonly scheduler: Scheduler) {}
+  constructor(readonly scheduler: Scheduler) {
+    // A request's pages arrived from the context store: step again if the loop went idle.
+    scheduler.onWake = () => this.kick();
+  }
 
   /** Start stepping if idle. */
   kick(): void {
@@ -79,7 +82,7 @@ export class SchedulerLoop {
 
   private tick(): void {
     try {
-      if (this.scheduler.hasWork()) this.scheduler.step();
+      if (this.scheduler.canStep()) this.scheduler.step();
     } catch (err) {
       // The scheduler fails the requests of a step whose forward pass throws; this is the last
       // resort for a fault outside it. A bug is an error for the requests it hit — never a
@@ -87,7 +90,8 @@ export class SchedulerLoop {
       this.scheduler.faultAll(err);
     }
     this.afterStep?.();
-    if (this.scheduler.hasWork() && !this.closing) setImmediate(() => this.tick());
+    // Requests waiting only for context-store pages do not keep the loop spinning: their fetch wakes it.
+    if (this.scheduler.canStep() && !this.closing) setImmediate(() => this.tick());
     else this.running = false;
   }
 
@@ -97,6 +101,8 @@ export class SchedulerLoop {
     while (this.scheduler.hasWork() && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     this.closing = true;
     this.scheduler.cancelAll();
+    // Pages queued for the context store are written (or dropped) before the store is closed.
+    await this.scheduler.closeStore(Math.max(1000, until - Date.now()));
   }
 }
 

@@ -3,15 +3,17 @@
  * one token for each decoding sequence plus prompt chunks (up to `chunkTokens` tokens in all),
  * so a long prompt is processed in pieces between other sequences' decode steps instead of
  * stalling them. Sequences join and leave the batch at every step. Prompt prefixes are taken
- * from the prefix cache (memory, then disk) in whole pages.
+ * from the prefix cache in whole pages: from memory, else from the context store (a folder or
+ * Redis), whose pages are asked for when a request is admitted and awaited in a fetching state
+ * while the others keep stepping; pages to keep are written behind (contextCache.ts).
  */
 import type { DeepseekModel, BatchItem } from '../model/deepseek.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { StreamingDetokenizer } from '../tokenizer/streamingDetokenizer.js';
 import { LatentCache } from '../cache/latentCache.js';
-import { CacheFullError, PagePool, type LatentCacheDType } from '../cache/pagePool.js';
+import { CacheFullError, PagePool, type LatentCacheDType, type Page } from '../cache/pagePool.js';
 import { PrefixCache } from '../cache/prefixCache.js';
-import type { DiskCache } from '../cache/diskCache.js';
+import { ContextCache } from '../cache/contextCache.js';
 import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputError, ModelFileChangedError, QueueFullError } from '../errors.js';
 import type { Vec } from '../kernels/tensor.js';
 import { Sampler } from './sampler.js';
@@ -40,7 +42,8 @@ export interface SchedulerOptions {
   readonly cacheBudgetBytes?: number;
   /** Keep prompt prefixes in memory for reuse (default true). */
   readonly prefixCache?: boolean;
-  readonly diskCache?: DiskCache | null;
+  /** Pages beyond memory: a folder or Redis (contextCache.ts). Needs the prefix cache. */
+  readonly contextCache?: ContextCache | null;
   readonly log?: (line: string) => void;
   /**
    * Called before every step: throws ModelFileChangedError when a weight file changed on disk
@@ -90,6 +93,10 @@ interface Sequence {
   text: string;
   /** Seconds of forward passes this sequence's share of the steps it ran in took (see `busyS` in `done`). */
   busyS: number;
+  /** Context-store lookup: not asked yet, waiting for pages (not admitted meanwhile), or over. */
+  fetch: 'none' | 'pending' | 'done';
+  /** Pages that came from the store: payloads of whole pages from page `from` on. */
+  fetched: { readonly from: number; readonly payloads: readonly Uint8Array[] } | null;
 }
 
 export class Scheduler {
@@ -99,7 +106,11 @@ export class Scheduler {
   private readonly maxQueue: number;
   private readonly chunkTokens: number;
   private readonly prefix: PrefixCache | null;
-  private readonly disk: DiskCache | null;
+  private readonly store: ContextCache | null;
+  /** Queued sequences waiting for their pages from the store. */
+  private fetching = 0;
+  /** Called when a fetch ends, so that an idle loop steps again (SchedulerLoop sets it). */
+  onWake: (() => void) | null = null;
   private readonly log: (line: string) => void;
   private readonly eos: Set<number>;
   private readonly validVocab: number;
@@ -138,8 +149,9 @@ export class Scheduler {
     }
     this.pool = new PagePool({ layers: c.numHiddenLayers, width, pageTokens, dtype, maxPages });
     this.prefix = options.prefixCache === false ? null : new PrefixCache(this.pool);
-    if (this.prefix) this.pool.reclaim = (n) => this.prefix!.evict(n);
-    this.disk = options.diskCache ?? null;
+    this.store = this.prefix ? (options.contextCache ?? null) : null;
+    this.store?.attach(this.pool);
+    if (this.prefix) this.pool.reclaim = (n) => this.reclaim(n);
     this.log = options.log ?? (() => {});
     this.eos = endOfSequenceIds(model, tokenizer);
     this.validVocab = tokenizer ? Math.min(tokenizer.vocabSize, c.vocabSize) : c.vocabSize;
@@ -186,6 +198,8 @@ export class Scheduler {
       cancelled: false,
       text: '',
       busyS: 0,
+      fetch: 'none',
+      fetched: null,
     };
     this.queue.push(seq);
     sink({ type: 'queued', position: this.queue.length - 1 });
@@ -204,14 +218,42 @@ export class Scheduler {
     if (seq) seq.cancelled = true;
   }
 
+  /** Anything outstanding, including requests waiting for the context store (drain waits for these). */
   hasWork(): boolean {
     return this.queue.length > 0 || this.running.length > 0;
+  }
+
+  /** Whether a step could do something now: false while every queued request waits for its pages. */
+  canStep(): boolean {
+    return this.running.length > 0 || (this.queue.length > this.fetching && this.fetching < this.maxSequences);
+  }
+
+  /** Finish the context store's queued writes (up to `deadlineMs`) and close it (shutdown). */
+  closeStore(deadlineMs: number): Promise<void> {
+    return this.store ? this.store.close(deadlineMs) : Promise.resolve();
+  }
+
+  /** Resolves once queued context-store writes are written or dropped (tests, shutdown). */
+  storeIdle(): Promise<void> {
+    return this.store ? this.store.idle() : Promise.resolve();
+  }
+
+  /**
+   * Pages the pool needs back: unused prefixes first; failing that, the writes queued for the
+   * store give their pages up (dropped, counted) and the prefixes they held are evicted.
+   */
+  private reclaim(needed: number): number {
+    if (!this.prefix) return 0;
+    let freed = this.prefix.evict(needed);
+    if (freed < needed && this.store && this.store.shed() > 0) freed += this.prefix.evict(needed - freed);
+    return freed;
   }
 
   stats(): EngineStats {
     const bytesPerToken = this.pool.bytesPerPage / this.pool.pageTokens;
     const elementBytes = bytesPerToken / latentWidth(this.model.config) / this.model.config.numHiddenLayers;
     const footprint = cacheFootprint(this.model.config);
+    const store = this.store ? this.store.stats() : null;
     return {
       running: this.running.length,
       queued: this.queue.length,
@@ -221,10 +263,11 @@ export class Scheduler {
       cachedTokens: this.pool.pagesInUse * this.pool.pageTokens,
       sharedPages: this.pool.sharedPages,
       prefixCacheTokens: this.prefix ? this.prefix.tokens : 0,
-      diskCacheBytes: this.disk ? this.disk.bytes : 0,
-      diskCacheFiles: this.disk ? this.disk.files : 0,
-      diskCacheHits: this.disk ? this.disk.hits : 0,
-      diskCacheMisses: this.disk ? this.disk.misses : 0,
+      diskCacheBytes: store?.bytes ?? 0,
+      diskCacheFiles: store?.entries ?? 0,
+      diskCacheHits: store?.hitPages ?? 0,
+      diskCacheMisses: store?.missPages ?? 0,
+      contextStore: store,
       promptCacheHitTokens: this.promptHits,
       promptCacheMissTokens: this.promptMisses,
       mhaBytesPerToken: footprint.mhaElements * elementBytes,
@@ -388,26 +431,36 @@ export class Scheduler {
   }
 
   private admit(): void {
-    while (this.queue.length > 0 && this.running.length < this.maxSequences) {
-      const seq = this.queue[0]!;
+    let i = 0;
+    while (i < this.queue.length && this.running.length < this.maxSequences) {
+      const seq = this.queue[i]!;
+      // A request whose pages may be in the store asks for them first and waits, unadmitted, while
+      // the ones behind it go on (fetches count against the free slots, bounding what they hold).
+      if (seq.fetch === 'pending' || (seq.fetch === 'none' && this.startFetch(seq))) {
+        i++;
+        continue;
+      }
       // Admit only when its prompt fits beside the running sequences (after evicting cached
       // prefixes): otherwise admitting would only preempt someone. Alone, it always fits.
       const needed = Math.ceil((seq.pending.length + 1) / this.pool.pageTokens);
       const free = () => this.pool.maxPages - this.pool.pagesInUse;
-      if (free() < needed && this.prefix) this.prefix.evict(needed - free());
+      if (free() < needed && this.prefix) this.reclaim(needed - free());
       if (free() < needed && this.running.length > 0) break;
       const cache = new LatentCache({ maxTokens: this.contextLength, pool: this.pool });
       // Reuse whole pages of a cached prefix, always leaving ≥ 1 token to compute (for its logits).
       if (this.prefix && seq.cachedTokens === 0 && !seq.started) {
-        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, this.disk, seq.request.cacheSalt ?? '');
+        const salt = seq.request.cacheSalt ?? '';
+        const pages = this.prefix.lookup(seq.pending, seq.pending.length - 1, salt);
+        this.adoptFetched(seq, pages, salt);
         if (pages.length > 0) {
           cache.adoptPrefix(pages);
           seq.cachedTokens = cache.length;
           seq.pending = seq.pending.slice(cache.length);
         }
       }
+      seq.fetched = null;
       seq.cache = cache;
-      this.queue.shift();
+      this.queue.splice(i, 1);
       this.running.push(seq);
       if (!seq.started) {
         seq.started = true;
@@ -415,8 +468,60 @@ export class Scheduler {
         this.promptMisses += seq.request.prompt.length - seq.cachedTokens;
         seq.sink({ type: 'started', promptTokens: seq.request.prompt.length, cachedTokens: seq.cachedTokens });
       }
-      this.queue.forEach((q, i) => q.sink({ type: 'queued', position: i }));
+      this.queue.forEach((q, k) => q.sink({ type: 'queued', position: k }));
     }
+  }
+
+  /**
+   * Ask the store for the prompt's pages that memory lacks. True when a fetch is now pending (the
+   * sequence waits); false when there is nothing to ask (no store, a resumed sequence, all in memory).
+   */
+  private startFetch(seq: Sequence): boolean {
+    if (!this.store || !this.prefix || seq.started) {
+      seq.fetch = 'done';
+      return false;
+    }
+    // Every slot is running or fetching: ask at a later step (the sequence keeps its place).
+    if (this.running.length + this.fetching >= this.maxSequences) return true;
+    seq.fetch = 'done';
+    const salt = seq.request.cacheSalt ?? '';
+    const limit = seq.pending.length - 1;
+    const keys = this.prefix.pageKeys(seq.pending, limit, salt);
+    const have = this.prefix.cachedPages(seq.pending, limit, salt);
+    if (keys.length <= have) return false;
+    seq.fetch = 'pending';
+    this.fetching++;
+    this.store.fetch(keys.slice(have), (payloads) => {
+      seq.fetch = 'done';
+      this.fetching--;
+      if (!seq.cancelled && this.queue.includes(seq) && payloads.length > 0) seq.fetched = { from: have, payloads };
+      this.onWake?.();
+    });
+    return true;
+  }
+
+  /**
+   * Extend `pages` (the memory hit, retained for `seq`) with the pages fetched from the store,
+   * when memory still reaches where they start; they join the prefix tree (not written back:
+   * they came from the store). Stops early when the pool has no room (the rest is computed).
+   */
+  private adoptFetched(seq: Sequence, pages: Page[], salt: string): void {
+    const f = seq.fetched;
+    if (!f || !this.prefix || pages.length < f.from) return;
+    const added: Page[] = [];
+    for (const payload of f.payloads.slice(pages.length - f.from)) {
+      let page: Page;
+      try {
+        page = this.pool.allocate();
+      } catch {
+        break;
+      }
+      ContextCache.fill(page, payload);
+      added.push(page);
+    }
+    if (added.length === 0) return;
+    pages.push(...added);
+    this.prefix.insert(seq.pending.slice(0, pages.length * this.pool.pageTokens), pages, salt);
   }
 
   /** Give the youngest running sequence's pages back and queue it to resume (recomputing its tokens). */
@@ -506,10 +611,15 @@ export class Scheduler {
     return { chosen: entry(chosen), top: best.map(entry) };
   }
 
+  /** New prefix-tree pages go to the store, queued and written behind (never inside this step). */
+  private readonly writeBehind = (prefixHash: string, page: Page): void => {
+    this.store?.write(prefixHash, page, this.pool);
+  };
+
   /** Put the prompt's full pages into the prefix cache ("end of the user input" unit). */
   private rememberPrefix(seq: Sequence): void {
     if (!this.prefix || !seq.cache) return;
-    this.prefix.insert(seq.tokens, seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
+    this.prefix.insert(seq.tokens, seq.cache.pageList, seq.request.cacheSalt ?? '', this.writeBehind);
   }
 
   private finish(seq: Sequence, reason: FinishReason, stoppedByString = false): void {
@@ -522,7 +632,7 @@ export class Scheduler {
     }
     if (seq.cache) {
       // "End of the model output" unit: the whole conversation so far, for the next turn.
-      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, this.disk, seq.request.cacheSalt ?? '');
+      if (reason !== 'cancelled' && this.prefix) this.prefix.insert(seq.tokens.slice(0, seq.cache.length), seq.cache.pageList, seq.request.cacheSalt ?? '', this.writeBehind);
       seq.cache.release();
       seq.cache = null;
     }

@@ -3,6 +3,9 @@
  * receive its events as an async stream. The server never sees tensors; the engine never sees HTTP.
  */
 import type { SamplingOptions } from './sampler.js';
+import type { ContextStoreStats } from '../cache/contextCache.js';
+
+export type { ContextStoreStats } from '../cache/contextCache.js';
 
 /** A JSON Schema as a client sent it (an object, or true for any value). */
 export type JsonSchema = boolean | { readonly [keyword: string]: unknown };
@@ -116,9 +119,11 @@ export interface EngineStats {
   readonly prefixCacheTokens: number;
   readonly diskCacheBytes: number;
   readonly diskCacheFiles: number;
-  /** Prefix units found on disk / lookups that reached the disk. */
+  /** Pages found in the context store / pages asked for but not served. */
   readonly diskCacheHits: number;
   readonly diskCacheMisses: number;
+  /** The context store (folder or Redis): its state, lookups, rejections and writes; null without one. */
+  readonly contextStore: ContextStoreStats | null;
   /** Prompt tokens served from the prefix cache / computed, since start. */
   readonly promptCacheHitTokens: number;
   readonly promptCacheMissTokens: number;

@@ -3,11 +3,11 @@
  * event loop never runs model code. Speaks a small message protocol with workerEngine.ts.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { join } from 'node:path';
 import { loadModel } from '../model/load.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { selectBackend } from '../kernels/select.js';
-import { DiskCache } from '../cache/diskCache.js';
+import { ContextCache } from '../cache/contextCache.js';
+import { ThreadLink } from '../cache/storeLink.js';
 import { Scheduler } from './scheduler.js';
 import { ModelFileGuard } from '../model/fileGuard.js';
 import { SchedulerLoop } from './localEngine.js';
@@ -41,21 +41,27 @@ try {
   const c = loaded.config;
   const cacheType = init.scheduler.cacheType ?? 'f16';
   const pageTokens = init.scheduler.pageTokens ?? 64;
-  const disk = init.diskCacheDir
-    ? new DiskCache({
-        dir: join(init.diskCacheDir, modelFingerprint(init.modelPath).slice(0, 16)),
+  const spec = init.contextStore;
+  // The store runs in a thread of its own: no engine step waits for its sockets or checksums.
+  const started = spec === null ? null : await ThreadLink.start(spec, log);
+  if (started && !started.connected) log(`context store ${started.link.location}: not reachable yet; serving uncached until it is`);
+  const store = started ? started.link : null;
+  const contextCache = store
+    ? new ContextCache({
+        link: store,
+        // The weights' content, not their path: every replica and every copy names the same pages.
         fingerprint: modelFingerprint(init.modelPath),
         layers: c.numHiddenLayers,
         width: c.kvLoraRank + c.qkRopeHeadDim,
         pageTokens,
         dtype: cacheType,
-        maxBytes: init.diskCacheMaxBytes,
+        ...(init.contextStoreTimeoutMs !== undefined ? { fetchTimeoutMs: init.contextStoreTimeoutMs } : {}),
         log,
       })
     : null;
   // The files as loaded: a truncated, replaced or rewritten file is reported, never served.
   const guard = ModelFileGuard.forModel(init.modelPath);
-  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, diskCache: disk, log, checkModelFiles: () => guard.check() });
+  const scheduler = new Scheduler(loaded.model, loaded.tokenizer, { ...init.scheduler, contextCache, log, checkModelFiles: () => guard.check() });
   const loop = new SchedulerLoop(scheduler);
   // Between requests too, so that /health tells a balancer before a client finds out.
   let healthy = true;
@@ -65,6 +71,18 @@ try {
       post({ type: 'stats', stats: scheduler.stats() });
     }
   }, 1000).unref();
+  // Writes behind and store state changes happen between steps, and after the last one: publish
+  // them while idle too, so that /metrics shows what reached the store.
+  if (contextCache) {
+    let published = '';
+    setInterval(() => {
+      const now = JSON.stringify(contextCache.stats());
+      if (now !== published) {
+        published = now;
+        post({ type: 'stats', stats: scheduler.stats() });
+      }
+    }, 250).unref();
+  }
   /** The engine's request ids → the scheduler's. */
   const idMap = new Map<number, number>();
   let lastStats = 0;
@@ -107,7 +125,8 @@ try {
       contextLength: scheduler.contextLength,
       cacheBytesBudget: scheduler.pool.maxPages * scheduler.pool.bytesPerPage,
       cacheBytesPerToken: scheduler.pool.bytesPerPage / scheduler.pool.pageTokens,
-      diskCacheDir: disk ? disk.dir : null,
+      diskCacheDir: spec?.kind === 'folder' ? spec.dir : null,
+      contextStore: store ? store.location : null,
     },
     stats: scheduler.stats(),
   });

@@ -1,19 +1,21 @@
 /** Messages between the engine worker thread and its host (structured-clone data only). */
 import type { BackendChoice } from '../kernels/select.js';
+import type { ContextStoreSpec } from '../cache/contextStore.js';
 import type { SchedulerOptions } from './scheduler.js';
 import type { EngineEvent, EngineRequest, EngineStats } from './types.js';
 
 /** The scheduler's options that can cross a thread boundary (no disk cache object, no callbacks). */
-export type WorkerSchedulerOptions = Omit<SchedulerOptions, 'diskCache' | 'log'>;
+export type WorkerSchedulerOptions = Omit<SchedulerOptions, 'contextCache' | 'log'>;
 
 export interface WorkerInit {
   readonly modelPath: string;
   readonly backend: BackendChoice;
   readonly threads: number;
   readonly scheduler: WorkerSchedulerOptions;
-  /** null: no disk cache. */
-  readonly diskCacheDir: string | null;
-  readonly diskCacheMaxBytes: number;
+  /** Where pages go beyond memory (a folder or Redis); null: nowhere. */
+  readonly contextStore: ContextStoreSpec | null;
+  /** How long an admitted request waits for its pages from the store (ms). */
+  readonly contextStoreTimeoutMs?: number;
   /** false: keep weights in the file's rows (no repacking for the kernels). */
   readonly repack?: boolean;
   /** Size cap of the repacked-weights cache in MiB. */
@@ -25,7 +27,10 @@ export interface EngineInfo {
   readonly contextLength: number;
   readonly cacheBytesBudget: number;
   readonly cacheBytesPerToken: number;
+  /** The folder store's folder, or null (no store, or Redis). */
   readonly diskCacheDir: string | null;
+  /** The context store for logs (`folder /path`, `redis://host:port/0`), or null. */
+  readonly contextStore: string | null;
 }
 
 export interface SerializedError {

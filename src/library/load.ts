@@ -14,6 +14,7 @@ import { DEEPSEEK_V2_LAUNCH_PRICES, type PriceTable } from '../server/prices.js'
 import { Model } from './model.js';
 import { reviveError } from './errors.js';
 import { readModelConfig, resolveModelSource } from './source.js';
+import { parseContextStore, type ContextStoreSpec } from '../cache/contextStore.js';
 
 /** Progress of a load, phase by phase. */
 export type LoadProgress =
@@ -50,10 +51,20 @@ export interface LoadModelOptions {
   readonly cacheBudgetBytes?: number;
   /** Reuse prompt prefixes across calls (default true). */
   readonly prefixCache?: boolean;
-  /** Keep prefix pages on disk here too, so a restart still hits (default: no disk cache). */
+  /** Keep prefix pages on disk here too, so a restart still hits (default: no disk cache). Shorthand for a folder `contextStore`. */
   readonly diskCacheDir?: string;
-  /** Size cap of the disk cache in bytes (default 4 GiB). */
+  /** Size cap of the folder store in bytes (default 4 GiB). */
   readonly diskCacheMaxBytes?: number;
+  /**
+   * Where prefix pages are shared beyond this process: `redis://[user:pass@]host:port[/db]`
+   * (`rediss://` for TLS, `redis+cluster://` for Redis Cluster; Valkey too) or a folder path.
+   * Replicas pointed at one store hit each other's pages. Overrides `diskCacheDir`.
+   */
+  readonly contextStore?: string;
+  /** Seconds a page lives in Redis (default 0: until Redis's own eviction takes it). */
+  readonly contextStoreTtlSeconds?: number;
+  /** How long a request waits for its pages from the store before computing them (default 2000 ms). */
+  readonly contextStoreTimeoutMs?: number;
   /** Prices `usage.cost` is computed at (default DeepSeek-V2's launch prices). */
   readonly prices?: PriceTable;
   /**
@@ -92,6 +103,16 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
     if (cacheType !== 'f16' && cacheType !== 'f32') throw new InvalidInputError('cacheType', `must be f16 or f32, got ${String(cacheType)}`);
     const contextSize = Math.min(options.contextSize ?? 4096, config.maxPositionEmbeddings);
     if (!Number.isSafeInteger(contextSize) || contextSize < 2) throw new InvalidInputError('contextSize', `must be an integer ≥ 2, got ${String(options.contextSize)}`);
+    const maxBytes = options.diskCacheMaxBytes ?? 4 * GiB;
+    const contextStore: ContextStoreSpec | null =
+      options.contextStore !== undefined
+        ? parseContextStore(options.contextStore, { maxBytes, ttlSeconds: options.contextStoreTtlSeconds ?? 0, field: 'contextStore' })
+        : options.diskCacheDir !== undefined
+          ? { kind: 'folder', dir: options.diskCacheDir, maxBytes }
+          : null;
+    if (options.contextStoreTimeoutMs !== undefined && !(options.contextStoreTimeoutMs >= 0)) {
+      throw new InvalidInputError('contextStoreTimeoutMs', `must be ≥ 0 ms, got ${String(options.contextStoreTimeoutMs)}`);
+    }
     onProgress?.({ phase: 'load', done: 0, total: 1 });
     const engine = await WorkerEngine.start(
       {
@@ -108,8 +129,8 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
           ...(options.cacheBudgetBytes !== undefined ? { cacheBudgetBytes: options.cacheBudgetBytes } : {}),
           ...(options.prefixCache !== undefined ? { prefixCache: options.prefixCache } : {}),
         },
-        diskCacheDir: options.diskCacheDir ?? null,
-        diskCacheMaxBytes: options.diskCacheMaxBytes ?? 4 * GiB,
+        contextStore,
+        ...(options.contextStoreTimeoutMs !== undefined ? { contextStoreTimeoutMs: options.contextStoreTimeoutMs } : {}),
         ...(options.repack !== undefined ? { repack: options.repack } : {}),
         ...(options.repackCacheMiB !== undefined ? { repackCacheMiB: options.repackCacheMiB } : {}),
       },
@@ -134,6 +155,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
         hasTokenizer: tokenizer !== null,
         hasChatTemplate: tokenizer?.chatTemplate != null,
         diskCacheDir: engine.info.diskCacheDir,
+        contextStore: engine.info.contextStore,
       },
     });
     onProgress?.({ phase: 'ready' });

@@ -130,6 +130,8 @@ export interface ModelInfo {
   readonly hasChatTemplate: boolean;
   /** Where prefix pages are kept on disk (loadModel's diskCacheDir, per model), or null. */
   readonly diskCacheDir: string | null;
+  /** The context store pages are shared through (`folder /path`, `redis://host:port/0`), or null. */
+  readonly contextStore: string | null;
 }
 
 /** A snapshot of the engine: load, cache memory, prefix and disk caches. */

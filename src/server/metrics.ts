@@ -137,6 +137,32 @@ export class Metrics {
       metric('dseek_prefix_cache_tokens', 'gauge', 'Tokens held in the prefix cache.', [`dseek_prefix_cache_tokens ${stats.prefixCacheTokens}`]);
       metric('dseek_engine_faults_total', 'counter', 'Engine steps that failed with an exception (their requests got a 500).', [`dseek_engine_faults_total ${stats.engineFaults}`]);
       metric('dseek_engine_healthy', 'gauge', '1 while the engine can serve; 0 once a model file changed on disk (restart needed).', [`dseek_engine_healthy ${stats.unhealthy === null ? 1 : 0}`]);
+      const cs = stats.contextStore;
+      if (cs) {
+        // The shared context cache, as this replica sees it: every replica reports its own view.
+        const store = `store="${cs.kind}"`;
+        metric('dseek_context_store_up', 'gauge', '1 while the context store answers; 0 after an error or timeout, until it answers again.', [`dseek_context_store_up{${store}} ${cs.up ? 1 : 0}`]);
+        metric('dseek_context_store_state_changes_total', 'counter', 'Context store up/down transitions (each logged once).', [`dseek_context_store_state_changes_total{${store}} ${cs.stateChanges}`]);
+        metric('dseek_context_store_lookups_total', 'counter', 'Prompts whose pages were asked for, and those skipped while the store was down.', [
+          `dseek_context_store_lookups_total{${store},result="asked"} ${cs.lookups}`,
+          `dseek_context_store_lookups_total{${store},result="skipped"} ${cs.lookupsSkipped}`,
+        ]);
+        metric('dseek_context_store_pages_total', 'counter', 'Pages asked of the context store, by outcome (rejected: failed the header or checksum check, never served).', [
+          `dseek_context_store_pages_total{${store},result="hit"} ${cs.hitPages}`,
+          `dseek_context_store_pages_total{${store},result="miss"} ${cs.missPages}`,
+          `dseek_context_store_pages_total{${store},result="rejected"} ${cs.rejectedPages}`,
+        ]);
+        metric('dseek_context_store_timeouts_total', 'counter', 'Lookups that ran past --context-store-timeout (computed instead).', [`dseek_context_store_timeouts_total{${store}} ${cs.timeouts}`]);
+        metric('dseek_context_store_errors_total', 'counter', 'Context store operations that failed.', [`dseek_context_store_errors_total{${store}} ${cs.errors}`]);
+        metric('dseek_context_store_writes_total', 'counter', 'Pages written behind to the context store, and writes dropped (queue full, pages needed back, store down).', [
+          `dseek_context_store_writes_total{${store},result="written"} ${cs.writes}`,
+          `dseek_context_store_writes_total{${store},result="dropped"} ${cs.writesDropped}`,
+        ]);
+        metric('dseek_context_store_written_bytes_total', 'counter', 'Bytes written to the context store.', [`dseek_context_store_written_bytes_total{${store}} ${cs.writeBytes}`]);
+        metric('dseek_context_store_write_thread_seconds_total', 'counter', 'Engine-thread time spent copying pages out for the store (the only write cost an engine step can see).', [`dseek_context_store_write_thread_seconds_total{${store}} ${cs.writeThreadMs / 1000}`]);
+        metric('dseek_context_store_pending_writes', 'gauge', 'Pages queued or in flight to the context store.', [`dseek_context_store_pending_writes{${store}} ${cs.pendingWrites}`]);
+        if (cs.bytes !== null) metric('dseek_context_store_bytes', 'gauge', 'Bytes of pages in the folder store (every process sharing it).', [`dseek_context_store_bytes{${store}} ${cs.bytes}`]);
+      }
     }
     metric('dseek_time_to_first_token_seconds', 'histogram', 'Time from request arrival to the first generated token.', this.ttft.lines('dseek_time_to_first_token_seconds', ''));
     metric('dseek_request_duration_seconds', 'histogram', 'Time from request arrival to the end of the response, by route.', [...this.durations].flatMap(([route, h]) => h.lines('dseek_request_duration_seconds', `route="${route}"`)));

@@ -17,7 +17,7 @@ test('--no-prefix-cache: the banner says the prefix cache and with it the disk c
   try {
     const log = server.log();
     assert.match(log, /prefix cache: off \(--no-prefix-cache\)/);
-    assert.match(log, /disk cache: off \(--no-prefix-cache turns it off too/);
+    assert.match(log, /context store: off \(--no-prefix-cache turns it off too/);
     assert.ok(!log.includes(dir), 'the banner does not print a folder that is never used');
   } finally {
     await server.stop();

@@ -11,7 +11,8 @@ import { loadModel, type LoadedModel } from '../../src/model/load.js';
 import { Sampler } from '../../src/engine/sampler.js';
 import { Scheduler, QueueFullError, type SchedulerOptions } from '../../src/engine/scheduler.js';
 import { LocalEngine } from '../../src/engine/localEngine.js';
-import { DiskCache } from '../../src/cache/diskCache.js';
+import { ContextCache } from '../../src/cache/contextCache.js';
+import { FolderStore } from '../../src/cache/folderStore.js';
 import type { EngineEvent, EngineRequest } from '../../src/engine/types.js';
 import { goldenRoot } from '../paths.js';
 
@@ -130,14 +131,18 @@ test('a small cache budget preempts and resumes sequences without changing their
   results.forEach((r, i) => assert.deepEqual(r.tokens, alone(lite, prompts[i]!, 30), `request ${i}`));
 });
 
-test('the disk cache survives a restart and ignores corrupt or foreign files', async () => {
+test('the folder context store survives a restart and ignores corrupt or foreign files', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-disk-'));
   const logs: string[] = [];
   const disk = (fingerprint = 'lite-model') =>
-    new DiskCache({ dir, fingerprint, layers: 3, width: 40, pageTokens: 4, dtype: 'f16', maxBytes: 1 << 30, log: (l) => logs.push(l) });
+    new ContextCache({ store: new FolderStore({ dir, maxBytes: 1 << 30 }), fingerprint, layers: 3, width: 40, pageTokens: 4, dtype: 'f16', log: (l) => logs.push(l) });
   const prompt = prompts[2]!;
-  const run = async (d: DiskCache) =>
-    collect(engineFor(lite, { diskCache: d }).generate({ prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }));
+  const run = async (d: ContextCache) => {
+    const engine = engineFor(lite, { contextCache: d });
+    const r = await collect(engine.generate({ prompt, maxTokens: 4, sampling: { temperature: 0 }, ignoreEos: true }));
+    await engine.close(); // writes behind, then closes the store
+    return r;
+  };
   const first = await run(disk());
   assert.equal(first.done.usage.promptCacheHitTokens, 0);
   assert.ok(readdirSync(dir).length >= 4, 'units written');

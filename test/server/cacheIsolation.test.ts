@@ -2,7 +2,7 @@
  * Cache isolation: `prompt_cache_hit_tokens` must not tell one tenant what another sent. With two
  * API keys (default isolation `key`) a prompt cached under one key is a miss under the other and a
  * hit under its own; `cache_salt` partitions within a key; `user` isolation separates users of one
- * key; the disk cache keys pages by the salt too (a restart does not leak across tenants). A real
+ * key; the context store (here a folder) keys pages by the salt too (a restart does not leak across tenants). A real
  * engine on the bundled model, behind the real server, called with the `openai` client.
  */
 import { after, test } from 'node:test';
@@ -15,7 +15,8 @@ import { loadModel } from '../../src/model/load.js';
 import { selectBackend } from '../../src/kernels/select.js';
 import { Scheduler } from '../../src/engine/scheduler.js';
 import { LocalEngine } from '../../src/engine/localEngine.js';
-import { DiskCache } from '../../src/cache/diskCache.js';
+import { ContextCache } from '../../src/cache/contextCache.js';
+import { FolderStore } from '../../src/cache/folderStore.js';
 import { createServer, type CacheIsolation, type ServerOptions } from '../../src/server/index.js';
 import { parseCacheIsolation } from '../../src/cli/serve.js';
 import { InvalidInputError } from '../../src/errors.js';
@@ -33,10 +34,10 @@ async function withServer(
   options: { apiKey?: readonly string[]; cacheIsolation?: CacheIsolation; diskDir?: string },
   body: (url: string, client: (key?: string) => OpenAI) => Promise<void>,
 ): Promise<void> {
-  const disk = options.diskDir
-    ? new DiskCache({ dir: options.diskDir, fingerprint: 'test', layers: c.numHiddenLayers, width: c.kvLoraRank + c.qkRopeHeadDim, pageTokens: 8, dtype: 'f16', maxBytes: 1 << 30 })
+  const store = options.diskDir
+    ? new ContextCache({ store: new FolderStore({ dir: options.diskDir, maxBytes: 1 << 30 }), fingerprint: 'test', layers: c.numHiddenLayers, width: c.kvLoraRank + c.qkRopeHeadDim, pageTokens: 8, dtype: 'f16' })
     : null;
-  const engine = new LocalEngine(new Scheduler(loaded.model, loaded.tokenizer, { contextLength: 256, pageTokens: 8, diskCache: disk }));
+  const engine = new LocalEngine(new Scheduler(loaded.model, loaded.tokenizer, { contextLength: 256, pageTokens: 8, contextCache: store }));
   const serverOptions: ServerOptions = {
     engine,
     tokenizer: loaded.tokenizer!,
@@ -97,7 +98,7 @@ test('isolation user separates users of one key; none shares across keys', async
   });
 });
 
-test('the disk cache is keyed by the salt: after a restart a key finds only its own pages', async () => {
+test('the folder context store is keyed by the salt: after a restart a key finds only its own pages', async () => {
   const dir = join(scratch, 'disk');
   await withServer({ apiKey: ['key-a', 'key-b'], diskDir: dir }, async (_url, client) => {
     assert.equal((await hits(client('key-a'))).hit, 0);

@@ -150,6 +150,7 @@ export class FakeEngine implements Engine {
       diskCacheFiles: 0,
       diskCacheHits: 0,
       diskCacheMisses: 0,
+      contextStore: null,
       promptCacheHitTokens: 0,
       promptCacheMissTokens: 0,
       mhaBytesPerToken: 276_480,

@@ -46,6 +46,7 @@ class RoutingEngine implements Engine {
       diskCacheFiles: 3,
       diskCacheHits: 1,
       diskCacheMisses: 3,
+      contextStore: null,
       promptCacheHitTokens: 10,
       promptCacheMissTokens: 30,
       mhaBytesPerToken: 1600,

@@ -27,7 +27,8 @@ export function modelRoute(ctx: ServerContext): Route {
 /**
  * Liveness plus the engine's load, for load balancers; always open, even with an API key. 503
  * with the reason once the engine cannot serve any more (a weight file changed on disk), so that
- * a balancer takes the instance out and an operator sees what to fix.
+ * a balancer takes the instance out and an operator sees what to fix. `dseek serve` listens only
+ * once the model is loaded, so a balancer never sends a request to a replica still loading.
  */
 export function healthRoute(ctx: ServerContext): Route {
   return async () => {
@@ -35,7 +36,10 @@ export function healthRoute(ctx: ServerContext): Route {
     if (stats.unhealthy !== null) {
       return { kind: 'json', status: 503, body: { status: 'unhealthy', reason: stats.unhealthy, model: ctx.modelName, running: stats.running, queued: stats.queued } };
     }
-    return { kind: 'json', status: 200, body: { status: 'ok', model: ctx.modelName, running: stats.running, queued: stats.queued } };
+    // A context store that is down does not make the replica unhealthy: it computes prompts as
+    // uncached meanwhile, so a balancer keeps sending it traffic; the body says so for operators.
+    const store = stats.contextStore ? { context_store: stats.contextStore.up ? 'up' : 'down' } : {};
+    return { kind: 'json', status: 200, body: { status: 'ok', model: ctx.modelName, running: stats.running, queued: stats.queued, ...store } };
   };
 }
 
