@@ -20,10 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t act_bytes_per_row(int wtype, int64_t cols) {
-  return quant_block_elements(wtype) == 256 ? (size_t)(cols / 256) * sizeof(act_q8kx) : (size_t)(cols / 32) * sizeof(act_q8x);
-}
-
 /* Grown as needed, reused across calls (the pool is not re-entrant either: one caller at a time). */
 static void *scratch[6];
 static size_t scratch_size[6];
@@ -66,19 +62,11 @@ typedef struct {
 /* Row groups per work item: ~32 KB of 4-bit weights for a 2048-wide row, few atomics per job. */
 #define GROUPS_PER_ITEM 4
 
-static packed_gemm_fn gemm_of(const expert_matrix *m) {
-  packed_gemm_fn fn = active_ops->gemm[m->layout];
-  return fn ? fn : ops_scalar.gemm[m->layout];
-}
-
-static void quantise_rows(int wtype, const float *x, int64_t cols, void *out) {
-  /* the same quantisers packed_matmul uses (repack.c) */
-  packed_quantise_row(wtype, x, cols, out);
-}
+static packed_gemm_fn gemm_of(const expert_matrix *m) { return packed_gemm_for(m->layout); }
 
 static void task_quantise_x(void *p, int64_t start, int64_t end) {
   moe_ctx *c = p;
-  for (int64_t t = start; t < end; t++) quantise_rows(c->gate->wtype, c->x + t * c->d, c->d, c->xq + t * c->xrow);
+  for (int64_t t = start; t < end; t++) packed_quantise_row(c->gate->wtype, c->x + t * c->d, c->d, c->xq + t * c->xrow);
 }
 
 static void task_gather(void *p, int64_t start, int64_t end) {
@@ -120,7 +108,7 @@ static void task_silu_quantise(void *p, int64_t start, int64_t end) {
     for (int64_t i = 0; i < width; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     const expert_matrix *down = shared ? c->sdown : &c->down[0]; /* the routed downs share one type (checked by the caller) */
     uint8_t *dst = c->hq + (shared ? (size_t)c->slots * c->hrow + (size_t)(r - c->slots) * c->hsrow : (size_t)r * c->hrow);
-    quantise_rows(down->wtype, g, width, dst);
+    packed_quantise_row(down->wtype, g, width, dst);
   }
 }
 
@@ -201,9 +189,9 @@ int experts_forward(float *out, const float *x, int64_t T, int64_t d, int64_t k,
   }
   c.x = x;
   c.out = out;
-  c.xrow = act_bytes_per_row(gate->wtype, d);
-  c.hrow = act_bytes_per_row(down->wtype, I);
-  c.hsrow = sdown ? act_bytes_per_row(sdown->wtype, Is) : 0;
+  c.xrow = packed_act_bytes(gate->wtype, d);
+  c.hrow = packed_act_bytes(down->wtype, I);
+  c.hsrow = sdown ? packed_act_bytes(sdown->wtype, Is) : 0;
   c.xq = scratch_get(0, c.xrow * (size_t)T);
   c.xg = scratch_get(1, c.xrow * (size_t)slots);
   c.g = scratch_get(2, sizeof(float) * ((size_t)slots * I + (size_t)shared_rows * Is));

@@ -289,6 +289,15 @@ static void quantise_q8kx(const float *x, int64_t n, act_q8kx *out) {
   }
 }
 
+size_t packed_act_bytes(int wtype, int64_t cols) {
+  return quant_block_elements(wtype) == 256 ? (size_t)(cols / 256) * sizeof(act_q8kx) : (size_t)(cols / 32) * sizeof(act_q8x);
+}
+
+packed_gemm_fn packed_gemm_for(int layout) {
+  packed_gemm_fn fn = active_ops->gemm[layout];
+  return fn ? fn : ops_scalar.gemm[layout]; /* packed under another level: still computed right */
+}
+
 void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out) {
   if (quant_block_elements(wtype) == 256) quantise_q8kx(x, cols, out);
   else quantise_q8x(x, cols, out);
@@ -360,13 +369,11 @@ static void packed_task(void *p, int64_t start, int64_t end) {
 
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
   if (layout <= LAYOUT_ROWS || layout >= LAYOUT_COUNT || layout_of(wtype) != layout) return -1;
-  packed_gemm_fn fn = active_ops->gemm[layout];
-  if (!fn) fn = ops_scalar.gemm[layout]; /* packed under another level: still computed right */
+  packed_gemm_fn fn = packed_gemm_for(layout);
   int be = quant_block_elements(wtype);
   int64_t blocks = cols / be, groups = rows / ROW_GROUP;
-  size_t act = be == 256 ? sizeof(act_q8kx) : sizeof(act_q8x);
   void *xq = NULL;
-  if (posix_memalign(&xq, 64, act * (size_t)(blocks * tokens) + 64) != 0) return -2;
+  if (posix_memalign(&xq, 64, packed_act_bytes(wtype, cols) * (size_t)tokens + 64) != 0) return -2;
   /* Quantising a prompt chunk's activations is serial work the other threads would wait out. */
   quantise_ctx qc = {x, xq, cols, blocks, be};
   pool_run(quantise_task, &qc, tokens, tokens >= 16 ? 4 : tokens);

@@ -3,6 +3,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops.h"
+
 /* Instruction levels, best first: names, whether the CPU has them, and the choice (NULL: the best
    the CPU has). ops_select returns -1 when the named level is unknown or unsupported here. */
 int ops_level_count(void);
@@ -20,6 +22,11 @@ int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uin
 /* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a repacked weight. 0 on success. */
 /* Bytes of one packed row group of a weight with `cols` columns. */
 size_t packed_group_bytes(int wtype, int64_t cols);
+/* Bytes of one row of `cols` activations quantised for `wtype`'s packed products. */
+size_t packed_act_bytes(int wtype, int64_t cols);
+/* The active level's product over `layout`, or the scalar level's when the active one has none
+   (a weight packed under another level still computes right). */
+packed_gemm_fn packed_gemm_for(int layout);
 /* One row of activations quantised as the packed products of `wtype` read them. */
 void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out);
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);
