@@ -6,6 +6,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { goldenRoot, repoRoot } from '../paths.js';
+import { nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 
 const repackDir = mkdtempSync(join(tmpdir(), 'dseek-repacked-'));
 const temporary: string[] = [repackDir];
@@ -61,6 +62,17 @@ test('random-model writes a GGUF that inspect, logits and bench accept; bench --
   }
 });
 
+test('DSEEK_SIMD naming a level this CPU cannot run is a one-line error naming the ones it can', { skip: nativeLevels().length === 0 ? `native addon unavailable: ${nativeLoadError()}` : false }, () => {
+  const r = spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), 'bench', '--model', join(goldenRoot, 'lite'), '-p', '4', '-n', '2', '--backend', 'native'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, DSEEK_SIMD: 'sse9' },
+  });
+  assert.notEqual(r.status, 0);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /DSEEK_SIMD.*"sse9".*choose one of .*scalar/);
+});
+
 test('random-model and bench refuse bad flags with one line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dseek-bench-'));
   temporary.push(dir);
@@ -69,6 +81,8 @@ test('random-model and bench refuse bad flags with one line', () => {
     [['random-model', '--like', 'v2-lite', '--type', 'q3_xs', join(dir, 'x.gguf')], /--type/],
     [['random-model', '--like', 'v2-lite', '--layers', '0', join(dir, 'x.gguf')], /--layers/],
     [['bench', '--model', join(goldenRoot, 'lite'), '-p', '100'], /context/],
+    [['bench', '--model', join(goldenRoot, 'lite'), '-p', '4', '-n', '2', '--repack-cache-size', '0'], /--repack-cache-size.*≥ 1/],
+    [['bench', '--model', join(goldenRoot, 'lite'), '-p', '4', '-n', '2', '--repack-cache-size', 'lots'], /--repack-cache-size.*not an integer/],
   ] as const) {
     const r = dseek(...args);
     assert.notEqual(r.status, 0);
