@@ -11,6 +11,7 @@
         "src/kernels/native/addon.c",
         "src/kernels/native/threadpool.c",
         "src/kernels/native/kernels.c",
+        "src/kernels/native/gemm_f32.c",
         "src/kernels/native/quant.c",
         "src/kernels/native/repack.c",
         "src/kernels/native/experts.c",

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
-import { createNativeBackend, nativeLoadError } from '../../src/kernels/native/index.js';
+import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend } from '../../src/kernels/backend.js';
 import { f32ToBf16, f32ToF16, type DType, type Tensor } from '../../src/kernels/tensor.js';
@@ -146,6 +146,73 @@ test('shared-KV attention over several key chunks gives identical bits at 1, 2 a
   });
   assert.deepEqual(outputs[1], outputs[0]);
   assert.deepEqual(outputs[2], outputs[0]);
+});
+
+// Prompt attention runs as register-tiled products per (head, block of 48 queries); the tile is
+// 6 queries × 16 keys or values. Shapes cross every boundary: one query, a partial query block,
+// several blocks, a partial tile, 128 heads (V2/V3), contexts longer than the chunk's own queries.
+const promptShapes = [
+  [1, 1, 1, 1, 1],
+  [50, 3, 40, 32, 60],
+  [97, 2, 192, 128, 97],
+  [7, 128, 24, 16, 20],
+  [13, 4, 17, 5, 300],
+] as const;
+
+for (const level of nativeLevels().filter((l) => l.supported)) {
+  test(`${level.name}: prompt attention (query blocks, 128 heads, partial tiles) agrees with the reference`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const [queries, heads, dk, dv, rows] of promptShapes) {
+      // Causal lengths, plus one query whose context ends early (a length out of order in its block).
+      const contextLengths = Int32Array.from({ length: queries }, (_, t) => (t === queries - 2 ? 1 : rows - queries + t + 1));
+      const shape = { queries, heads, contextLengths, scale: 0.13 };
+      const q = randomVec(queries * heads * dk);
+      const k = randomVec(rows * heads * dk);
+      const v = randomVec(rows * heads * dv);
+      const a = new Float32Array(queries * heads * dv);
+      const b = new Float32Array(queries * heads * dv);
+      ref.attention(a, q, k, v, dk, dv, shape);
+      nb.attention(b, q, k, v, dk, dv, shape);
+      assert.ok(maxRelDiff(b, a) < 1e-5, `${level.name} attention ${queries}/${heads}/${dk}/${dv}/${rows}: ${maxRelDiff(b, a)}`);
+    }
+  });
+}
+createNativeBackend(2);
+
+test('prompt attention and many-token Wᵀx give identical bits at 1, 2 and 7 threads', { skip }, () => {
+  const [queries, heads, dk, dv, rows] = [61, 5, 40, 24, 80];
+  const shape = { queries, heads, contextLengths: Int32Array.from({ length: queries }, (_, t) => rows - queries + t + 1), scale: 0.2 };
+  const q = randomVec(queries * heads * dk);
+  const k = randomVec(rows * heads * dk);
+  const v = randomVec(rows * heads * dv);
+  const w = randomTensor('f16', 130, 70);
+  const xt = randomVec(130 * 23);
+  const outputs = [1, 2, 7].map((threads) => {
+    const nb = createNativeBackend(threads) as Backend;
+    const o = new Float32Array(queries * heads * dv);
+    nb.attention(o, q, k, v, dk, dv, shape);
+    const y = new Float32Array(70 * 23);
+    nb.matmulTransposed(y, xt, w, 23);
+    return [o, y];
+  });
+  assert.deepEqual(outputs[1], outputs[0]);
+  assert.deepEqual(outputs[2], outputs[0]);
+  createNativeBackend(2);
+});
+
+test('Wᵀx of a token in a batch of 23 equals the same token alone', { skip }, () => {
+  const nb = native as Backend;
+  for (const dtype of ['f32', 'f16'] as const) {
+    const w = randomTensor(dtype, 130, 70);
+    const xt = randomVec(130 * 23);
+    const batch = new Float32Array(70 * 23);
+    nb.matmulTransposed(batch, xt, w, 23);
+    for (const t of [0, 5, 22]) {
+      const alone = new Float32Array(70);
+      nb.matmulTransposed(alone, xt.subarray(t * 130, (t + 1) * 130), w, 1);
+      assert.deepEqual(alone, batch.subarray(t * 70, (t + 1) * 70), `${dtype} token ${t}`);
+    }
+  }
 });
 
 test('results do not depend on the thread count', { skip }, () => {

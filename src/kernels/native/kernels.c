@@ -10,6 +10,7 @@
 #include "threadpool.h"
 #include "quant.h"
 #include "repack.h"
+#include "gemm_f32.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -236,6 +237,7 @@ int kernels_set_level(const char *name) {
   f16_row = f16_row_scalar;
   scores = scores_scalar;
   quant_init(0);
+  gemm_f32_select(0);
   simd_name = level;
 #ifdef DSEEK_X86
   if (strcmp(level, "avx2") == 0 || strcmp(level, "avx512") == 0) {
@@ -247,6 +249,7 @@ int kernels_set_level(const char *name) {
     f16_row = f16_row_avx2;
     scores = scores_avx2;
     quant_init(1);
+    gemm_f32_select(1);
   }
 #endif
 #ifdef DSEEK_NEON
@@ -397,8 +400,38 @@ static void matmul_t_tokens_task(void *p, int64_t start, int64_t end) {
   free(row);
 }
 
+/* Wᵀx over many tokens as one f32 product: W's rows decoded once into packed panels (W is B,
+   [rows][cols]), then token blocks of the register tile on the pool. Each y element is the same
+   in-order fused sum over rows as the axpy path, so both paths give the same bits. */
+typedef struct {
+  float *y;
+  const float *x;
+  const float *panels;
+  int64_t rows, cols, tokens;
+} matmul_t_gemm_ctx;
+
+static void matmul_t_gemm_task(void *p, int64_t start, int64_t end) {
+  matmul_t_gemm_ctx *c = p;
+  int64_t t0 = start * GEMM_F32_MR, t1 = end * GEMM_F32_MR < c->tokens ? end * GEMM_F32_MR : c->tokens;
+  gemm_f32(c->y + t0 * c->cols, c->cols, c->x + t0 * c->rows, c->rows, c->panels, t1 - t0, c->cols, c->rows);
+}
+
 void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
   matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
+  if (tokens >= GEMM_F32_MR) {
+    size_t row_bytes = kernels_span_bytes(wtype, cols);
+    float *decoded = malloc((size_t)(rows * cols) * sizeof(float));
+    float *panels = malloc((size_t)gemm_f32_panel_floats(rows, cols) * sizeof(float));
+    if (!decoded || !panels) abort();
+    for (int64_t r = 0; r < rows; r++) decode_row(w + (size_t)r * row_bytes, wtype, cols, decoded + r * cols);
+    gemm_f32_pack(panels, decoded, cols, rows, cols);
+    free(decoded);
+    matmul_t_gemm_ctx g = {y, x, panels, rows, cols, tokens};
+    int64_t tiles = (tokens + GEMM_F32_MR - 1) / GEMM_F32_MR;
+    pool_run(matmul_t_gemm_task, &g, tiles, 1);
+    free(panels);
+    return;
+  }
   if (quant_block_elements(wtype) > 0) {
     int64_t threads = pool_threads();
     pool_run(matmul_t_tokens_task, &c, tokens, (tokens + threads - 1) / threads);
@@ -463,39 +496,74 @@ static float exp_shifted(float *s, int64_t n, float max) {
   return sum;
 }
 
+/* Expanded attention of a prompt chunk as two f32 matrix products per (head, block of queries):
+   S = scale · Q_h Kᵀ_h over the block's longest context, a row softmax with each query's own causal
+   length, then O_h = P V_h (gemm_f32.h). A dot product per (query, head, key) re-read every key row
+   once per query; the register tiles read each packed key and value panel once per 6 queries. */
+#define ATTENTION_QUERY_BLOCK 48
+
 typedef struct {
   float *out;
   const float *q, *k, *v;
-  int64_t dk, dv, heads;
+  int64_t dk, dv, heads, queries, blocks;
   const int32_t *ctx;
   float scale;
 } attention_ctx;
 
 static void attention_task(void *p, int64_t start, int64_t end) {
   attention_ctx *c = p;
-  float *s = score_buffer(c->ctx, c->heads, start, end);
-  for (int64_t th = start; th < end; th++) {
-    int64_t t = th / c->heads, h = th % c->heads, n = c->ctx[t];
-    const float *qh = c->q + th * c->dk;
-    float max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {
-      s[j] = dot_f32(c->k + (j * c->heads + h) * c->dk, qh, c->dk) * c->scale;
-      if (s[j] > max) max = s[j];
+  const int64_t H = c->heads, dk = c->dk, dv = c->dv;
+  for (int64_t item = start; item < end; item++) {
+    int64_t h = item / c->blocks, t0 = (item % c->blocks) * ATTENTION_QUERY_BLOCK;
+    int64_t m = c->queries - t0 < ATTENTION_QUERY_BLOCK ? c->queries - t0 : ATTENTION_QUERY_BLOCK;
+    int64_t n = 0;
+    for (int64_t t = t0; t < t0 + m; t++)
+      if (c->ctx[t] > n) n = c->ctx[t];
+    if (n == 0) {
+      for (int64_t t = t0; t < t0 + m; t++) memset(c->out + (t * H + h) * dv, 0, (size_t)dv * sizeof(float));
+      continue;
     }
-    float sum = exp_shifted(s, n, max);
-    float *o = c->out + th * c->dv;
-    memset(o, 0, (size_t)c->dv * sizeof(float));
-    for (int64_t j = 0; j < n; j++) axpy_f32(o, s[j], c->v + (j * c->heads + h) * c->dv, c->dv);
-    float inv = 1.0f / sum;
-    for (int64_t i = 0; i < c->dv; i++) o[i] *= inv;
+    float *keys = malloc((size_t)gemm_f32_panel_floats(dk, n) * sizeof(float));
+    float *values = malloc((size_t)gemm_f32_panel_floats(n, dv) * sizeof(float));
+    float *s = malloc((size_t)(m * n) * sizeof(float));
+    float *inv = malloc((size_t)m * sizeof(float));
+    if (!keys || !values || !s || !inv) abort();
+    gemm_f32_pack_transposed(keys, c->k + h * dk, H * dk, dk, n);
+    gemm_f32(s, n, c->q + (t0 * H + h) * dk, H * dk, keys, m, n, dk);
+    for (int64_t r = 0; r < m; r++) {
+      float *row = s + r * n;
+      int64_t len = c->ctx[t0 + r];
+      float max = -INFINITY;
+      for (int64_t j = 0; j < len; j++) {
+        row[j] *= c->scale;
+        if (row[j] > max) max = row[j];
+      }
+      float sum = exp_shifted(row, len, max);
+      for (int64_t j = len; j < n; j++) row[j] = 0;
+      inv[r] = len > 0 ? 1.0f / sum : 0.0f;
+    }
+    gemm_f32_pack(values, c->v + h * dv, H * dv, n, dv);
+    float *o = c->out + (t0 * H + h) * dv;
+    gemm_f32(o, H * dv, s, n, values, m, dv, n);
+    for (int64_t r = 0; r < m; r++)
+      for (int64_t i = 0; i < dv; i++) o[r * H * dv + i] *= inv[r];
+    free(keys);
+    free(values);
+    free(s);
+    free(inv);
   }
-  free(s);
 }
 
 void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
                       int64_t heads, const int32_t *ctx, float scale) {
-  attention_ctx c = {out, q, k, v, dk, dv, heads, ctx, scale};
-  pool_run(attention_task, &c, queries * heads, attention_grain(queries, ctx, dk + dv));
+  int64_t blocks = (queries + ATTENTION_QUERY_BLOCK - 1) / ATTENTION_QUERY_BLOCK;
+  attention_ctx c = {out, q, k, v, dk, dv, heads, queries, blocks, ctx, scale};
+  /* Items are (head, query block); small ones run together so short contexts skip the wake-ups. */
+  int64_t longest = 1;
+  for (int64_t t = 0; t < queries; t++)
+    if (ctx[t] > longest) longest = ctx[t];
+  int64_t per_item = (queries < ATTENTION_QUERY_BLOCK ? queries : ATTENTION_QUERY_BLOCK) * longest * (dk + dv);
+  pool_run(attention_task, &c, heads * blocks, 262144 / per_item + 1);
 }
 
 typedef struct {

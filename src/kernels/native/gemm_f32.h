@@ -1,0 +1,34 @@
+#ifndef DSEEK_GEMM_F32_H
+#define DSEEK_GEMM_F32_H
+#include <stdint.h>
+
+/*
+ * f32 matrix products for the float parts of a prompt step (attention scores and values, the
+ * transposed W^UK product): C[M][N] = A[M][K] · B[K][N] with B packed in column panels of
+ * GEMM_F32_NR values (panel p holds columns [p·NR, p·NR + NR) as K rows of NR floats, zero past N),
+ * so the micro-kernel reads B contiguously and keeps a GEMM_F32_MR × NR tile of C in registers
+ * (the BLIS/GotoBLAS register-tile scheme: Goto & van de Geijn, "Anatomy of high-performance
+ * matrix multiplication", 2008, §6).
+ *
+ * Every element of C is one sum over k = 0 … K−1 in order, whatever M, N or the caller's split
+ * of rows across threads: results never depend on the thread count.
+ */
+#define GEMM_F32_MR 6
+#define GEMM_F32_NR 16
+
+/* Floats a packed B of K rows and N columns takes. */
+int64_t gemm_f32_panel_floats(int64_t K, int64_t N);
+
+/* Packs B[k][j] = b[k·ldb + j] (row-major, k < K, j < N). */
+void gemm_f32_pack(float *packed, const float *b, int64_t ldb, int64_t K, int64_t N);
+
+/* Packs B[k][j] = bt[j·ldbt + k]: B given as its transpose (for A · Xᵀ, X's rows are B's columns). */
+void gemm_f32_pack_transposed(float *packed, const float *bt, int64_t ldbt, int64_t K, int64_t N);
+
+/* C[i·ldc + j] = Σ_k A[i·lda + k] · B[k][j] for i < M, j < N, B packed as above. Single-threaded. */
+void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K);
+
+/* 1: the AVX2+FMA micro-kernel (x86 levels avx2 and avx512), 0: portable C. */
+void gemm_f32_select(int avx2);
+
+#endif
