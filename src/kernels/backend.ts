@@ -39,6 +39,11 @@ export interface ExpertGroup {
   readonly owner: string;
 }
 
+/** Per-head weights made ready for one call over all heads (opaque; from `prepareHeads`). */
+export interface HeadGroup {
+  readonly owner: string;
+}
+
 /** How `prepareAll` may keep repacked weights between runs. */
 export interface PrepareOptions {
   /** Folder for repacked copies (memory-mapped on later loads); null: repack in memory each time. */
@@ -113,6 +118,19 @@ export interface Backend {
    * order. x and out are [tokens][d] f32.
    */
   expertsForward?(out: Vec, x: Vec, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: ExpertGroup): void;
+
+  /**
+   * Optional: the weights W_0 … W_{H−1} (one type and shape [R, C], from prepareAll) made ready
+   * for `matmulHeads`; null when this backend has no such path for them.
+   */
+  prepareHeads?(weights: readonly Weight[]): HeadGroup | null;
+
+  /**
+   * y[(t·H + h)·R + r] = Σ_c W_h[r, c] · x[(t·H + h)·xStride + c] for t < tokens, h < H: one
+   * product per head, every head in one call (absorbed MLA's W^UK and W^UV). Equal to `matmul`
+   * of each head's gathered rows.
+   */
+  matmulHeads?(y: Vec, x: Vec, tokens: number, xStride: number, group: HeadGroup): void;
 
   /** y[t·C + c] = Σ_r W[r, c] · x[t·R + r] for t < tokens (the product with Wᵀ). */
   matmulTransposed(y: Vec, x: Vec, w: Tensor, tokens: number): void;

@@ -221,18 +221,19 @@ function absorbedAttention(
 
   const qLat = ws.get('attn.qlat', T * H * dc);
   const qRope = ws.get('attn.qrope', T * H * dr);
-  const qNopeHead = ws.get('attn.qnope.h', T * dn);
-  const qLatHead = ws.get('attn.qlat.h', T * dc);
-  for (let h = 0; h < H; h++) {
-    for (let t = 0; t < T; t++) {
-      const src = (t * H + h) * dq;
-      qNopeHead.set(q.subarray(src, src + dn), t * dn);
-      qRope.set(q.subarray(src + dn, src + dq), (t * H + h) * dr);
+  for (let th = 0; th < T * H; th++) qRope.set(q.subarray(th * dq + dn, (th + 1) * dq), th * dr);
+  // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj, or k_b's head h already transposed.
+  if (w.ukGroup && backend.matmulHeads) {
+    backend.matmulHeads(qLat, q, T, dq, w.ukGroup); // q^C_h is the first dn of each head's dq values
+  } else {
+    const qNopeHead = ws.get('attn.qnope.h', T * dn);
+    const qLatHead = ws.get('attn.qlat.h', T * dc);
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) qNopeHead.set(q.subarray((t * H + h) * dq, (t * H + h) * dq + dn), t * dn);
+      if (w.kvB) backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
+      else backend.matmul(qLatHead, qNopeHead, w.ukHeads?.[h] ?? rowSlice(w.kB!, h * dc, dc), T);
+      for (let t = 0; t < T; t++) qLat.set(qLatHead.subarray(t * dc, (t + 1) * dc), (t * H + h) * dc);
     }
-    // q_lat,h = W^UK_hᵀ q^C_h: W^UK_h is rows [h(dn+dv), h(dn+dv)+dn) of kv_b_proj, or k_b's head h already transposed.
-    if (w.kvB) backend.matmulTransposed(qLatHead, qNopeHead, rowSlice(w.kvB, h * (dn + dv), dn), T);
-    else backend.matmul(qLatHead, qNopeHead, w.ukHeads?.[h] ?? rowSlice(w.kB!, h * dc, dc), T);
-    for (let t = 0; t < T; t++) qLat.set(qLatHead.subarray(t * dc, (t + 1) * dc), (t * H + h) * dc);
   }
 
   const oLat = ws.get('attn.olat', T * H * dc);
@@ -250,6 +251,10 @@ function absorbedAttention(
   }
 
   // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj, or v_b's head h.
+  if (w.uvGroup && backend.matmulHeads) {
+    backend.matmulHeads(o, oLat, T, dc, w.uvGroup);
+    return;
+  }
   const oLatHead = ws.get('attn.olat.h', T * dc);
   const oHead = ws.get('attn.o.h', T * dv);
   for (let h = 0; h < H; h++) {

@@ -65,6 +65,10 @@ export function prepareModelWeights(
   const layers: LayerWeights[] = w.layers.map((layer, l) => {
     const p = plans[l]!;
     const a = layer.attention;
+    const uvHeads = p.attention.uv.map(take);
+    const ukHeads = p.attention.uk?.map(take);
+    const uvGroup = backend.prepareHeads?.(uvHeads) ?? null;
+    const ukGroup = ukHeads ? (backend.prepareHeads?.(ukHeads) ?? null) : null;
     const attention: AttentionWeights = {
       ...a,
       qProj: p.attention.qProj >= 0 ? take(p.attention.qProj) : null,
@@ -72,8 +76,10 @@ export function prepareModelWeights(
       qB: p.attention.qB >= 0 ? take(p.attention.qB) : null,
       kvA: take(p.attention.kvA),
       o: take(p.attention.o),
-      uvHeads: p.attention.uv.map(take),
-      ...(p.attention.uk ? { ukHeads: p.attention.uk.map(take) } : {}),
+      uvHeads,
+      ...(ukHeads ? { ukHeads } : {}),
+      ...(uvGroup ? { uvGroup } : {}),
+      ...(ukGroup ? { ukGroup } : {}),
     };
     let moe: MoeWeights | null = null;
     if (layer.moe && p.moe) {

@@ -6,7 +6,7 @@
 import type { WeightSource } from '../formats/safetensors.js';
 import { TensorShapeError } from '../errors.js';
 import type { Tensor } from '../kernels/tensor.js';
-import type { ExpertGroup } from '../kernels/backend.js';
+import type { ExpertGroup, HeadGroup } from '../kernels/backend.js';
 import { isMoeLayer, type ModelConfig } from './config.js';
 
 export interface SwiGluWeights {
@@ -37,6 +37,9 @@ export interface AttentionWeights {
   readonly uvHeads?: readonly Tensor[];
   /** Set by `prepareModelWeights` for the split layout: k_b's head h [dc, dn], prepared. */
   readonly ukHeads?: readonly Tensor[];
+  /** Set by `prepareModelWeights` when the backend runs all heads' W^UV (and W^UK) products in one call. */
+  readonly uvGroup?: HeadGroup;
+  readonly ukGroup?: HeadGroup;
 }
 
 export interface MoeWeights {

@@ -177,6 +177,22 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
     }
   });
 }
+for (const level of nativeLevels().filter((l) => l.supported)) {
+  test(`${level.name}: siluMul agrees with the reference from −100 to 100 (exp clamped, odd lengths)`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const n of [1, 7, 8, 1001]) {
+      const g = Float32Array.from({ length: n }, (_, i) => (n === 1 ? 95 : -100 + (200 * i) / (n - 1)));
+      const u = randomVec(n);
+      const a = new Float32Array(n);
+      const b = new Float32Array(n);
+      ref.siluMul(a, g, u, n);
+      nb.siluMul(b, g, u, n);
+      for (let i = 0; i < n; i++) {
+        assert.ok(Math.abs(b[i]! - a[i]!) <= 1e-6 * Math.abs(a[i]!) + 1e-30, `${level.name} silu(${g[i]}) ${b[i]} vs ${a[i]}`);
+      }
+    }
+  });
+}
 createNativeBackend(2);
 
 test('prompt attention and many-token Wᵀx give identical bits at 1, 2 and 7 threads', { skip }, () => {

@@ -109,3 +109,48 @@ test('DSEEK_SIMD names only levels this CPU runs', { skip: noAddon }, () => {
   assert.equal(levels.at(-1)!.name, 'scalar');
   assert.ok(levels.at(-1)!.supported);
 });
+
+// One product per head over all heads in one call (absorbed attention's W^UK and W^UV): each
+// head's rows equal the packed matmul of that head's gathered inputs, bit for bit, at every level
+// and thread count; a mixed group (another type or shape) is refused with null.
+for (const level of levels.filter((l) => l.supported)) {
+  test(`${level.name}: matmulHeads equals one packed matmul per head (16 and 128 heads, strided inputs, 1–9 tokens)`, { skip: noAddon }, () => {
+    for (const [dtype, heads, rows, cols, stride] of [
+      ['q4_0', 16, 64, 128, 192],
+      ['q8_0', 128, 8, 64, 64],
+      ['q6_k', 3, 16, 256, 300],
+      ['q5_0', 5, 24, 96, 100],
+    ] as const) {
+      const firstRun = new Map<string, Float32Array>();
+      const stored = Array.from({ length: heads }, () => quantised(dtype, rows, cols));
+      const inputs = new Map([1, 2, 9].map((tokens) => [tokens, randomVec(tokens * heads * stride, 2)]));
+      for (const threads of [1, 2, 7]) {
+        const nb = createNativeBackend(threads, level.name)!;
+        const weights = nb.prepareAll(stored).weights;
+        const group = nb.prepareHeads!(weights);
+        assert.ok(group, `${dtype}: a group of ${heads} packed heads`);
+        for (const [tokens, x] of inputs) {
+          const y = new Float32Array(tokens * heads * rows);
+          nb.matmulHeads!(y, x, tokens, stride, group);
+          const composed = new Float32Array(tokens * heads * rows);
+          for (let h = 0; h < heads; h++) {
+            const xh = new Float32Array(tokens * cols);
+            for (let t = 0; t < tokens; t++) xh.set(x.subarray((t * heads + h) * stride, (t * heads + h) * stride + cols), t * cols);
+            const yh = product(nb, weights[h]!, xh, tokens);
+            for (let t = 0; t < tokens; t++) composed.set(yh.subarray(t * rows, (t + 1) * rows), (t * heads + h) * rows);
+          }
+          assert.deepEqual(y, composed, `${level.name} ${dtype} ${heads} heads, ${tokens} tokens, ${threads} threads`);
+          const key = `${tokens}`;
+          if (threads === 1) firstRun.set(key, y);
+          else assert.deepEqual(y, firstRun.get(key), `${dtype} ${tokens} tokens: ${threads} threads differ from 1`);
+        }
+      }
+    }
+    const nb = createNativeBackend(2, level.name)!;
+    const mixed = nb.prepareAll([quantised('q4_0', 16, 64), quantised('q8_0', 16, 64)]).weights;
+    assert.equal(nb.prepareHeads!(mixed), null, 'heads of two types are refused');
+    const shapes = nb.prepareAll([quantised('q4_0', 16, 64), quantised('q4_0', 24, 64)]).weights;
+    assert.equal(nb.prepareHeads!(shapes), null, 'heads of two shapes are refused');
+  });
+}
+createNativeBackend(2);

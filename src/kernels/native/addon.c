@@ -518,7 +518,7 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
 typedef struct {
   int64_t E, I, d, Is;
   int shared;
-  expert_matrix *m; /* gate[E], up[E], down[E], then shared gate, up, down */
+  packed_matrix *m; /* gate[E], up[E], down[E], then shared gate, up, down */
 } expert_group;
 
 static void free_group(napi_env env, void *data, void *hint) {
@@ -530,7 +530,7 @@ static void free_group(napi_env env, void *data, void *hint) {
 }
 
 /* One matrix descriptor [data: Uint8Array, wtype, layout, rows, cols] into m; 0 if malformed. */
-static int get_matrix(napi_env env, napi_value v, expert_matrix *m, int64_t *rows, int64_t *cols) {
+static int get_matrix(napi_env env, napi_value v, packed_matrix *m, int64_t *rows, int64_t *cols) {
   napi_value el[5];
   for (uint32_t i = 0; i < 5; i++)
     if (napi_get_element(env, v, i, &el[i]) != napi_ok) return 0;
@@ -563,7 +563,7 @@ static napi_value js_expert_group(napi_env env, napi_callback_info info) {
   CHECK(napi_get_array_length(env, a[0], &count));
   if (count != (uint32_t)(3 * E + (shared ? 3 : 0))) return fail(env, "expertGroup: expected 3·E (+3 shared) matrices");
   expert_group *g = calloc(1, sizeof *g);
-  if (g) g->m = calloc(count, sizeof(expert_matrix));
+  if (g) g->m = calloc(count, sizeof(packed_matrix));
   if (!g || !g->m) {
     if (g) free(g);
     return fail(env, "expertGroup: out of memory");
@@ -633,6 +633,80 @@ static napi_value js_experts_forward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* A head group: H matrices of one type, layout and shape, for one product per head. */
+typedef struct {
+  int64_t H, rows, cols;
+  packed_matrix *m;
+} head_group;
+
+static void free_head_group(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  head_group *g = data;
+  free(g->m);
+  free(g);
+}
+
+/* headGroup(matrices) -> handle | null (null: the matrices differ in type, layout or shape) */
+static napi_value js_head_group(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  bool is_array = false;
+  uint32_t count = 0;
+  if (argc < 1 || napi_is_array(env, a[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, a[0], &count) != napi_ok ||
+      count < 1)
+    return fail(env, "headGroup(matrices): expected a non-empty array");
+  head_group *g = calloc(1, sizeof *g);
+  if (g) g->m = calloc(count, sizeof(packed_matrix));
+  if (!g || !g->m) {
+    if (g) free(g);
+    return fail(env, "headGroup: out of memory");
+  }
+  g->H = count;
+  int ok = 1;
+  for (uint32_t i = 0; i < count && ok; i++) {
+    napi_value el;
+    int64_t rows, cols;
+    ok = napi_get_element(env, a[0], i, &el) == napi_ok && get_matrix(env, el, &g->m[i], &rows, &cols);
+    if (ok && i == 0) {
+      g->rows = rows;
+      g->cols = cols;
+    }
+    ok = ok && rows == g->rows && cols == g->cols && g->m[i].wtype == g->m[0].wtype && g->m[i].layout == g->m[0].layout;
+  }
+  if (!ok) {
+    free_head_group(env, g, NULL);
+    napi_value nul;
+    CHECK(napi_get_null(env, &nul));
+    return nul;
+  }
+  napi_value handle;
+  if (napi_create_external(env, g, free_head_group, NULL, &handle) != napi_ok) {
+    free_head_group(env, g, NULL);
+    return fail(env, "headGroup: cannot create the handle");
+  }
+  return handle;
+}
+
+/* matmulHeads(y, x, tokens, xStride, group) */
+static napi_value js_matmul_heads(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x;
+  int64_t T, xs;
+  head_group *g = NULL;
+  if (argc < 5 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_i64(env, a[2], &T) || !get_i64(env, a[3], &xs) ||
+      napi_get_value_external(env, a[4], (void **)&g) != napi_ok || !g)
+    return fail(env, "matmulHeads(y, x, tokens, xStride, group): bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array) return fail(env, "matmulHeads: y and x must be Float32Array");
+  if (T < 1 || xs < g->cols || y.length < (size_t)(T * g->H * g->rows) || x.length < (size_t)((T * g->H - 1) * xs + g->cols))
+    return fail(env, "matmulHeads: arrays shorter than the shape, or a stride below the columns");
+  if (packed_matmul_heads(y.data, x.data, T, xs, g->H, g->m, g->rows, g->cols) != 0) return fail(env, "matmulHeads: out of memory");
+  return NULL;
+}
+
 /* poolStats(iterations) -> { jobs, overheadUs } */
 static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -683,6 +757,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"prefault", NULL, js_prefault, NULL, NULL, NULL, napi_default, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default, NULL},
       {"expertGroup", NULL, js_expert_group, NULL, NULL, NULL, napi_default, NULL},
+      {"headGroup", NULL, js_head_group, NULL, NULL, NULL, napi_default, NULL},
+      {"matmulHeads", NULL, js_matmul_heads, NULL, NULL, NULL, napi_default, NULL},
       {"expertsForward", NULL, js_experts_forward, NULL, NULL, NULL, napi_default, NULL},
       {"mappedFileFaults", NULL, js_mapped_file_faults, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -36,8 +36,8 @@ static void *scratch_get(int i, size_t bytes) {
 }
 
 typedef struct {
-  const expert_matrix *gate, *up, *down;
-  const expert_matrix *sgate, *sup, *sdown; /* shared: NULL when absent */
+  const packed_matrix *gate, *up, *down;
+  const packed_matrix *sgate, *sup, *sdown; /* shared: NULL when absent */
   int64_t E, I, Is, d, T, k, slots;
   const int32_t *expert_of;
   const float *weight_of;
@@ -62,7 +62,7 @@ typedef struct {
 /* Row groups per work item: ~32 KB of 4-bit weights for a 2048-wide row, few atomics per job. */
 #define GROUPS_PER_ITEM 4
 
-static packed_gemm_fn gemm_of(const expert_matrix *m) { return packed_gemm_for(m->layout); }
+static packed_gemm_fn gemm_of(const packed_matrix *m) { return packed_gemm_for(m->layout); }
 
 static void task_quantise_x(void *p, int64_t start, int64_t end) {
   moe_ctx *c = p;
@@ -82,14 +82,14 @@ static void task_gate_up(void *p, int64_t start, int64_t end) {
     if (i < c->items_routed) {
       int64_t e = c->active[i / (2 * items)], r = i % (2 * items), which = r / items, g = (r % items) * GROUPS_PER_ITEM;
       int64_t n = c->first[e + 1] - c->first[e], g1 = g + GROUPS_PER_ITEM < c->I / 8 ? g + GROUPS_PER_ITEM : c->I / 8;
-      const expert_matrix *m = which ? &c->up[e] : &c->gate[e];
+      const packed_matrix *m = which ? &c->up[e] : &c->gate[e];
       float *y = (which ? c->u : c->g) + (size_t)c->first[e] * c->I;
       int64_t blocks = c->d / quant_block_elements(m->wtype);
       gemm_of(m)(y, c->I, m->data, m->group_bytes, c->xg + (size_t)c->first[e] * c->xrow, blocks, blocks, n, g, g1);
     } else {
       int64_t j = i - c->items_routed, which = j / sitems, g = (j % sitems) * GROUPS_PER_ITEM;
       int64_t g1 = g + GROUPS_PER_ITEM < c->Is / 8 ? g + GROUPS_PER_ITEM : c->Is / 8;
-      const expert_matrix *m = which ? c->sup : c->sgate;
+      const packed_matrix *m = which ? c->sup : c->sgate;
       float *y = (which ? c->u : c->g) + (size_t)c->slots * c->I;
       int64_t blocks = c->d / quant_block_elements(m->wtype);
       gemm_of(m)(y, c->Is, m->data, m->group_bytes, c->xq, blocks, blocks, c->T, g, g1);
@@ -105,8 +105,8 @@ static void task_silu_quantise(void *p, int64_t start, int64_t end) {
     int64_t width = shared ? c->Is : c->I;
     float *g = c->g + (shared ? (size_t)c->slots * c->I + (size_t)(r - c->slots) * c->Is : (size_t)r * c->I);
     const float *u = c->u + (g - c->g);
-    for (int64_t i = 0; i < width; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    const expert_matrix *down = shared ? c->sdown : &c->down[0]; /* the routed downs share one type (checked by the caller) */
+    active_ops->silu_mul(g, g, u, width);
+    const packed_matrix *down = shared ? c->sdown : &c->down[0]; /* the routed downs share one type (checked by the caller) */
     uint8_t *dst = c->hq + (shared ? (size_t)c->slots * c->hrow + (size_t)(r - c->slots) * c->hsrow : (size_t)r * c->hrow);
     packed_quantise_row(down->wtype, g, width, dst);
   }
@@ -121,12 +121,12 @@ static void task_down(void *p, int64_t start, int64_t end) {
     if (i < c->n_active * items) {
       int64_t e = c->active[i / items];
       int64_t n = c->first[e + 1] - c->first[e];
-      const expert_matrix *m = &c->down[e];
+      const packed_matrix *m = &c->down[e];
       int64_t blocks = c->I / quant_block_elements(m->wtype);
       gemm_of(m)(c->y + (size_t)c->first[e] * c->d, c->d, m->data, m->group_bytes, c->hq + (size_t)c->first[e] * c->hrow, blocks,
                  blocks, n, g, g1);
     } else {
-      const expert_matrix *m = c->sdown;
+      const packed_matrix *m = c->sdown;
       int64_t blocks = c->Is / quant_block_elements(m->wtype);
       gemm_of(m)(c->y + (size_t)c->slots * c->d, c->d, m->data, m->group_bytes, c->hq + (size_t)c->slots * c->hrow, blocks, blocks,
                  c->T, g, g1);
@@ -161,8 +161,8 @@ static void task_combine(void *p, int64_t start, int64_t end) {
 }
 
 int experts_forward(float *out, const float *x, int64_t T, int64_t d, int64_t k, const int32_t *expert_of, const float *weight_of,
-                    int64_t E, int64_t I, const expert_matrix *gate, const expert_matrix *up, const expert_matrix *down, int64_t Is,
-                    const expert_matrix *sgate, const expert_matrix *sup, const expert_matrix *sdown) {
+                    int64_t E, int64_t I, const packed_matrix *gate, const packed_matrix *up, const packed_matrix *down, int64_t Is,
+                    const packed_matrix *sgate, const packed_matrix *sup, const packed_matrix *sdown) {
   if (k > 64 || T <= 0) return -1;
   moe_ctx c = {.gate = gate, .up = up, .down = down, .sgate = sgate, .sup = sup, .sdown = sdown, .E = E, .I = I, .Is = Is,
                .d = d, .T = T, .k = k, .slots = T * k, .expert_of = expert_of, .weight_of = weight_of};

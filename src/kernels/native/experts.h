@@ -5,13 +5,6 @@
 
 #include "repack.h"
 
-/* One repacked matrix (ops.h layouts): rows a multiple of 8, no plain tail. */
-typedef struct {
-  const uint8_t *data;
-  int wtype, layout;
-  size_t group_bytes; /* bytes of one row group across all columns */
-} expert_matrix;
-
 /*
  * out[t] = Σ_i weight_of[t·k+i] · down_e(SiLU(gate_e x_t) · up_e x_t), e = expert_of[t·k+i], plus
  * the shared triple's output for every row when sdown is not NULL. gate/up: [E] of [I, d];
@@ -19,7 +12,7 @@ typedef struct {
  * -2 (an expert id outside [0, E)).
  */
 int experts_forward(float *out, const float *x, int64_t T, int64_t d, int64_t k, const int32_t *expert_of, const float *weight_of,
-                    int64_t E, int64_t I, const expert_matrix *gate, const expert_matrix *up, const expert_matrix *down, int64_t Is,
-                    const expert_matrix *sgate, const expert_matrix *sup, const expert_matrix *sdown);
+                    int64_t E, int64_t I, const packed_matrix *gate, const packed_matrix *up, const packed_matrix *down, int64_t Is,
+                    const packed_matrix *sgate, const packed_matrix *sup, const packed_matrix *sdown);
 
 #endif

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, ExpertGroup, PrepareOptions, PrepareReport, SharedKvRows, SwiGluTriple, Weight } from '../backend.js';
+import type { Backend, ExpertGroup, HeadGroup, PrepareOptions, PrepareReport, SharedKvRows, SwiGluTriple, Weight } from '../backend.js';
 import { InvalidInputError } from '../../errors.js';
 import { buildRepacked, openRepacked, repackKey, type PlannedTensor, type RepackAddon } from './repackCache.js';
 import { referenceBackend } from '../reference/index.js';
@@ -33,6 +33,8 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   poolStats(iterations: number): { jobs: number; overheadUs: number };
   expertGroup(matrices: Array<[Uint8Array, number, number, number, number]>, experts: number, shared: boolean): object | null;
   expertsForward(out: Float32Array, x: Float32Array, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: object): void;
+  headGroup(matrices: Array<[Uint8Array, number, number, number, number]>): object | null;
+  matmulHeads(y: Float32Array, x: Float32Array, tokens: number, xStride: number, group: object): void;
   packedMatmul(y: Float32Array, x: Float32Array, w: Uint8Array, layout: number, wtype: number, rows: number, cols: number, tokens: number): void;
 }
 
@@ -299,9 +301,8 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
   }
   const groups = new WeakSet<ExpertGroup>();
 
-  const prepareExperts = (experts: readonly SwiGluTriple[], shared: SwiGluTriple | null): ExpertGroup | null => {
-    const order = [...experts.map((e) => e.gate), ...experts.map((e) => e.up), ...experts.map((e) => e.down)];
-    if (shared) order.push(shared.gate, shared.up, shared.down);
+  /** The addon's descriptors of packed weights, or null when one is not packed here or has a plain tail. */
+  const packedMatrices = (order: readonly Weight[]): Array<[Uint8Array, number, number, number, number]> | null => {
     const matrices: Array<[Uint8Array, number, number, number, number]> = [];
     for (const w of order) {
       const wtype = WEIGHT_TYPE[w.dtype];
@@ -310,10 +311,37 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
       if (rows % 8 !== 0) return null; // a plain tail: the composed path handles it
       matrices.push([w.packed.bytes, wtype, w.packed.layout, rows, cols]);
     }
+    return matrices;
+  };
+
+  const prepareExperts = (experts: readonly SwiGluTriple[], shared: SwiGluTriple | null): ExpertGroup | null => {
+    const order = [...experts.map((e) => e.gate), ...experts.map((e) => e.up), ...experts.map((e) => e.down)];
+    if (shared) order.push(shared.gate, shared.up, shared.down);
+    const matrices = packedMatrices(order);
+    if (!matrices) return null;
     const handle = n.expertGroup(matrices, experts.length, shared !== null);
     if (!handle) return null;
     const group: NativeExpertGroup = { owner, handle, weights: order };
     groups.add(group);
+    return group;
+  };
+
+  interface NativeHeadGroup extends HeadGroup {
+    readonly handle: object;
+    readonly weights: readonly Weight[];
+    readonly heads: number;
+    readonly rows: number;
+    readonly cols: number;
+  }
+  const headGroups = new WeakSet<HeadGroup>();
+
+  const prepareHeads = (weights: readonly Weight[]): HeadGroup | null => {
+    const matrices = packedMatrices(weights);
+    if (!matrices || matrices.length === 0) return null;
+    const handle = n.headGroup(matrices);
+    if (!handle) return null;
+    const group: NativeHeadGroup = { owner, handle, weights, heads: weights.length, rows: matrices[0]![3], cols: matrices[0]![4] };
+    headGroups.add(group);
     return group;
   };
 
@@ -322,6 +350,15 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
 
     prepareAll,
     prepareExperts,
+    prepareHeads,
+
+    matmulHeads(y, x, tokens, xStride, group) {
+      if (!headGroups.has(group) || !isF32(y) || !isF32(x)) {
+        throw new InvalidInputError('matmulHeads', "needs a group from this backend's prepareHeads and f32 vectors");
+      }
+      useLevel();
+      n.matmulHeads(y, x, tokens, xStride, (group as NativeHeadGroup).handle);
+    },
 
     expertsForward(out, x, tokens, k, expertOf, weightOf, group) {
       if (!groups.has(group) || !isF32(out) || !isF32(x)) {

@@ -11,6 +11,7 @@
 #include "quant.h"
 #include "repack.h"
 #include "gemm_f32.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -457,12 +458,7 @@ void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64
   free(weight);
 }
 
-void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    float g = gate[i];
-    y[i] = g / (1.0f + expf(-g)) * up[i];
-  }
-}
+void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) { active_ops->silu_mul(y, gate, up, n); }
 
 /* ---------- attention ---------- */
 

@@ -85,6 +85,8 @@ typedef struct {
   packed_gemm_fn gemm[LAYOUT_COUNT];
   /* Quantise one block (32 or 256 values) as d = amax/127, q = round-half-away(x/d). */
   void (*quantise_block)(const float *x, int n, float *d, int8_t *q);
+  /* y[i] = silu(gate[i]) · up[i] (y may alias gate): the experts' activation between products. */
+  void (*silu_mul)(float *y, const float *gate, const float *up, int64_t n);
 } kernel_ops;
 
 /* The levels, best first; a level is usable when the CPU has its features. */
@@ -102,6 +104,10 @@ extern const kernel_ops *active_ops;
 
 /* Shared helpers every level uses (repack.c). */
 void quantise_block_scalar(const float *x, int n, float *d, int8_t *q);
+void silu_mul_scalar(float *y, const float *gate, const float *up, int64_t n);
+#if defined(__x86_64__) || defined(_M_X64)
+void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses it too */
+#endif
 float f16_bits_to_f32(uint16_t h);
 
 #endif

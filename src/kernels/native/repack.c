@@ -53,6 +53,13 @@ void quantise_block_scalar(const float *x, int n, float *d_out, int8_t *q) {
   for (int i = 0; i < n; i++) q[i] = (int8_t)roundf(x[i] * id);
 }
 
+void silu_mul_scalar(float *y, const float *gate, const float *up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float g = gate[i];
+    y[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
 /* ---------- levels ---------- */
 
 static int cpu_has(const kernel_ops *ops) {
@@ -384,6 +391,56 @@ int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wt
   pool_run(packed_task, &c, groups, grain);
   if (rows > groups * ROW_GROUP)
     tail_rows(y, rows, w + (size_t)groups * gb, wtype, groups * ROW_GROUP, rows - groups * ROW_GROUP, cols, xq, blocks, tokens);
+  free(xq);
+  return 0;
+}
+
+/* ---------- one product per head ---------- */
+
+typedef struct {
+  float *y;
+  const float *x;
+  uint8_t *xq;
+  size_t xrow;
+  int64_t T, xstride, H, rows, cols, blocks, groups, per_item, items_per_head;
+  const packed_matrix *w;
+} heads_ctx;
+
+static void heads_quantise_task(void *p, int64_t start, int64_t end) {
+  heads_ctx *c = p;
+  for (int64_t i = start; i < end; i++) { /* item i = (head i / T, token i mod T): each head's rows contiguous */
+    int64_t h = i / c->T, t = i % c->T;
+    packed_quantise_row(c->w[0].wtype, c->x + (t * c->H + h) * c->xstride, c->cols, c->xq + (size_t)i * c->xrow);
+  }
+}
+
+static void heads_gemm_task(void *p, int64_t start, int64_t end) {
+  heads_ctx *c = p;
+  for (int64_t i = start; i < end; i++) {
+    int64_t h = i / c->items_per_head, g0 = (i % c->items_per_head) * c->per_item;
+    int64_t g1 = g0 + c->per_item < c->groups ? g0 + c->per_item : c->groups;
+    const packed_matrix *m = &c->w[h];
+    packed_gemm_for(m->layout)(c->y + h * c->rows, c->H * c->rows, m->data, m->group_bytes, c->xq + (size_t)(h * c->T) * c->xrow,
+                               c->blocks, c->blocks, c->T, g0, g1);
+  }
+}
+
+int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int64_t H, const packed_matrix *w, int64_t rows,
+                        int64_t cols) {
+  heads_ctx c = {.y = y, .x = x, .T = T, .xstride = xstride, .H = H, .rows = rows, .cols = cols, .w = w};
+  c.xrow = packed_act_bytes(w[0].wtype, cols);
+  c.blocks = cols / quant_block_elements(w[0].wtype);
+  c.groups = rows / ROW_GROUP;
+  /* ~32 KB of weights per work item: a 16-head step is tens of items, not a job per head */
+  c.per_item = (int64_t)(32768 / w[0].group_bytes);
+  if (c.per_item < 1) c.per_item = 1;
+  if (c.per_item > c.groups) c.per_item = c.groups;
+  c.items_per_head = (c.groups + c.per_item - 1) / c.per_item;
+  void *xq = NULL;
+  if (posix_memalign(&xq, 64, c.xrow * (size_t)(H * T) + 64) != 0) return -1;
+  c.xq = xq;
+  pool_run(heads_quantise_task, &c, H * T, 16);
+  pool_run(heads_gemm_task, &c, H * c.items_per_head, 1);
   free(xq);
   return 0;
 }

@@ -29,6 +29,18 @@ size_t packed_act_bytes(int wtype, int64_t cols);
 packed_gemm_fn packed_gemm_for(int layout);
 /* One row of activations quantised as the packed products of `wtype` read them. */
 void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out);
+/* One repacked matrix (ops.h layouts): rows a multiple of 8, no plain tail. */
+typedef struct {
+  const uint8_t *data;
+  int wtype, layout;
+  size_t group_bytes; /* bytes of one row group across all columns */
+} packed_matrix;
+
+/* For h < H, t < T: y[(t·H + h)·rows + r] = Σ_c W_h[r, c] · x[(t·H + h)·xstride + c] — one product
+   per head over the same tokens (absorbed attention's W^UK and W^UV), all heads in one pool job.
+   Every W_h has one type and shape [rows, cols]. 0 on success, -1 out of memory. */
+int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int64_t H, const packed_matrix *w, int64_t rows,
+                        int64_t cols);
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);
 
 #endif

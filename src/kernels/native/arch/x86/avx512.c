@@ -306,4 +306,5 @@ const kernel_ops ops_avx512 = {
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
              [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_avx512,
+    .silu_mul = silu_mul_avx2,
 };
