@@ -141,7 +141,7 @@ static size_t group_block_bytes(int layout) {
     case LAYOUT_Q4_0X8: return 144;
     case LAYOUT_Q8_0X8: return 272;
     case LAYOUT_Q4_KX8: return 1184;
-    case LAYOUT_Q6_KX8: return 1680;
+    case LAYOUT_Q6_KX8: return 2192;
     case LAYOUT_Q5_0X8: return 176;
     default: return 0;
   }
@@ -180,6 +180,15 @@ static void scale_min_k4(const uint8_t *s, int j, int *sc, int *m) {
 }
 
 /* One group-block from the 8 source rows' block b. */
+/* Element e's 6-bit quant of a Q6_K block (ggml's block_q6_K: ql[128], qh[64], scales[16], d):
+   element 128h + 32t + l (l < 32) is ql[64h + 32(t mod 2) + l]'s low nibble for t < 2, high for
+   t ≥ 2, with bits 2t, 2t+1 of qh[32h + l] on top (dequantize_row_q6_K in ggml-quants.c). */
+static uint8_t q6_k_quant(const uint8_t *block, int e) {
+  int h = e >> 7, t = (e >> 5) & 3, l = e & 31;
+  uint8_t ql = block[64 * h + 32 * (t & 1) + l], qh = block[128 + 32 * h + l];
+  return (uint8_t)((t < 2 ? ql & 15 : ql >> 4) | (((qh >> (2 * t)) & 3) << 4));
+}
+
 static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t *o) {
   switch (layout) {
     case LAYOUT_Q4_0X8:
@@ -222,11 +231,7 @@ static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t 
         const uint8_t *s = src[r];
         memcpy(o + 2 * r, s + 208, 2);
         for (int g = 0; g < 16; g++) o[16 + (g >> 1) * 16 + r * 2 + (g & 1)] = s[192 + g];
-        for (int h = 0; h < 2; h++)
-          for (int a = 0; a < 2; a++)
-            for (int k = 0; k < 4; k++) memcpy(o + 144 + ((h * 2 + a) * 4 + k) * 64 + r * 8, s + 64 * h + 32 * a + 8 * k, 8);
-        for (int h = 0; h < 2; h++)
-          for (int k = 0; k < 4; k++) memcpy(o + 1168 + (h * 4 + k) * 64 + r * 8, s + 128 + 32 * h + 8 * k, 8);
+        for (int e = 0; e < 256; e++) o[144 + (e >> 3) * 64 + r * 8 + (e & 7)] = q6_k_quant(s, e);
       }
       break;
   }

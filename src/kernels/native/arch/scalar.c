@@ -128,7 +128,7 @@ static void gemm_q6_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
     for (int64_t t = 0; t < tokens; t++) {
       float acc[8] = {0};
       for (int64_t b = 0; b < blocks; b++) {
-        const uint8_t *blk = wg + b * 1680;
+        const uint8_t *blk = wg + b * 2192;
         const act_q8kx *a = x + t * xs + b;
         for (int r = 0; r < 8; r++) {
           int32_t isum = 0, corr = 0;
@@ -136,13 +136,7 @@ static void gemm_q6_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
             int sc = (int8_t)blk[16 + (gi >> 1) * 16 + r * 2 + (gi & 1)];
             corr += sc * a->bs16[gi];
             int32_t s = 0;
-            for (int e = 16 * gi; e < 16 * gi + 16; e++) {
-              int h = e >> 7, tt = (e >> 5) & 3, k = (e >> 3) & 3, i = e & 7;
-              uint8_t l = blk[144 + ((h * 2 + (tt & 1)) * 4 + k) * 64 + r * 8 + i];
-              uint8_t hb = blk[1168 + (h * 4 + k) * 64 + r * 8 + i];
-              int q = (tt < 2 ? l & 15 : l >> 4) | (((hb >> (2 * tt)) & 3) << 4);
-              s += q * a->q[e];
-            }
+            for (int e = 16 * gi; e < 16 * gi + 16; e++) s += blk[144 + (e >> 3) * 64 + r * 8 + (e & 7)] * a->q[e];
             isum += sc * s;
           }
           acc[r] += a->d * F16(blk, r) * (float)(isum - 32 * corr);

@@ -176,39 +176,26 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 }
 
 INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, int h, const int nt) {
-  const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
   __m256 acc[4];
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
-    const uint8_t *blk = wg + b * 1680;
+    const uint8_t *blk = wg + b * 2192;
     __m256i isum[4];
     __m128i corr[4];
     for (int t = 0; t < nt; t++) {
       isum[t] = _mm256_setzero_si256();
       corr[t] = _mm_setzero_si128();
     }
-    for (int hh = 0; hh < 2; hh++) {
-      for (int m = 0; m < 2; m++) {
-        __m256i q[4][2];
-        for (int kk = 0; kk < 2; kk++) {
-          int k = 2 * m + kk;
-          __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 144 + ((hh * 2 + 0) * 4 + k) * 64 + 32 * h));
-          __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 144 + ((hh * 2 + 1) * 4 + k) * 64 + 32 * h));
-          __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 1168 + (hh * 4 + k) * 64 + 32 * h));
-          q[0][kk] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-          q[1][kk] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-          q[2][kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-          q[3][kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-        }
-        for (int tq = 0; tq < 4; tq++) {
-          int p = 4 * hh + tq; /* 16-element group 2p+m */
-          const __m256i sc = scale16(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 16 + 16 * p + 8 * h))), m);
-          for (int t = 0; t < nt; t++) {
-            const int8_t *xq = x[t * xs + b].q + 128 * hh + 32 * tq + 16 * m;
-            /* two pair sums of 6-bit q·q8 stay within ±32,004 in int16 */
-            __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(q[tq][0], bcast8(xq)), _mm256_maddubs_epi16(q[tq][1], bcast8(xq + 8)));
-            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16, sc));
-          }
+    for (int p = 0; p < 8; p++) {
+      for (int m = 0; m < 2; m++) { /* 16-element group 2p+m: chunks 4p+2m, 4p+2m+1 */
+        const __m256i sc = scale16(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 16 + 16 * p + 8 * h))), m);
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)(blk + 144 + (4 * p + 2 * m) * 64 + 32 * h));
+        const __m256i q1 = _mm256_loadu_si256((const __m256i *)(blk + 144 + (4 * p + 2 * m + 1) * 64 + 32 * h));
+        for (int t = 0; t < nt; t++) {
+          const int8_t *xq = x[t * xs + b].q + 32 * p + 16 * m;
+          /* two pair sums of 6-bit q·q8 stay within ±32,004 in int16 */
+          __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast8(xq)), _mm256_maddubs_epi16(q1, bcast8(xq + 8)));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16, sc));
         }
       }
     }

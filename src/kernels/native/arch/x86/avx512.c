@@ -191,45 +191,29 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 /* ---------- Q6_K ---------- */
 
 INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
-  const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
   __m256 acc[4];
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
-    const uint8_t *blk = wg + b * 1680;
-    PREFETCH_AHEAD(blk, 1680);
+    const uint8_t *blk = wg + b * 2192;
+    PREFETCH_AHEAD(blk, 2192);
     __m512i isum[4];
     __m256i corr[4];
     for (int t = 0; t < nt; t++) {
       isum[t] = _mm512_setzero_si512();
       corr[t] = _mm256_setzero_si256();
     }
-    for (int h = 0; h < 2; h++) {
-      for (int m = 0; m < 2; m++) {
-        /* chunks k = 2m, 2m+1 of the four 32-element quarters t of half h: 16-element group 8h+2t+m */
-        __m512i q[4][2];
-        for (int kk = 0; kk < 2; kk++) {
-          int k = 2 * m + kk;
-          __m512i l0 = _mm512_loadu_si512(blk + 144 + ((h * 2 + 0) * 4 + k) * 64);
-          __m512i l1 = _mm512_loadu_si512(blk + 144 + ((h * 2 + 1) * 4 + k) * 64);
-          __m512i hb = _mm512_loadu_si512(blk + 1168 + (h * 4 + k) * 64);
-          q[0][kk] = _mm512_or_si512(_mm512_and_si512(l0, m4), _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
-          q[1][kk] = _mm512_or_si512(_mm512_and_si512(l1, m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2), m2), 4));
-          q[2][kk] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), m4),
-                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 4), m2), 4));
-          q[3][kk] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m4),
-                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 6), m2), 4));
-        }
-        for (int tq = 0; tq < 4; tq++) {
-          int p = 4 * h + tq; /* groups 2p, 2p+1; this m is group 2p+m */
-          const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
-          const __m512i scm = m ? _mm512_shuffle_epi32(sc, _MM_PERM_DDBB) : _mm512_shuffle_epi32(sc, _MM_PERM_CCAA);
-          for (int t = 0; t < nt; t++) {
-            const int8_t *xq = x[t * xs + b].q + 128 * h + 32 * tq + 16 * m;
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[tq][0], bcast8(xq));
-            s = _mm512_dpbusd_epi32(s, q[tq][1], bcast8(xq + 8));
-            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, scm));
-          }
-        }
+    for (int p = 0; p < 8; p++) {
+      /* groups 2p (chunks 4p, 4p+1) and 2p+1 (chunks 4p+2, 4p+3); their scales to lanes (2r, 2r+1) */
+      const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
+      const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
+      const uint8_t *q = blk + 144 + 4 * p * 64;
+      const __m512i q0 = _mm512_loadu_si512(q), q1 = _mm512_loadu_si512(q + 64), q2 = _mm512_loadu_si512(q + 128),
+                    q3 = _mm512_loadu_si512(q + 192);
+      for (int t = 0; t < nt; t++) {
+        const int8_t *xq = x[t * xs + b].q + 32 * p;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast8(xq)), q1, bcast8(xq + 8));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q2, bcast8(xq + 16)), q3, bcast8(xq + 24));
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
       }
     }
     for (int p = 0; p < 8; p++) {
@@ -277,7 +261,7 @@ GEMM(gemm_q4_0x8, q4_0_tile, act_q8x, 8, 144)
 GEMM(gemm_q8_0x8, q8_0_tile, act_q8x, 8, 272)
 GEMM(gemm_q5_0x8, q5_0_tile, act_q8x, 8, 176)
 GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx, 4, 1184)
-GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx, 4, 1680)
+GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx, 4, 2192)
 
 /* The same rounding as quantise_block_scalar, 16 values at a time: round-half-even from the
    conversion, then ties moved away from zero as roundf does. */
