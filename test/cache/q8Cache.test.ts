@@ -16,7 +16,7 @@ function randomRows(rows: number, width: number, seed: number): Float32Array {
   const rand = seededRandom(seed);
   const x = new Float32Array(rows * width);
   for (let i = 0; i < x.length; i++) {
-    const u = rand() * 2 - 1;
+    const u = rand() * 2; // uniform in [-1, 1)
     const block = Math.floor((i % width) / 32);
     x[i] = block % 5 === 3 ? u * 1e-4 : rand() < 0.01 ? u * 40 : u * 3; // tiny blocks have subnormal f16 scales
   }
