@@ -153,6 +153,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
         config,
         parameters: countParameters(config),
         cacheBytesPerToken: engine.info.cacheBytesPerToken,
+        cacheType,
         contextSize: engine.info.contextLength,
         kernels: engine.info.backend,
         hasTokenizer: tokenizer !== null,

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { goldenRoot, repoRoot } from '../paths.js';
+import { startServe } from '../serveProcess.js';
 
 const bin = join(repoRoot, 'bin', 'dseek.js');
 const lite = join(goldenRoot, 'lite');
@@ -54,6 +55,16 @@ test('dseek inspect reports the latent cache bytes per token for f16, f32 and q8
   const r = dseek('inspect', join(repoRoot, 'test/data/deepseek-v2-lite/config.json'));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /latent cache by --cache-type: f16 31,104, f32 62,208, q8 16,524 bytes/);
+});
+
+test('dseek serve --cache-type q8: the banner gives the bytes per token and the type', async () => {
+  const server = await startServe(['--cache-type', 'q8', '--no-disk-cache'], 60_000);
+  try {
+    // The bundled model: 4 layers of 80 values, each row 2 · 3 scale bytes + 80.
+    assert.match(server.log(), /latent cache: \d+ tokens \([\d.]+ MiB at 344 bytes per token, q8\)/);
+  } finally {
+    await server.stop();
+  }
 });
 
 for (const command of [['run', 'hello'], ['chat'], ['generate', '--tokens', '1,2'], ['logits', '--tokens', '1,2'], ['serve', '--port', '0'], ['bench', '-p', '1', '-n', '1']]) {

@@ -18,6 +18,7 @@ test('a q8 cache: 86 bytes per row of 80 values (two 32-value blocks, one of 16)
   // 2 · ⌈80 / 32⌉ scale bytes + 80 int8 values per layer (f16 would be 160).
   assert.equal(model.info.cacheBytesPerToken, (2 * 3 + 80) * 4);
   assert.equal(model.stats().cacheBytesPerToken, 344);
+  assert.equal(model.info.cacheType, 'q8');
 });
 
 test('q8: greedy answers repeat, the second from the prefix cache', async () => {
