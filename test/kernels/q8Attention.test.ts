@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
-import { createNativeBackend, nativeLoadError } from '../../src/kernels/native/index.js';
+import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import type { Backend, SharedKvRows } from '../../src/kernels/backend.js';
 import { LatentCache } from '../../src/cache/latentCache.js';
@@ -81,6 +81,27 @@ test('q8 shared-KV attention gives identical bits at 1, 2 and 7 threads (one chu
     });
     assert.deepEqual(outputs[1], outputs[0], `2 threads, ${heads} heads, ${rows} rows`);
     assert.deepEqual(outputs[2], outputs[0], `7 threads, ${heads} heads, ${rows} rows`);
+  }
+  createNativeBackend(2);
+});
+
+test('q8 shared-KV attention agrees with the reference at every kernel level this CPU runs', { skip }, () => {
+  const levels = nativeLevels().filter((l) => l.supported).map((l) => l.name);
+  for (const [queries, heads, width, va, rows, ctx] of [
+    [2, 128, 576, 512, 150, [150, 64]],
+    [3, 4, 40, 32, 50, [50, 1, 33]],
+  ] as Array<[number, number, number, number, number, number[]]>) {
+    const shape = { queries, heads, contextLengths: Int32Array.from(ctx), scale: 0.09 };
+    const qa = randomVec(queries * heads * va);
+    const qb = randomVec(queries * heads * (width - va));
+    const { kv } = q8Rows(rows, width, 64);
+    const expected = new Float32Array(queries * heads * va);
+    ref.sharedKvAttention(expected, qa, qb, kv, va, shape);
+    for (const level of levels) {
+      const out = new Float32Array(queries * heads * va);
+      createNativeBackend(2, level)!.sharedKvAttention(out, qa, qb, kv, va, shape);
+      assert.ok(maxRelDiff(out, expected) < 1e-5, `${level}: ${heads} heads over ${rows} rows`);
+    }
   }
   createNativeBackend(2);
 });
