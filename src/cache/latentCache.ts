@@ -5,8 +5,9 @@
  * keys or values.
  *
  * Rows live in pages from a PagePool (f32 by default; f16 halves the memory; q8 — ggml's Q8_0
- * blocks, 34 bytes per 32 values — takes 53 % of f16; f64 for float64 reference runs). A sequence can start from shared full pages of a common prefix (`adoptPrefix`);
- * it only ever writes past them, into pages of its own.
+ * blocks, 34 bytes per 32 values — takes 53 % of f16; f64 for float64 reference runs). A
+ * sequence can start from shared full pages of a common prefix (`adoptPrefix`); it only ever
+ * writes past them, into pages of its own.
  */
 import type { SharedKvRows } from '../kernels/backend.js';
 import { f32ToF16, f16ToF32, type Vec } from '../kernels/tensor.js';
