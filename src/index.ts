@@ -9,6 +9,7 @@
  * The CLI (`dseek run`, `chat`, `generate`, `serve`) is a client of exactly these calls.
  */
 export { loadModel, type LoadModelOptions, type LoadProgress } from './library/load.js';
+export { CACHE_TYPES, type CacheType } from './cache/pagePool.js';
 export {
   Model,
   type ChatMessage,

@@ -15,8 +15,8 @@ import { bytes, int, money, percent } from './format.js';
  *     q_lora_rank: number | null, qk_nope_head_dim: number | null, qk_rope_head_dim: number | null, v_head_dim: number | null,
  *     max_position_embeddings: number | null },
  *   engine: { running: number, queued: number },
- *   latent_cache: { bytes_in_use: number, bytes_budget: number, bytes_per_token: number, cached_tokens: number,
- *     budget_tokens: number, shared_pages: number, prefix_cache_tokens: number },
+ *   latent_cache: { bytes_in_use: number, bytes_budget: number, bytes_per_token: number, type?: string | null,
+ *     cached_tokens: number, budget_tokens: number, shared_pages: number, prefix_cache_tokens: number },
  *   disk_cache: { bytes: number, files: number, hits: number, misses: number, hit_rate: number | null },
  *   prompt_cache: { hit_tokens: number, miss_tokens: number, hit_rate: number | null },
  *   mla: { cached_tokens: number, bytes_per_token: { mla: number, mha: number, gqa: number },
@@ -105,7 +105,9 @@ export function renderStatus(root, s) {
         'per token',
         bytes(lc.bytes_per_token),
         'bytes-per-token',
-        perLayer !== null && m.layers !== null ? `${perLayer} values × ${m.layers} layers (latent ${m.kv_lora_rank} + RoPE key ${m.qk_rope_head_dim})` : undefined,
+        perLayer !== null && m.layers !== null
+          ? `${perLayer} values × ${m.layers} layers (latent ${m.kv_lora_rank} + RoPE key ${m.qk_rope_head_dim})${lc.type ? ` in ${lc.type}` : ''}`
+          : undefined,
       ),
     ]),
   ]);

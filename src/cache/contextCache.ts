@@ -126,6 +126,14 @@ export class ContextCache {
 
   /** Called by the scheduler with its pool: sizes the write queue unless the options did. */
   attach(pool: PagePool): void {
+    // Pages are checked against this.meta and copied byte for byte into the pool's pages: a pool of
+    // another type (q8 rows under an f16 header) or shape would be filled with misread rows.
+    const m = this.meta;
+    if (pool.dtype !== m.dtype || pool.layers !== m.layers || pool.width !== m.width || pool.pageTokens !== m.pageTokens) {
+      throw new RangeError(
+        `context cache for ${m.dtype} pages of ${m.layers}×${m.pageTokens}×${m.width} attached to a pool of ${pool.dtype} pages of ${pool.layers}×${pool.pageTokens}×${pool.width}`,
+      );
+    }
     if (this.maxPending === 0) this.maxPending = Math.max(1, Math.floor(pool.maxPages / 4));
   }
 

@@ -4,13 +4,15 @@
  * k_t^R (DeepSeek-V2 paper §2.1.3: (d_c + d_h^R)·l elements per token). Never expanded per-head
  * keys or values.
  *
- * Rows live in pages from a PagePool (f32 by default; f16 halves the memory; f64 for float64
- * reference runs). A sequence can start from shared full pages of a common prefix (`adoptPrefix`);
- * it only ever writes past them, into pages of its own.
+ * Rows live in pages from a PagePool (f32 by default; f16 halves the memory; q8 — ggml's Q8_0
+ * blocks, 34 bytes per 32 values — takes 53 % of f16; f64 for float64 reference runs). A
+ * sequence can start from shared full pages of a common prefix (`adoptPrefix`); it only ever
+ * writes past them, into pages of its own.
  */
 import type { SharedKvRows } from '../kernels/backend.js';
 import { f32ToF16, f16ToF32, type Vec } from '../kernels/tensor.js';
-import { checkContext, PagePool, type LatentCacheDType, type Page } from './pagePool.js';
+import { dequantizeQ8Row, quantizeQ8Row } from '../kernels/q8Row.js';
+import { checkContext, PagePool, rowElements, type LatentCacheDType, type Page } from './pagePool.js';
 
 export type { LatentCacheDType } from './pagePool.js';
 
@@ -105,7 +107,8 @@ export class LatentCache {
   /**
    * Write the row for token position `pos` in `layer` from src[srcOffset, srcOffset + width).
    * The position must be reserved and past the committed tokens; it becomes visible to readers
-   * of the layer at once but counts in `length` only after `commit`.
+   * of the layer at once but counts in `length` only after `commit`. A q8 cache quantises the row
+   * here (kernels/q8Row.ts), the only place a row is quantised.
    */
   writeRow(layer: number, pos: number, src: Vec, srcOffset: number): void {
     const P = this.pool.pageTokens;
@@ -113,8 +116,10 @@ export class LatentCache {
     if (!page || pos < this.committed) throw new RangeError(`latent cache: position ${pos} is not writable`);
     if (page.refs > 1) throw new RangeError(`latent cache: page ${page.id} is shared and read-only`);
     const dst = page.layers[layer]!;
-    const o = (pos % P) * this.width;
-    if (this.dtype === 'f16') {
+    const o = (pos % P) * rowElements(this.width, this.dtype);
+    if (this.dtype === 'q8') {
+      quantizeQ8Row(src, srcOffset, this.width, dst as Uint8Array, o);
+    } else if (this.dtype === 'f16') {
       for (let i = 0; i < this.width; i++) dst[o + i] = f32ToF16(src[srcOffset + i]!);
     } else {
       for (let i = 0; i < this.width; i++) dst[o + i] = src[srcOffset + i]!;
@@ -163,11 +168,13 @@ export class LatentCache {
   readRows(layer: number, start: number, count: number, dst: Vec): void {
     const P = this.pool.pageTokens;
     const w = this.width;
+    const stride = rowElements(w, this.dtype);
     for (let j = 0; j < count; j++) {
       const pos = start + j;
       const src = this.pages[Math.floor(pos / P)]!.layers[layer]!;
-      const o = (pos % P) * w;
-      if (this.dtype === 'f16') for (let i = 0; i < w; i++) dst[j * w + i] = f16ToF32(src[o + i]!);
+      const o = (pos % P) * stride;
+      if (this.dtype === 'q8') dequantizeQ8Row(src as Uint8Array, o, w, dst, j * w);
+      else if (this.dtype === 'f16') for (let i = 0; i < w; i++) dst[j * w + i] = f16ToF32(src[o + i]!);
       else for (let i = 0; i < w; i++) dst[j * w + i] = src[o + i]!;
     }
   }

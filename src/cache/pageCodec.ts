@@ -6,16 +6,17 @@
  * page's rows, layer by layer) | SHA-256 of everything before it.
  *
  * The header names the model's content fingerprint, the page's key (the chained hash of every
- * token up to the page's end, salted per tenant) and the page geometry, so a page written for
- * another model, another prefix or another page size is rejected even if a store hands it back
- * under the right key. The checksum catches bit rot and truncation; it is not a signature: whoever
+ * token up to the page's end, salted per tenant) and the page geometry with the rows' storage
+ * type (f32, f16, q8 or f64), so a page written for another model, another prefix, another page
+ * size or another cache type (a q8 page to an f16 cache) is rejected even if a store hands it
+ * back under the right key. The checksum catches bit rot and truncation; it is not a signature: whoever
  * can write to the store can forge pages (see the README on trusting a shared store).
  *
  * Both functions are synchronous and cost a copy plus a SHA-256 of the page (≈2 ms for 2 MB): the
  * engine calls them in the context store's own thread (storeThread.ts), never in an engine step.
  */
 import { createHash } from 'node:crypto';
-import type { LatentCacheDType } from './pagePool.js';
+import { rowBytes, type LatentCacheDType } from './pagePool.js';
 
 const MAGIC = 'DSKC';
 /** 2: the fingerprint is of the weights' content (1 hashed the file name too). */
@@ -40,10 +41,9 @@ export type DecodeResult =
   | { readonly ok: true; /** The rows, layer by layer: a view into the input, not a copy. */ readonly payload: Uint8Array }
   | { readonly ok: false; /** Why the bytes were refused, for the log and the rejection counter. */ readonly problem: string };
 
-/** Bytes of one page's rows: layers × pageTokens × width elements. */
+/** Bytes of one page's rows: layers × pageTokens rows (q8: ggml Q8_0 blocks, rowBytes). */
 export function payloadBytes(meta: Omit<PageMeta, 'key' | 'fingerprint'>): number {
-  const element = meta.dtype === 'f16' ? 2 : meta.dtype === 'f32' ? 4 : 8;
-  return meta.layers * meta.pageTokens * meta.width * element;
+  return meta.layers * meta.pageTokens * rowBytes(meta.width, meta.dtype);
 }
 
 function sha256(bytes: Uint8Array): Uint8Array {

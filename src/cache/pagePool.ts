@@ -3,14 +3,44 @@
  * tokens of one sequence for every layer (kv_lora_rank + qk_rope_head_dim values per token and
  * layer). Sequences that share a prefix share its full pages; the pool bounds the memory.
  */
-import { ContextLengthExceededError, DseekError } from '../errors.js';
+import { ContextLengthExceededError, DseekError, InvalidInputError } from '../errors.js';
+import { q8RowBytes } from '../kernels/q8Row.js';
 
-export type LatentCacheDType = 'f32' | 'f16' | 'f64';
-export type PageStorage = Float32Array | Float64Array | Uint16Array;
+/**
+ * How latent rows are stored: f32, f16 (IEEE half bits), f64 (float64 reference runs) or q8 —
+ * ggml's Q8_0 blocks (kernels/q8Row.ts): per 32 values one f16 scale and 32 int8, 34 bytes.
+ */
+export type LatentCacheDType = 'f32' | 'f16' | 'f64' | 'q8';
+/** The storage a user may choose (f64 follows from a float64 run, never from a flag). */
+export const CACHE_TYPES = ['f16', 'f32', 'q8'] as const;
+export type CacheType = (typeof CACHE_TYPES)[number];
+/** q8 rows are bytes (blocks of an f16 scale and int8 values); the float types one element per value. */
+export type PageStorage = Float32Array | Float64Array | Uint16Array | Uint8Array;
+
+/** A cache type from a flag or an option, or a one-line InvalidInputError naming the allowed values. */
+export function parseCacheType(value: unknown, field: string): CacheType {
+  if (typeof value === 'string' && (CACHE_TYPES as readonly string[]).includes(value)) return value as CacheType;
+  throw new InvalidInputError(field, `must be ${CACHE_TYPES.slice(0, -1).join(', ')} or ${CACHE_TYPES[CACHE_TYPES.length - 1]}, got ${String(value)}`);
+}
+
+/**
+ * Bytes of one stored row of `width` values. For q8, ⌈width/32⌉ blocks; a width that is not a
+ * multiple of 32 ends in a short block (its f16 scale and width mod 32 int8 values), so the row
+ * is 2·⌈width/32⌉ + width bytes: 612 for V2's 576.
+ */
+export function rowBytes(width: number, dtype: LatentCacheDType): number {
+  if (dtype === 'q8') return q8RowBytes(width);
+  return width * (dtype === 'f16' ? 2 : dtype === 'f32' ? 4 : 8);
+}
+
+/** Elements of a page's per-layer storage array: values for the float types, bytes for q8. */
+export function rowElements(width: number, dtype: LatentCacheDType): number {
+  return dtype === 'q8' ? rowBytes(width, dtype) : width;
+}
 
 export interface Page {
   readonly id: number;
-  /** One array per layer, pageTokens × width values. */
+  /** One array per layer, pageTokens rows (width values each; rowBytes(width, 'q8') bytes each for q8). */
   readonly layers: readonly PageStorage[];
   /** Holders: sequences using it and the prefix tree. Returned to the pool at 0. */
   refs: number;
@@ -54,8 +84,7 @@ export class PagePool {
   }
 
   get bytesPerPage(): number {
-    const bytes = this.dtype === 'f16' ? 2 : this.dtype === 'f32' ? 4 : 8;
-    return this.layers * this.pageTokens * this.width * bytes;
+    return this.layers * this.pageTokens * rowBytes(this.width, this.dtype);
   }
 
   /** Pages currently held by someone. */
@@ -80,13 +109,21 @@ export class PagePool {
     let page = this.free.pop();
     if (!page) {
       if (this.live >= this.maxPages) throw new CacheFullError(this.maxPages * this.bytesPerPage);
-      const n = this.pageTokens * this.width;
       // SharedArrayBuffers, so that the context store's thread can read a page to write it without
       // a copy in the engine's thread (storeLink.ts). Nothing else changes: one thread writes them.
-      const bytes = this.dtype === 'f16' ? 2 : this.dtype === 'f32' ? 4 : 8;
+      const bytes = this.pageTokens * rowBytes(this.width, this.dtype);
       const layers = Array.from({ length: this.layers }, () => {
-        const buffer = new SharedArrayBuffer(n * bytes);
-        return this.dtype === 'f16' ? new Uint16Array(buffer) : this.dtype === 'f32' ? new Float32Array(buffer) : new Float64Array(buffer);
+        const buffer = new SharedArrayBuffer(bytes);
+        switch (this.dtype) {
+          case 'f16':
+            return new Uint16Array(buffer);
+          case 'f32':
+            return new Float32Array(buffer);
+          case 'f64':
+            return new Float64Array(buffer);
+          case 'q8':
+            return new Uint8Array(buffer);
+        }
       });
       page = { id: this.nextId++, layers, refs: 0 };
     }

@@ -13,6 +13,7 @@ import { selectBackend, type BackendChoice } from '../kernels/select.js';
 import { defaultThreads, measureReadBandwidth, threadPoolStats } from '../kernels/native/index.js';
 import type { DeepseekModel } from '../model/deepseek.js';
 import { parseInteger, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
+import { parseCacheType, rowBytes, type CacheType } from '../cache/pagePool.js';
 
 interface BenchFlags extends RepackFlags {
   model?: string;
@@ -22,7 +23,7 @@ interface BenchFlags extends RepackFlags {
   repeats: string;
   threads?: string;
   backend: BackendChoice;
-  cacheType: 'f16' | 'f32';
+  cacheType: string;
   json?: boolean;
 }
 
@@ -72,7 +73,7 @@ function randomTokens(n: number, vocab: number, seed: number): number[] {
 }
 
 /** Prefill `depth` tokens (untimed), then time `count` tokens. */
-function timePrompt(model: DeepseekModel, count: number, cacheType: 'f16' | 'f32', seed: number): number {
+function timePrompt(model: DeepseekModel, count: number, cacheType: CacheType, seed: number): number {
   const cache = model.createCache({ dtype: cacheType, maxTokens: Math.min(model.config.maxPositionEmbeddings, count + 1) });
   const tokens = randomTokens(count, model.config.vocabSize, seed);
   const t0 = performance.now();
@@ -80,7 +81,7 @@ function timePrompt(model: DeepseekModel, count: number, cacheType: 'f16' | 'f32
   return count / ((performance.now() - t0) / 1000);
 }
 
-function timeGeneration(model: DeepseekModel, count: number, depth: number, cacheType: 'f16' | 'f32', seed: number): number {
+function timeGeneration(model: DeepseekModel, count: number, depth: number, cacheType: CacheType, seed: number): number {
   const cache = model.createCache({ dtype: cacheType, maxTokens: Math.min(model.config.maxPositionEmbeddings, depth + count + 1) });
   const vocab = model.config.vocabSize;
   if (depth > 0) {
@@ -104,7 +105,7 @@ export function registerBenchCommand(program: Command): void {
     .option('-r, --repeats <n>', 'repeats for mean ± sd', '3')
     .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
     .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
-    .option('--cache-type <type>', 'latent cache storage: f16 or f32', 'f16')
+    .option('--cache-type <type>', 'latent cache storage: f16, f32 or q8 (8-bit blocks, 53 % of f16)', 'f16')
     .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
     .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)')
     .option('--json', 'print one JSON object (pp_tok_s, tg_tok_s, load_s, rss_mb, …)')
@@ -115,7 +116,7 @@ export function registerBenchCommand(program: Command): void {
       const gen = parseInteger('--gen', flags.gen);
       const depth = parseInteger('--depth', flags.depth);
       const repeats = parseInteger('--repeats', flags.repeats, 1);
-      if (flags.cacheType !== 'f16' && flags.cacheType !== 'f32') throw new InvalidInputError('--cache-type', `must be f16 or f32, got ${flags.cacheType}`);
+      const cacheType = parseCacheType(flags.cacheType, '--cache-type');
       if (!['auto', 'native', 'reference'].includes(flags.backend)) throw new InvalidInputError('--backend', `must be auto, native or reference, got ${flags.backend}`);
       const backend = selectBackend(flags.backend, threads);
 
@@ -133,22 +134,22 @@ export function registerBenchCommand(program: Command): void {
       const pp: number[] = [];
       const tg: number[] = [];
       if (prompt > 0) {
-        timePrompt(model, Math.min(prompt, 32), flags.cacheType, 99); // warm-up: page in the weights
+        timePrompt(model, Math.min(prompt, 32), cacheType, 99); // warm-up: page in the weights
         for (let r = 0; r < repeats; r++) {
-          pp.push(timePrompt(model, prompt, flags.cacheType, r + 1));
+          pp.push(timePrompt(model, prompt, cacheType, r + 1));
           progress(`pp${prompt} run ${r + 1}/${repeats}: ${pp[r]!.toFixed(2)} tok/s`);
         }
       }
       let jobsPerToken: number | null = null;
       if (gen > 0) {
-        timeGeneration(model, Math.min(gen, 4), 0, flags.cacheType, 98);
+        timeGeneration(model, Math.min(gen, 4), 0, cacheType, 98);
         // Jobs of one decode step at an empty context (counted around a short run of its own).
         const before = threadPoolStats()?.jobs;
-        timeGeneration(model, 4, 0, flags.cacheType, 97);
+        timeGeneration(model, 4, 0, cacheType, 97);
         const after = threadPoolStats()?.jobs;
         if (before !== undefined && after !== undefined) jobsPerToken = (after - before) / 4;
         for (let r = 0; r < repeats; r++) {
-          tg.push(timeGeneration(model, gen, depth, flags.cacheType, r + 11));
+          tg.push(timeGeneration(model, gen, depth, cacheType, r + 11));
           progress(`tg${gen}${depth ? ` @ d${depth}` : ''} run ${r + 1}/${repeats}: ${tg[r]!.toFixed(2)} tok/s`);
         }
       }
@@ -181,7 +182,7 @@ export function registerBenchCommand(program: Command): void {
         pool_jobs_per_token: jobsPerToken,
         pool_job_overhead_us: poolUs,
         pool_overhead_pct_of_tg: jobsPerToken !== null && poolUs !== null && tg.length ? (jobsPerToken * poolUs * 1e-6 * tgS.mean) * 100 : null,
-        cache_bytes_per_token: config.numHiddenLayers * width * (flags.cacheType === 'f16' ? 2 : 4),
+        cache_bytes_per_token: config.numHiddenLayers * rowBytes(width, cacheType),
         active_weight_bytes: active,
         bandwidth_gb_s: bandwidth ? bandwidth / 1e9 : null,
         decode_ceiling_tok_s: ceiling,
@@ -203,7 +204,7 @@ export function registerBenchCommand(program: Command): void {
         ...(result.pool_jobs_per_token !== null && result.pool_job_overhead_us !== null
           ? [['thread pool', `${f(result.pool_jobs_per_token, 0)} jobs per token × ${f(result.pool_job_overhead_us)} µs = ${f(result.pool_overhead_pct_of_tg ?? 0, 1)} % of a decode step`]]
           : []),
-        ['latent cache', `${result.cache_bytes_per_token} bytes/token (${flags.cacheType})`],
+        ['latent cache', `${result.cache_bytes_per_token} bytes/token (${cacheType})`],
         ['weights read per token', `${f(active / 1e9, 3)} GB`],
         ['read bandwidth', bandwidth ? `${f(bandwidth / 1e9)} GB/s (${threads} threads)` : 'n/a (no native addon)'],
         ['decode ceiling', ceiling ? `${f(ceiling)} tok/s; tg at ${f(result.tg_pct_of_ceiling ?? 0, 1)} %` : 'n/a'],

@@ -5,6 +5,7 @@ import { readConfigFile, parseConfig, type ModelConfig } from '../model/config.j
 import { cacheFootprint, countParameters, formatCount } from '../model/params.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { ModelFormatError } from '../errors.js';
+import { CACHE_TYPES, rowBytes, type CacheType } from '../cache/pagePool.js';
 import { FAMILY_NAMES, supportedModelType } from '../model/registry.js';
 
 export interface WeightTypeSummary {
@@ -21,6 +22,8 @@ export interface InspectReport {
   readonly cache: ReturnType<typeof cacheFootprint>;
   /** Bytes per token of each cache at 16 bits per element. */
   readonly cacheBytesPerToken: { readonly mla: number; readonly mha: number; readonly gqa: number };
+  /** Bytes per token of dseek's latent cache (all layers) for each --cache-type. */
+  readonly latentBytesPerToken: Readonly<Record<CacheType, number>>;
   /** null when only a config.json was given. */
   readonly weights: readonly WeightTypeSummary[] | null;
 }
@@ -68,6 +71,9 @@ export function inspectModel(path: string): InspectReport {
     parameters: countParameters(config),
     cache,
     cacheBytesPerToken: { mla: cache.mlaElements * 2, mha: cache.mhaElements * 2, gqa: cache.gqaElements * 2 },
+    latentBytesPerToken: Object.fromEntries(
+      CACHE_TYPES.map((t) => [t, config.numHiddenLayers * rowBytes(config.kvLoraRank + config.qkRopeHeadDim, t)]),
+    ) as Record<CacheType, number>,
     weights,
   };
 }
@@ -106,6 +112,8 @@ export function formatInspectReport(r: InspectReport): string {
       ` (MLA is ${((100 * r.cache.mlaElements) / r.cache.mhaElements).toFixed(1)} %)`,
     `  GQA equivalent (${r.cache.gqaGroups} KV heads of ${c.vHeadDim}): ${n(r.cacheBytesPerToken.gqa)} bytes` +
       ` (MLA equals GQA with ${r.cache.equivalentGqaGroups.toFixed(2)} groups)`,
+    `  dseek's latent cache by --cache-type: ${CACHE_TYPES.map((t) => `${t} ${n(r.latentBytesPerToken[t])}`).join(', ')} bytes` +
+      ' (q8: Q8_0 blocks, 34 bytes per 32 values)',
   ];
   if (r.weights) {
     lines.push('', 'weights:');

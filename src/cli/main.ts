@@ -3,7 +3,7 @@
  * one-line cause on bad input.
  */
 import { createInterface } from 'node:readline';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { DseekError, InvalidInputError } from '../errors.js';
 import { loadModel as loadWeightsSync, type LoadedModel } from '../model/load.js';
 import { loadModel, type ChatMessage, type GenerateOptions, type GenerationResult, type GenerationStream, type Model } from '../index.js';
@@ -14,10 +14,11 @@ import { inspectGguf, registerConvertCommand } from './convert.js';
 import { registerRandomModelCommand } from './randomModel.js';
 import { registerTrainCommand } from './train.js';
 import { parseInteger, parseTokenList, repackFromFlags, resolveModelPath, samplingFromFlags, type RepackFlags, type SamplingFlags } from './args.js';
+import { parseCacheType } from '../cache/pagePool.js';
 
 interface ModelFlags extends RepackFlags {
   model?: string;
-  cacheType?: 'f32' | 'f16';
+  cacheType?: string;
   ctxSize?: string;
 }
 
@@ -30,7 +31,7 @@ interface GenerationFlags extends SamplingFlags, ModelFlags {
 function addModelFlags(cmd: Command): Command {
   return cmd
     .option('-m, --model <path>', 'Hugging Face model folder (config.json + *.safetensors); default: the bundled model')
-    .addOption(new Option('--cache-type <type>', 'latent cache storage type').choices(['f32', 'f16']))
+    .option('--cache-type <type>', 'latent cache storage: f32 (default here), f16 or q8 (8-bit blocks, 53 % of f16)')
     .option('-c, --ctx-size <n>', 'context window in tokens (default: the model’s)')
     .option('--no-repack', "keep weights in the file's rows (no kernel-owned layout)")
     .option('--repack-cache-size <MiB>', 'cap of the repacked-weights cache (~/.cache/dseek/repacked)');
@@ -59,14 +60,15 @@ async function loadWeights(flags: ModelFlags, precision: 'f32' | 'f64' = 'f32'):
 /**
  * The model for the generation commands, through the library's loadModel: the same engine the
  * server and library users run (one sequence at a time here, the context the model allows unless
- * --ctx-size says less, and the f32 latent cache unless --cache-type says f16).
+ * --ctx-size says less, and the f32 latent cache unless --cache-type says f16 or q8).
  */
 async function openModel(flags: ModelFlags): Promise<Model> {
+  const cacheType = parseCacheType(flags.cacheType ?? 'f32', '--cache-type');
   const path = await resolveModelPath(flags.model);
   return loadModel(path, {
     parallel: 1,
     ...repackFromFlags(flags),
-    cacheType: flags.cacheType ?? 'f32',
+    cacheType,
     contextSize: flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 2) : Number.MAX_SAFE_INTEGER,
   });
 }
@@ -178,9 +180,10 @@ export function buildProgram(): Command {
       if (!['auto', 'expanded', 'absorbed'].includes(flags.attention)) {
         throw new InvalidInputError('--attention', `must be auto, expanded or absorbed, got ${flags.attention}`);
       }
+      const cacheType = flags.cacheType !== undefined ? parseCacheType(flags.cacheType, '--cache-type') : undefined;
       const m = await loadWeights(flags, flags.f64 ? 'f64' : 'f32');
       const ctx = flags.ctxSize !== undefined ? parseInteger('--ctx-size', flags.ctxSize, 1) : undefined;
-      const cache = m.model.createCache({ ...(flags.cacheType ? { dtype: flags.cacheType } : {}), ...(ctx ? { maxTokens: ctx } : {}) });
+      const cache = m.model.createCache({ ...(cacheType ? { dtype: cacheType } : {}), ...(ctx ? { maxTokens: ctx } : {}) });
       const logits = m.model.forward(tokens, cache, { logits: 'all', attention: flags.attention as 'auto' });
       const V = m.config.vocabSize;
       const rows: number[][] = [];

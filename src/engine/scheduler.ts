@@ -11,7 +11,7 @@ import type { DeepseekModel, BatchItem } from '../model/deepseek.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { StreamingDetokenizer } from '../tokenizer/streamingDetokenizer.js';
 import { LatentCache } from '../cache/latentCache.js';
-import { CacheFullError, PagePool, type LatentCacheDType, type Page } from '../cache/pagePool.js';
+import { CacheFullError, PagePool, rowBytes, type LatentCacheDType, type Page } from '../cache/pagePool.js';
 import { PrefixCache } from '../cache/prefixCache.js';
 import { ContextCache } from '../cache/contextCache.js';
 import { ContextLengthExceededError, DseekError, EngineFaultError, InvalidInputError, ModelFileChangedError, QueueFullError } from '../errors.js';
@@ -139,8 +139,7 @@ export class Scheduler {
     const width = c.kvLoraRank + c.qkRopeHeadDim;
     const dtype = model.precision === 'f64' ? 'f64' : (options.cacheType ?? 'f16');
     const pageTokens = options.pageTokens ?? 64;
-    const bytes = dtype === 'f16' ? 2 : dtype === 'f32' ? 4 : 8;
-    const pageBytes = c.numHiddenLayers * pageTokens * width * bytes;
+    const pageBytes = c.numHiddenLayers * pageTokens * rowBytes(width, dtype);
     // Default budget: every running sequence at full context, plus as much again for prefixes.
     const budget = options.cacheBudgetBytes ?? 2 * this.maxSequences * Math.ceil(this.contextLength / pageTokens) * pageBytes;
     const maxPages = Math.floor(budget / pageBytes);
@@ -260,6 +259,7 @@ export class Scheduler {
       cacheBytesInUse: this.pool.bytesInUse,
       cacheBytesBudget: this.pool.maxPages * this.pool.bytesPerPage,
       cacheBytesPerToken: bytesPerToken,
+      cacheType: this.pool.dtype,
       cachedTokens: this.pool.pagesInUse * this.pool.pageTokens,
       sharedPages: this.pool.sharedPages,
       prefixCacheTokens: this.prefix ? this.prefix.tokens : 0,

@@ -4,6 +4,7 @@
  */
 import type { SamplingOptions } from './sampler.js';
 import type { ContextStoreStats } from '../cache/contextCache.js';
+import type { LatentCacheDType } from '../cache/pagePool.js';
 
 export type { ContextStoreStats } from '../cache/contextCache.js';
 
@@ -113,6 +114,8 @@ export interface EngineStats {
   readonly cacheBytesBudget: number;
   /** Bytes one cached token takes (all layers), and the tokens held in pages now. */
   readonly cacheBytesPerToken: number;
+  /** How the latent rows are stored (f16, f32, q8; f64 in a float64 run); absent from engines that do not say. */
+  readonly cacheType?: LatentCacheDType;
   readonly cachedTokens: number;
   /** Pages held by more than one holder (a prefix shared by sequences or kept by the prefix tree). */
   readonly sharedPages: number;

@@ -73,11 +73,13 @@ export interface PrepareReport {
 /**
  * Rows of a key matrix whose first `valueWidth` columns double as the value (MQA with one shared
  * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits, in
- * pages of `pageRows` rows: row j is at pages[⌊j / pageRows⌋][(j mod pageRows) · width …].
+ * pages of `pageRows` rows: row j is at pages[⌊j / pageRows⌋][(j mod pageRows) · width …]; or
+ * q8 (Uint8Array pages of ggml Q8_0 blocks, q8Row.ts): row j at byte (j mod pageRows) ·
+ * q8RowBytes(width), each value d · q of its 32-value block.
  */
 export interface SharedKvRows {
-  readonly dtype: 'f32' | 'f64' | 'f16';
-  readonly pages: ReadonlyArray<Float32Array | Float64Array | Uint16Array>;
+  readonly dtype: 'f32' | 'f64' | 'f16' | 'q8';
+  readonly pages: ReadonlyArray<Float32Array | Float64Array | Uint16Array | Uint8Array>;
   readonly pageRows: number;
   /** Values per row (key width). */
   readonly width: number;

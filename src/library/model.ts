@@ -14,6 +14,7 @@ import { chatPromptIds, type ChatMessage } from '../tokenizer/chatTemplate.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ParameterCounts } from '../model/params.js';
+import type { CacheType } from '../cache/pagePool.js';
 import { costOf, type PriceTable } from '../server/prices.js';
 import { reviveError } from './errors.js';
 import { splitThinking } from './reasoning.js';
@@ -120,6 +121,8 @@ export interface ModelInfo {
   readonly parameters: ParameterCounts;
   /** Latent-cache bytes one token takes, all layers, at the cache type in use. */
   readonly cacheBytesPerToken: number;
+  /** The latent cache's storage (the `cacheType` option): f16, f32 or q8. */
+  readonly cacheType: CacheType;
   /** Tokens per sequence (prompt + answer). */
   readonly contextSize: number;
   /** The kernels the engine runs on, e.g. `native (avx2, 4 threads)` or `reference`. */

@@ -134,6 +134,9 @@ export class Metrics {
       metric('dseek_running_sequences', 'gauge', 'Sequences the engine is running.', [`dseek_running_sequences ${stats.running}`]);
       metric('dseek_cache_bytes_in_use', 'gauge', 'Latent-cache bytes in use.', [`dseek_cache_bytes_in_use ${stats.cacheBytesInUse}`]);
       metric('dseek_cache_bytes_budget', 'gauge', 'Latent-cache byte budget.', [`dseek_cache_bytes_budget ${stats.cacheBytesBudget}`]);
+      metric('dseek_cache_bytes_per_token', 'gauge', 'Latent-cache bytes per cached token (all layers), by storage type (--cache-type).', [
+        `dseek_cache_bytes_per_token${stats.cacheType ? `{type="${stats.cacheType}"}` : ''} ${stats.cacheBytesPerToken}`,
+      ]);
       metric('dseek_prefix_cache_tokens', 'gauge', 'Tokens held in the prefix cache.', [`dseek_prefix_cache_tokens ${stats.prefixCacheTokens}`]);
       metric('dseek_engine_faults_total', 'counter', 'Engine steps that failed with an exception (their requests got a 500).', [`dseek_engine_faults_total ${stats.engineFaults}`]);
       metric('dseek_engine_healthy', 'gauge', '1 while the engine can serve; 0 once a model file changed on disk (restart needed).', [`dseek_engine_healthy ${stats.unhealthy === null ? 1 : 0}`]);

@@ -147,7 +147,8 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
 }
 
 /* sharedKvAttention(out, qa, qb, pages, pageRows, width, va, queries, heads, contextLengths, scale):
-   pages is an array of Float32Array (f32 rows) or Uint16Array (f16 rows), each pageRows × width. */
+   pages is an array of Float32Array (f32 rows) or Uint16Array (f16 rows), each pageRows × width,
+   or of Uint8Array (q8 rows: ggml Q8_0 blocks, 2 · ceil(width / 32) + width bytes a row). */
 static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) {
   size_t argc = 11;
   napi_value a[11];
@@ -169,17 +170,22 @@ static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) 
   const void **pages = malloc((page_count ? page_count : 1) * sizeof(void *));
   if (!pages) return fail(env, "sharedKvAttention: out of memory");
   int kvtype = -1;
+  int64_t q8_row_bytes = 2 * ((width + 31) / 32) + width;
   for (uint32_t i = 0; i < page_count; i++) {
     napi_value el;
     view_t page;
-    if (napi_get_element(env, a[3], i, &el) != napi_ok || !get_view(env, el, &page) || page.length < (size_t)(page_rows * width)) {
+    if (napi_get_element(env, a[3], i, &el) != napi_ok || !get_view(env, el, &page)) {
       free(pages);
-      return fail(env, "sharedKvAttention: each page must be a typed array of pageRows × width values");
+      return fail(env, "sharedKvAttention: each page must be a typed array");
     }
-    int t = page.type == napi_float32_array ? 0 : page.type == napi_uint16_array ? 1 : -1;
+    int t = page.type == napi_float32_array ? 0 : page.type == napi_uint16_array ? 1 : page.type == napi_uint8_array ? 2 : -1;
     if (t < 0 || (kvtype >= 0 && t != kvtype)) {
       free(pages);
-      return fail(env, "sharedKvAttention: pages must all be Float32Array or all Uint16Array");
+      return fail(env, "sharedKvAttention: pages must all be Float32Array, all Uint16Array or all Uint8Array (q8)");
+    }
+    if (page.length < (size_t)(page_rows * (t == 2 ? q8_row_bytes : width))) {
+      free(pages);
+      return fail(env, "sharedKvAttention: each page must hold pageRows rows (pageRows × width values; q8: pageRows × row bytes)");
     }
     kvtype = t;
     pages[i] = page.data;

@@ -573,10 +573,40 @@ typedef struct {
   float scale;
 } shared_kv_ctx;
 
+/*
+ * kvtype 2: each latent row is ggml's Q8_0, byte for byte (ggml-common.h:
+ *   #define QK8_0 32
+ *   typedef struct { ggml_half d; int8_t qs[QK8_0]; } block_q8_0;   -- 34 bytes
+ * ), ceil(width / 32) blocks, the last one short (its scale and width mod 32 values) when width is
+ * not a multiple of 32; src/kernels/q8Row.ts writes them. d · q is exact in f32 (an 11-bit
+ * significand times 8 bits), so a dequantised row has the same bits as the reference's.
+ */
+#define SKV_Q8_BLOCK 32
+#define SKV_Q8_BLOCK_BYTES 34
+
+static int64_t skv_q8_row_bytes(int64_t width) { return 2 * ((width + SKV_Q8_BLOCK - 1) / SKV_Q8_BLOCK) + width; }
+
+/* The first n values of a q8 row (n ≤ its width), as f32. */
+static void skv_q8_row(float *out, const uint8_t *row, int64_t n) {
+  for (int64_t first = 0; first < n; first += SKV_Q8_BLOCK) {
+    const uint8_t *block = row + (first / SKV_Q8_BLOCK) * SKV_Q8_BLOCK_BYTES;
+    uint16_t bits;
+    memcpy(&bits, block, 2); /* little-endian, as every supported target */
+    float d = f16_to_f32(bits);
+    const int8_t *q = (const int8_t *)(block + 2);
+    int64_t m = n - first < SKV_Q8_BLOCK ? n - first : SKV_Q8_BLOCK;
+    for (int64_t i = 0; i < m; i++) out[first + i] = d * (float)q[i];
+  }
+}
+
 static void shared_kv_task(void *p, int64_t start, int64_t end) {
   shared_kv_ctx *c = p;
   int64_t vb = c->width - c->va;
   float *s = score_buffer(c->ctx, c->heads, start, end);
+  /* q8: one row dequantised at a time (a reread costs less than a buffer of the whole context). */
+  float *q8 = c->kvtype == 2 ? malloc(sizeof(float) * (size_t)c->width) : NULL;
+  if (c->kvtype == 2 && !q8) abort();
+  int64_t q8_stride = skv_q8_row_bytes(c->width);
   for (int64_t th = start; th < end; th++) {
     int64_t n = c->ctx[th / c->heads];
     const float *qa = c->qa + th * c->va;
@@ -588,9 +618,12 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
       if (c->kvtype == 0) {
         const float *row = (const float *)c->pages[j / c->page_rows] + offset;
         dot = dot_f32(row, qa, c->va) + dot_f32(row + c->va, qb, vb);
-      } else {
+      } else if (c->kvtype == 1) {
         const uint16_t *row = (const uint16_t *)c->pages[j / c->page_rows] + offset;
         dot = dot_f16(row, qa, c->va) + dot_f16(row + c->va, qb, vb);
+      } else {
+        skv_q8_row(q8, (const uint8_t *)c->pages[j / c->page_rows] + (j % c->page_rows) * q8_stride, c->width);
+        dot = dot_f32(q8, qa, c->va) + dot_f32(q8 + c->va, qb, vb);
       }
       s[j] = dot * c->scale;
       if (s[j] > max) max = s[j];
@@ -601,11 +634,16 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     for (int64_t j = 0; j < n; j++) {
       int64_t offset = (j % c->page_rows) * c->width;
       if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)c->pages[j / c->page_rows] + offset, c->va);
-      else axpy_f16(o, s[j], (const uint16_t *)c->pages[j / c->page_rows] + offset, c->va);
+      else if (c->kvtype == 1) axpy_f16(o, s[j], (const uint16_t *)c->pages[j / c->page_rows] + offset, c->va);
+      else {
+        skv_q8_row(q8, (const uint8_t *)c->pages[j / c->page_rows] + (j % c->page_rows) * q8_stride, c->va);
+        axpy_f32(o, s[j], q8, c->va);
+      }
     }
     float inv = 1.0f / sum;
     for (int64_t i = 0; i < c->va; i++) o[i] *= inv;
   }
+  free(q8);
   free(s);
 }
 
@@ -654,10 +692,11 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
       last_t = t;
     }
     int64_t m = j1 - j0;
-    for (int64_t j = 0; j < m; j++) { /* each row converted once */
+    for (int64_t j = 0; j < m; j++) { /* each row converted (q8: dequantised) once */
       int64_t r = j0 + j, offset = (r % c->page_rows) * W;
       if (c->kvtype == 0) memcpy(rows + j * W, (const float *)c->pages[r / c->page_rows] + offset, sizeof(float) * (size_t)W);
-      else f16_row(rows + j * W, (const uint16_t *)c->pages[r / c->page_rows] + offset, W);
+      else if (c->kvtype == 1) f16_row(rows + j * W, (const uint16_t *)c->pages[r / c->page_rows] + offset, W);
+      else skv_q8_row(rows + j * W, (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_q8_row_bytes(W), W);
     }
     scores(s, SKV_CHUNK, rows, m, q, H, W, c->scale);
     for (int64_t h = 0; h < H; h++) {

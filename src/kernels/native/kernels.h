@@ -31,7 +31,9 @@ void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n);
 void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
                       int64_t heads, const int32_t *ctx, float scale);
 /* One shared key/value head: rows [a (va) | b (width - va)], f32 (kvtype 0) or f16 bits (kvtype 1),
-   in pages of page_rows rows: row j starts at pages[j / page_rows] + (j % page_rows) * width. */
+   in pages of page_rows rows: row j starts at pages[j / page_rows] + (j % page_rows) * width; or
+   q8 (kvtype 2: ggml block_q8_0 rows of 2 * ceil(width / 32) + width bytes, the last block short),
+   row j at byte (j % page_rows) * that of pages[j / page_rows]. */
 void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *pages, int64_t page_rows,
                                 int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
                                 float scale);

@@ -6,6 +6,7 @@
 import type { AttentionShape, Backend, SharedKvRows } from '../backend.js';
 import { decodeRow, elementCount, f16ToF32, isFloatType, type Tensor, type Vec } from '../tensor.js';
 import { blockSize } from '../../formats/quant/index.js';
+import { q8RowBytes, q8Value } from '../q8Row.js';
 
 function dims2(w: Tensor): [rows: number, cols: number] {
   const rows = w.shape[0]!;
@@ -22,6 +23,10 @@ function kvReader(kv: SharedKvRows): (j: number, i: number) => number {
   const { pages, pageRows, width } = kv;
   if (kv.dtype === 'f16') {
     return (j, i) => f16ToF32((pages[Math.floor(j / pageRows)] as Uint16Array)[(j % pageRows) * width + i]!);
+  }
+  if (kv.dtype === 'q8') {
+    const stride = q8RowBytes(width);
+    return (j, i) => q8Value(pages[Math.floor(j / pageRows)] as Uint8Array, (j % pageRows) * stride, i);
   }
   return (j, i) => pages[Math.floor(j / pageRows)]![(j % pageRows) * width + i]!;
 }

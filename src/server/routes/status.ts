@@ -37,6 +37,8 @@ export interface StatusBody {
     readonly bytes_in_use: number;
     readonly bytes_budget: number;
     readonly bytes_per_token: number;
+    /** The rows' storage (--cache-type: f16, f32 or q8), null if the engine does not say. */
+    readonly type: string | null;
     /** Tokens the pages in use can hold (whole pages). */
     readonly cached_tokens: number;
     readonly budget_tokens: number;
@@ -124,6 +126,7 @@ export function statusOf(ctx: ServerContext): StatusBody {
       bytes_in_use: s.cacheBytesInUse,
       bytes_budget: s.cacheBytesBudget,
       bytes_per_token: s.cacheBytesPerToken,
+      type: s.cacheType ?? null,
       cached_tokens: s.cachedTokens,
       budget_tokens: s.cacheBytesPerToken > 0 ? Math.floor(s.cacheBytesBudget / s.cacheBytesPerToken) : 0,
       shared_pages: s.sharedPages,
