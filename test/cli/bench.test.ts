@@ -2,7 +2,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { goldenRoot, repoRoot } from '../paths.js';
@@ -53,9 +53,16 @@ test('random-model writes a GGUF that inspect, logits and bench accept; bench --
     byte[0] = byte[0]! ^ 0xff;
     writeSync(fd, byte, 0, 1, at);
     closeSync(fd);
+    // A file an older dseek wrote (format version 1) is deleted when a new file is built.
+    const json = Buffer.from(JSON.stringify({ version: 1, level: 'avx2', key: 'old', entries: [] }));
+    const head = Buffer.alloc(12);
+    head.write('DSEEKRP1', 0, 'latin1');
+    head.writeUInt32LE(json.byteLength, 8);
+    writeFileSync(join(repackDir, 'old.avx2.dsrp'), Buffer.concat([head, json, Buffer.alloc(8192)]));
     const rebuilt = dseek('bench', '--model', out, '-p', '8', '-n', '0', '-r', '1', '--json');
     assert.equal((JSON.parse(rebuilt.stdout) as Record<string, unknown>)['repack_source'], 'built');
     assert.match(rebuilt.stderr, /corrupt .*checksum.*rebuilding/);
+    assert.deepEqual(readdirSync(repackDir).filter((f) => f.startsWith('old.')), [], 'the old-version file is gone');
     // and --no-repack keeps the rows.
     const rows = JSON.parse(dseek('bench', '--model', out, '-p', '8', '-n', '0', '-r', '1', '--no-repack', '--json').stdout) as Record<string, unknown>;
     assert.equal(rows['repack_source'], 'none');

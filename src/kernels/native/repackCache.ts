@@ -17,7 +17,7 @@
  * hashing every weight at each load would cost what repacking costs.)
  */
 import { createHash } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statfsSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../tensor.js';
 
@@ -26,6 +26,8 @@ export const REPACK_FORMAT_VERSION = 2;
 const MAGIC = 'DSEEKRP1';
 const ALIGN = 4096;
 const SAMPLE = 4096;
+/** Free space a new cache file must leave on its disk. */
+const DISK_MARGIN = 1 << 30;
 
 export interface RepackAddon {
   repackPlan(wtype: number, rows: number, cols: number): [layout: number, bytes: number];
@@ -154,7 +156,11 @@ export function openRepacked(
   return { views, file };
 }
 
-/** Remove the least recently used files until the folder holds at most `maxBytes` (plus `incoming`). */
+/**
+ * Remove files of another format version (no dseek of this version reads them again: after an
+ * upgrade they would hold gigabytes until the cap pushed them out), then the least recently used
+ * files until the folder holds at most `maxBytes` (plus `incoming`).
+ */
 function evict(dir: string, maxBytes: number, incoming: number, keep: string): void {
   const files = readdirSync(dir)
     .filter((f) => f.endsWith('.dsrp'))
@@ -164,6 +170,12 @@ function evict(dir: string, maxBytes: number, incoming: number, keep: string): v
       return { path, size: st.size, mtime: st.mtimeMs };
     })
     .filter((f) => f.path !== keep)
+    .filter((f) => {
+      const read = readHeader(f.path);
+      if (read && read.header.version === REPACK_FORMAT_VERSION) return true;
+      rmSync(f.path, { force: true });
+      return false;
+    })
     .sort((a, b) => a.mtime - b.mtime);
   let total = files.reduce((n, f) => n + f.size, 0) + incoming;
   for (const f of files) {
@@ -210,6 +222,16 @@ export function buildRepacked(
   try {
     mkdirSync(dir, { recursive: true });
     evict(dir, maxBytes, fileBytes, file);
+    // A disk that fills mid-write fails late and leaves the disk full for everyone else.
+    const fs = statfsSync(dir);
+    const free = fs.bavail * fs.bsize;
+    if (free < fileBytes + DISK_MARGIN) {
+      notice(
+        `dseek: repacked weights (${(fileBytes / 2 ** 20).toFixed(0)} MiB) do not fit on the disk of ${dir} ` +
+          `(${(free / 2 ** 20).toFixed(0)} MiB free); repacking in memory (free space, or set DSEEK_REPACK_DIR to another disk)`,
+      );
+      return null;
+    }
     fd = openSync(tmp, 'w');
     const largest = planned.reduce((n, p) => Math.max(n, p.bytes), 0);
     const scratch = new Uint8Array(largest);
