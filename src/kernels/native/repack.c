@@ -391,8 +391,11 @@ int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wt
   pool_run(quantise_task, &qc, tokens, tokens >= 16 ? 4 : tokens);
   size_t gb = (size_t)blocks * group_block_bytes(layout);
   packed_ctx c = {y, rows, w, gb, xq, blocks, blocks, tokens, fn};
-  /* ~64 KB of weights per chunk for one token; fewer groups per chunk when many tokens share them. */
-  int64_t grain = (int64_t)(65536 / (gb + 1)) / (tokens > 8 ? 8 : tokens) + 1;
+  /* ~144 KB of weights per chunk for one token (a long unbroken stream per thread: see experts.c),
+     fewer groups when many tokens share them, and at least two chunks per thread for balance. */
+  int64_t grain = (int64_t)(147456 / (gb + 1)) / (tokens > 8 ? 8 : tokens) + 1;
+  int64_t balanced = groups / (2 * pool_threads());
+  if (grain > balanced) grain = balanced > 0 ? balanced : 1;
   pool_run(packed_task, &c, groups, grain);
   if (rows > groups * ROW_GROUP)
     tail_rows(y, rows, w + (size_t)groups * gb, wtype, groups * ROW_GROUP, rows - groups * ROW_GROUP, cols, xq, blocks, tokens);
