@@ -159,13 +159,17 @@ static void task_combine(void *p, int64_t start, int64_t end) {
         order[j] = order[j - 1];
         order[j - 1] = tmp;
       }
-    for (int64_t x = 0; x < c->d; x++) {
-      float acc = 0;
-      for (int64_t i = 0; i < k; i++) {
-        int64_t entry = t * k + order[i];
-        acc += c->weight_of[entry] * c->y[(size_t)c->slot_of[entry] * c->d + x];
-      }
-      o[x] = c->sdown ? c->y[((size_t)c->slots + t) * c->d + x] + acc : acc;
+    /* o accumulates Σ_i w_i·y_i expert by expert (the same order of additions per element as a
+       scalar sum over i, but contiguous rows the compiler vectorises), then the shared output */
+    for (int64_t x = 0; x < c->d; x++) o[x] = 0;
+    for (int64_t i = 0; i < k; i++) {
+      int64_t entry = t * k + order[i];
+      const float w = c->weight_of[entry], *y = c->y + (size_t)c->slot_of[entry] * c->d;
+      for (int64_t x = 0; x < c->d; x++) o[x] += w * y[x];
+    }
+    if (c->sdown) {
+      const float *shared = c->y + ((size_t)c->slots + t) * c->d;
+      for (int64_t x = 0; x < c->d; x++) o[x] = shared[x] + o[x];
     }
   }
 }

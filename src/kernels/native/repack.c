@@ -410,7 +410,7 @@ typedef struct {
   const float *x;
   uint8_t *xq;
   size_t xrow;
-  int64_t T, xstride, H, rows, cols, blocks, groups, per_item, items_per_head;
+  int64_t T, xstride, H, rows, cols, blocks, groups, per_item;
   const packed_matrix *w;
 } heads_ctx;
 
@@ -422,14 +422,19 @@ static void heads_quantise_task(void *p, int64_t start, int64_t end) {
   }
 }
 
+/* Items are runs of `per_item` row groups in (head, group) order: a run may cross into the next
+   head's matrix, so a thread streams several small head matrices without a break. */
 static void heads_gemm_task(void *p, int64_t start, int64_t end) {
   heads_ctx *c = p;
   for (int64_t i = start; i < end; i++) {
-    int64_t h = i / c->items_per_head, g0 = (i % c->items_per_head) * c->per_item;
-    int64_t g1 = g0 + c->per_item < c->groups ? g0 + c->per_item : c->groups;
-    const packed_matrix *m = &c->w[h];
-    packed_gemm_for(m->layout)(c->y + h * c->rows, c->H * c->rows, m->data, m->group_bytes, c->xq + (size_t)(h * c->T) * c->xrow,
-                               c->blocks, c->blocks, c->T, g0, g1);
+    int64_t f0 = i * c->per_item, f1 = f0 + c->per_item < c->H * c->groups ? f0 + c->per_item : c->H * c->groups;
+    while (f0 < f1) {
+      int64_t h = f0 / c->groups, g0 = f0 % c->groups, g1 = g0 + (f1 - f0) < c->groups ? g0 + (f1 - f0) : c->groups;
+      const packed_matrix *m = &c->w[h];
+      packed_gemm_for(m->layout)(c->y + h * c->rows, c->H * c->rows, m->data, m->group_bytes, c->xq + (size_t)(h * c->T) * c->xrow,
+                                 c->blocks, c->blocks, c->T, g0, g1);
+      f0 += g1 - g0;
+    }
   }
 }
 
@@ -439,16 +444,17 @@ int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, in
   c.xrow = packed_act_bytes(w[0].wtype, cols);
   c.blocks = cols / quant_block_elements(w[0].wtype);
   c.groups = rows / ROW_GROUP;
-  /* ~32 KB of weights per work item: a 16-head step is tens of items, not a job per head */
-  c.per_item = (int64_t)(32768 / w[0].group_bytes);
+  /* ~144 KB of weights per work item for one token (fewer groups when tokens share them), and two
+     items per thread at least */
+  int64_t total = H * c.groups;
+  c.per_item = (int64_t)(147456 / w[0].group_bytes) / (T > 8 ? 8 : T);
+  if (c.per_item > total / (2 * pool_threads())) c.per_item = total / (2 * pool_threads());
   if (c.per_item < 1) c.per_item = 1;
-  if (c.per_item > c.groups) c.per_item = c.groups;
-  c.items_per_head = (c.groups + c.per_item - 1) / c.per_item;
   void *xq = NULL;
   if (posix_memalign(&xq, 64, c.xrow * (size_t)(H * T) + 64) != 0) return -1;
   c.xq = xq;
   pool_run(heads_quantise_task, &c, H * T, 16);
-  pool_run(heads_gemm_task, &c, H * c.items_per_head, 1);
+  pool_run(heads_gemm_task, &c, (total + c.per_item - 1) / c.per_item, 1);
   free(xq);
   return 0;
 }
