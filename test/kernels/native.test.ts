@@ -84,6 +84,8 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     // last chunk, queries of different lengths in one call.
     [1, 16, 576, 512, 300],
     [3, 4, 40, 32, 700],
+    // A value width that is not a whole register panel (37 = 2·16 + 5) past one chunk.
+    [2, 3, 45, 37, 150],
   ] as const) {
     const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - queries + t + 1);
     const shape = { queries, heads, contextLengths, scale: 0.17 };

@@ -37,12 +37,12 @@ void gemm_f32_pack_transposed(float *packed, const float *bt, int64_t ldbt, int6
 }
 
 /* One MR × NR tile: rows[r] are A's rows (a short tile repeats row 0 and drops the result). */
-typedef void (*tile_fn)(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t K);
+typedef void (*tile_fn)(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K);
 
-static void tile_scalar(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t K) {
+static void tile_scalar(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K) {
   float acc[MR][NR] = {{0}};
   for (int64_t k = 0; k < K; k++) {
-    const float *b = panel + k * NR;
+    const float *b = panel + k * ld;
     for (int r = 0; r < MR; r++) {
       float a = rows[r][k];
       for (int j = 0; j < NR; j++) acc[r][j] += a * b[j];
@@ -56,12 +56,12 @@ static void tile_scalar(float out[MR][NR], const float *const rows[MR], const fl
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 
 /* 12 accumulators, 2 panel loads and 6 broadcasts per k: FMA-bound on Zen 4 and Skylake-X cores. */
-TARGET_AVX2 static void tile_avx2(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t K) {
+TARGET_AVX2 static void tile_avx2(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const float *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
   for (int64_t k = 0; k < K; k++) {
-    __m256 b0 = _mm256_loadu_ps(panel + k * NR), b1 = _mm256_loadu_ps(panel + k * NR + 8), a;
+    __m256 b0 = _mm256_loadu_ps(panel + k * ld), b1 = _mm256_loadu_ps(panel + k * ld + 8), a;
     a = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
     a = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
     a = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
@@ -89,17 +89,33 @@ void gemm_f32_select(int avx2) {
 #endif
 }
 
-void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K) {
+/* Rows [0, M) of C for one panel of NR columns starting at j0, of which nr are kept. */
+static void panel_rows(float *c, int64_t ldc, const float *a, int64_t lda, const float *panel, int64_t ld, int64_t M, int64_t j0,
+                       int64_t nr, int64_t K) {
   float out[MR][NR];
-  for (int64_t j0 = 0; j0 < N; j0 += NR) {
-    int64_t nr = N - j0 < NR ? N - j0 : NR;
-    const float *panel = packed + (j0 / NR) * K * NR;
-    for (int64_t i0 = 0; i0 < M; i0 += MR) {
-      int64_t mr = M - i0 < MR ? M - i0 : MR;
-      const float *rows[MR];
-      for (int r = 0; r < MR; r++) rows[r] = a + (i0 + (r < mr ? r : 0)) * lda;
-      tile(out, rows, panel, K);
-      for (int64_t r = 0; r < mr; r++) memcpy(c + (i0 + r) * ldc + j0, out[r], (size_t)nr * sizeof(float));
+  for (int64_t i0 = 0; i0 < M; i0 += MR) {
+    int64_t mr = M - i0 < MR ? M - i0 : MR;
+    const float *rows[MR];
+    for (int r = 0; r < MR; r++) rows[r] = a + (i0 + (r < mr ? r : 0)) * lda;
+    tile(out, rows, panel, ld, K);
+    for (int64_t r = 0; r < mr; r++) memcpy(c + (i0 + r) * ldc + j0, out[r], (size_t)nr * sizeof(float));
+  }
+}
+
+void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K) {
+  for (int64_t j0 = 0; j0 < N; j0 += NR)
+    panel_rows(c, ldc, a, lda, packed + (j0 / NR) * K * NR, NR, M, j0, N - j0 < NR ? N - j0 : NR, K);
+}
+
+void gemm_f32_rows(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t M, int64_t N, int64_t K,
+                   float *edge) {
+  int64_t whole = N / NR * NR;
+  for (int64_t j0 = 0; j0 < whole; j0 += NR) panel_rows(c, ldc, a, lda, b + j0, ldb, M, j0, NR, K);
+  if (whole < N) { /* the last columns, zero-padded to a panel */
+    for (int64_t k = 0; k < K; k++) {
+      memcpy(edge + k * NR, b + k * ldb + whole, (size_t)(N - whole) * sizeof(float));
+      for (int64_t j = N - whole; j < NR; j++) edge[k * NR + j] = 0;
     }
+    panel_rows(c, ldc, a, lda, edge, NR, M, whole, N - whole, K);
   }
 }

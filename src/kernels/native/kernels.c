@@ -139,38 +139,6 @@ TARGET_AVX2 static void axpy_f32_avx2(float *y, float p, const float *a, int64_t
   for (; i < n; i++) y[i] += p * a[i];
 }
 
-/* s[h·stride + j] = scale · rows_j · q_h for j < m, h < H (rows [m][W], q [H][W]): 2 rows × 4 heads
-   per register tile, so each loaded 8-value piece of a row meets four heads (latent attention's
-   scores are a small matrix product; a dot product per (row, head) re-reads every row per head). */
-TARGET_AVX2 static void scores_avx2(float *s, int64_t stride, const float *rows, int64_t m, const float *q, int64_t H, int64_t W, float scale) {
-  int64_t j = 0;
-  for (; j + 2 <= m && W % 8 == 0; j += 2) {
-    const float *r0 = rows + j * W, *r1 = r0 + W;
-    int64_t h = 0;
-    for (; h + 4 <= H; h += 4) {
-      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-      const float *q0 = q + h * W, *q1 = q0 + W, *q2 = q1 + W, *q3 = q2 + W;
-      for (int64_t i = 0; i < W; i += 8) {
-        __m256 x0 = _mm256_loadu_ps(r0 + i), x1 = _mm256_loadu_ps(r1 + i), v;
-        v = _mm256_loadu_ps(q0 + i); a00 = _mm256_fmadd_ps(x0, v, a00); a10 = _mm256_fmadd_ps(x1, v, a10);
-        v = _mm256_loadu_ps(q1 + i); a01 = _mm256_fmadd_ps(x0, v, a01); a11 = _mm256_fmadd_ps(x1, v, a11);
-        v = _mm256_loadu_ps(q2 + i); a02 = _mm256_fmadd_ps(x0, v, a02); a12 = _mm256_fmadd_ps(x1, v, a12);
-        v = _mm256_loadu_ps(q3 + i); a03 = _mm256_fmadd_ps(x0, v, a03); a13 = _mm256_fmadd_ps(x1, v, a13);
-      }
-      s[(h + 0) * stride + j] = hsum256(a00) * scale; s[(h + 0) * stride + j + 1] = hsum256(a10) * scale;
-      s[(h + 1) * stride + j] = hsum256(a01) * scale; s[(h + 1) * stride + j + 1] = hsum256(a11) * scale;
-      s[(h + 2) * stride + j] = hsum256(a02) * scale; s[(h + 2) * stride + j + 1] = hsum256(a12) * scale;
-      s[(h + 3) * stride + j] = hsum256(a03) * scale; s[(h + 3) * stride + j + 1] = hsum256(a13) * scale;
-    }
-    for (; h < H; h++) {
-      s[h * stride + j] = dot_f32_avx2(r0, q + h * W, W) * scale;
-      s[h * stride + j + 1] = dot_f32_avx2(r1, q + h * W, W) * scale;
-    }
-  }
-  for (; j < m; j++)
-    for (int64_t h = 0; h < H; h++) s[h * stride + j] = dot_f32_avx2(rows + j * W, q + h * W, W) * scale;
-}
-
 TARGET_AVX2 static void f16_row_avx2(float *out, const uint16_t *a, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_f16x8(a + i));
@@ -199,11 +167,6 @@ static float dot_f32_neon(const float *a, const float *x, int64_t n) {
 }
 #endif
 
-static void scores_scalar(float *s, int64_t stride, const float *rows, int64_t m, const float *q, int64_t H, int64_t W, float scale) {
-  for (int64_t j = 0; j < m; j++)
-    for (int64_t h = 0; h < H; h++) s[h * stride + j] = dot_f32_scalar(rows + j * W, q + h * W, W) * scale;
-}
-
 static void f16_row_scalar(float *out, const uint16_t *a, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(a[i]);
 }
@@ -222,7 +185,6 @@ static dot_fn dot_f32, dot_f16, dot_bf16;
 static void (*axpy_f32)(float *, float, const float *, int64_t);
 static void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
 static void (*f16_row)(float *, const uint16_t *, int64_t);
-static void (*scores)(float *, int64_t, const float *, int64_t, const float *, int64_t, int64_t, float);
 static const char *simd_name = "scalar";
 
 /* The row kernels of a level: AVX2 serves the AVX2 and AVX-512 levels (the packed products of
@@ -236,7 +198,6 @@ int kernels_set_level(const char *name) {
   axpy_f32 = axpy_f32_scalar;
   axpy_f16 = axpy_f16_scalar;
   f16_row = f16_row_scalar;
-  scores = scores_scalar;
   quant_init(0);
   gemm_f32_select(0);
   simd_name = level;
@@ -248,7 +209,6 @@ int kernels_set_level(const char *name) {
     axpy_f32 = axpy_f32_avx2;
     axpy_f16 = axpy_f16_avx2;
     f16_row = f16_row_avx2;
-    scores = scores_avx2;
     quant_init(1);
     gemm_f32_select(1);
   }
@@ -421,16 +381,14 @@ void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int6
   matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
   if (tokens >= GEMM_F32_MR) {
     size_t row_bytes = kernels_span_bytes(wtype, cols);
-    float *decoded = malloc((size_t)(rows * cols) * sizeof(float));
-    float *panels = malloc((size_t)gemm_f32_panel_floats(rows, cols) * sizeof(float));
+    float *decoded = pool_scratch(6, (size_t)(rows * cols) * sizeof(float));
+    float *panels = pool_scratch(7, (size_t)gemm_f32_panel_floats(rows, cols) * sizeof(float));
     if (!decoded || !panels) abort();
     for (int64_t r = 0; r < rows; r++) decode_row(w + (size_t)r * row_bytes, wtype, cols, decoded + r * cols);
     gemm_f32_pack(panels, decoded, cols, rows, cols);
-    free(decoded);
     matmul_t_gemm_ctx g = {y, x, panels, rows, cols, tokens};
     int64_t tiles = (tokens + GEMM_F32_MR - 1) / GEMM_F32_MR;
     pool_run(matmul_t_gemm_task, &g, tiles, 1);
-    free(panels);
     return;
   }
   if (quant_block_elements(wtype) > 0) {
@@ -519,10 +477,10 @@ static void attention_task(void *p, int64_t start, int64_t end) {
       for (int64_t t = t0; t < t0 + m; t++) memset(c->out + (t * H + h) * dv, 0, (size_t)dv * sizeof(float));
       continue;
     }
-    float *keys = malloc((size_t)gemm_f32_panel_floats(dk, n) * sizeof(float));
-    float *values = malloc((size_t)gemm_f32_panel_floats(n, dv) * sizeof(float));
-    float *s = malloc((size_t)(m * n) * sizeof(float));
-    float *inv = malloc((size_t)m * sizeof(float));
+    float *keys = pool_scratch(0, (size_t)gemm_f32_panel_floats(dk, n) * sizeof(float));
+    float *values = pool_scratch(1, (size_t)gemm_f32_panel_floats(n, dv) * sizeof(float));
+    float *s = pool_scratch(2, (size_t)(m * n) * sizeof(float));
+    float *inv = pool_scratch(3, (size_t)m * sizeof(float));
     if (!keys || !values || !s || !inv) abort();
     gemm_f32_pack_transposed(keys, c->k + h * dk, H * dk, dk, n);
     gemm_f32(s, n, c->q + (t0 * H + h) * dk, H * dk, keys, m, n, dk);
@@ -543,10 +501,6 @@ static void attention_task(void *p, int64_t start, int64_t end) {
     gemm_f32(o, H * dv, s, n, values, m, dv, n);
     for (int64_t r = 0; r < m; r++)
       for (int64_t i = 0; i < dv; i++) o[r * H * dv + i] *= inv[r];
-    free(keys);
-    free(values);
-    free(s);
-    free(inv);
   }
 }
 
@@ -668,10 +622,15 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
   skv_flash_ctx *f = p;
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, vb = c->width - c->va, W = c->width;
-  float *rows = malloc(sizeof(float) * (size_t)(SKV_CHUNK * W));
-  float *q = malloc(sizeof(float) * (size_t)(H * W));
-  float *s = malloc(sizeof(float) * (size_t)(SKV_CHUNK * H));
-  if (!rows || !q || !s) abort();
+  float *rows = pool_scratch(0, sizeof(float) * (size_t)(SKV_CHUNK * W));
+  float *q = pool_scratch(1, sizeof(float) * (size_t)(H * W));
+  float *s = pool_scratch(2, sizeof(float) * (size_t)(SKV_CHUNK * H));
+  /* Sᵀ = rows·qᵀ with the queries packed once per query row (the rows are the A operand as they
+     lie), then O = P·rows[:, :va] reading the rows as B in place (gemm_f32.h) */
+  float *queries = pool_scratch(3, sizeof(float) * (size_t)gemm_f32_panel_floats(W, H));
+  float *edge = pool_scratch(4, sizeof(float) * (size_t)(SKV_CHUNK * GEMM_F32_NR));
+  float *st = pool_scratch(5, sizeof(float) * (size_t)(SKV_CHUNK * H));
+  if (!rows || !q || !s || !queries || !edge || !st) abort();
   int64_t last_t = -1;
   for (int64_t item = start; item < end; item++) {
     int64_t t = item / f->chunks, ch = item % f->chunks;
@@ -689,6 +648,7 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
         memcpy(q + h * W, c->qa + (t * H + h) * va, sizeof(float) * (size_t)va);
         memcpy(q + h * W + va, c->qb + (t * H + h) * vb, sizeof(float) * (size_t)vb);
       }
+      gemm_f32_pack_transposed(queries, q, W, W, H);
       last_t = t;
     }
     int64_t m = j1 - j0;
@@ -698,22 +658,20 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
       else if (c->kvtype == 1) f16_row(rows + j * W, (const uint16_t *)c->pages[r / c->page_rows] + offset, W);
       else skv_q8_row(rows + j * W, (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_q8_row_bytes(W), W);
     }
-    scores(s, SKV_CHUNK, rows, m, q, H, W, c->scale);
+    /* Register-tiled products: every head meets each row from registers (a dot product and an
+       axpy per (head, row) read each row once per head). */
+    gemm_f32(st, H, rows, W, queries, m, H, W);
     for (int64_t h = 0; h < H; h++) {
       float *sh = s + h * SKV_CHUNK, max = -INFINITY;
-      for (int64_t j = 0; j < m; j++)
+      for (int64_t j = 0; j < m; j++) {
+        sh[j] = st[j * H + h] * c->scale;
         if (sh[j] > max) max = sh[j];
-      float sum = exp_shifted(sh, m, max);
-      float *acc = part + h * (2 + va) + 2;
-      memset(acc, 0, sizeof(float) * (size_t)va);
-      for (int64_t j = 0; j < m; j++) axpy_f32(acc, sh[j], rows + j * W, va);
+      }
       part[h * (2 + va)] = max;
-      part[h * (2 + va) + 1] = sum;
+      part[h * (2 + va) + 1] = exp_shifted(sh, m, max);
     }
+    gemm_f32_rows(part + 2, 2 + va, s, SKV_CHUNK, rows, W, H, va, m, edge);
   }
-  free(rows);
-  free(q);
-  free(s);
 }
 
 /* Merge each (query, head)'s chunks in order: out = Σ_c e^(m_c − M)·acc_c / Σ_c e^(m_c − M)·l_c. */
@@ -753,7 +711,7 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
   int64_t chunks = (longest + SKV_CHUNK - 1) / SKV_CHUNK;
   size_t partial_bytes = sizeof(float) * (size_t)(queries * chunks * heads) * (size_t)(2 + va);
   /* Short contexts (one chunk) and huge batches keep the per-(query, head) loop. */
-  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? malloc(partial_bytes) : NULL;
+  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? pool_scratch(6, partial_bytes) : NULL;
   if (!partial) {
     pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
     return;
@@ -761,7 +719,6 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
   skv_flash_ctx f = {c, chunks, partial};
   pool_run(skv_chunk_task, &f, queries * chunks, 1);
   pool_run(skv_merge_task, &f, queries * heads, 4);
-  free(partial);
 }
 
 /* ---------- memory bandwidth probe ---------- */

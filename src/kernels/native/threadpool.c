@@ -45,6 +45,31 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static __thread void *scratch_block[POOL_SCRATCH_SLOTS];
+static __thread size_t scratch_bytes[POOL_SCRATCH_SLOTS];
+
+void *pool_scratch(int slot, size_t bytes) {
+  if (slot < 0 || slot >= POOL_SCRATCH_SLOTS) return NULL;
+  if (scratch_bytes[slot] < bytes) {
+    free(scratch_block[slot]);
+    scratch_block[slot] = NULL;
+    scratch_bytes[slot] = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    scratch_block[slot] = p;
+    scratch_bytes[slot] = bytes;
+  }
+  return scratch_block[slot];
+}
+
+static void scratch_release(void) {
+  for (int i = 0; i < POOL_SCRATCH_SLOTS; i++) {
+    free(scratch_block[i]);
+    scratch_block[i] = NULL;
+    scratch_bytes[i] = 0;
+  }
+}
+
 static void run_chunks(job_t *job) {
   for (;;) {
     int64_t start = atomic_fetch_add(&job->next, job->grain);
@@ -74,6 +99,7 @@ static void *worker_main(void *arg) {
       pthread_mutex_unlock(&lock);
     }
   }
+  scratch_release();
   return NULL;
 }
 

@@ -1,5 +1,6 @@
 #ifndef DSEEK_THREADPOOL_H
 #define DSEEK_THREADPOOL_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* Processes indices [start, end) of a job. */
@@ -12,6 +13,16 @@ int pool_set_threads(int threads);
 int pool_threads(void);
 /* Jobs handed to the workers since start (jobs small enough for the caller alone are not counted). */
 int64_t pool_jobs(void);
+/*
+ * Per-thread scratch that outlives a job: slot `slot` (0 … POOL_SCRATCH_SLOTS−1) of the calling
+ * thread, grown to at least `bytes`, 64-byte aligned, valid until this thread asks for the same
+ * slot again; NULL when out of memory. Kernels that need hundreds of KB per work item would
+ * otherwise get fresh zeroed pages on every call (glibc serves blocks above 128 KB with mmap):
+ * a page fault per 4 KB, measured as 30 % of a long-context attention call.
+ */
+#define POOL_SCRATCH_SLOTS 8
+void *pool_scratch(int slot, size_t bytes);
+
 /* Mean µs of a job with no work on all threads: the wake-up and barrier a job costs. */
 double pool_overhead_us(int iterations);
 
