@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: the standard set. Random-weight GGUFs with DeepSeek-V2-Lite's exact shapes
  * (made once with `dseek random-model`, kept in ~/.cache/dseek/bench), then `dseek bench` on each:
- * pp512, tg128, and tg after 512 and 4,096 tokens of context, 2 threads — the figures the kernels
- * issue compares with llama.cpp and ik_llama.cpp. Prints one table; `--json` prints the rows.
+ * pp512 and tg128 at an empty context, then after 512 and 4,096 tokens of context (one repeat
+ * each there: every repeat prefills its context again), 2 threads — the figures the kernels and
+ * long-context issues compare with llama.cpp and ik_llama.cpp. Prints one table; `--json` the rows.
  *
  *   npm run bench -- [--types q4_0,q8_0,q4_k] [--layers 27] [--threads 2] [--quick] [--json]
  */
@@ -40,8 +41,9 @@ for (const type of values.types.split(',')) {
     execFileSync(process.execPath, [bin, 'random-model', '--like', 'v2-lite', '--type', type, '--layers', layers, file], { stdio: 'inherit' });
   }
   for (const depth of depths) {
-    const args = [bin, 'bench', '--model', file, '-p', depth === 0 ? pp : '0', '-n', tg, '-d', String(depth), '--threads', values.threads, '--json'];
-    process.stderr.write(`bench: ${type} ${depth ? `tg${tg} after ${depth}` : `pp${pp} + tg${tg}`}…\n`);
+    const repeats = depth === 0 ? '3' : '1';
+    const args = [bin, 'bench', '--model', file, '-p', pp, '-n', tg, '-d', String(depth), '-r', repeats, '--threads', values.threads, '--json'];
+    process.stderr.write(`bench: ${type} pp${pp} + tg${tg}${depth ? ` after ${depth}` : ''}…\n`);
     const r = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 })) as Row;
     rows.push({ ...r, file: `V2-Lite ${layers}L ${type}`, depth });
   }
@@ -54,7 +56,7 @@ if (values.json) {
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.file} | ${r.depth ? '—' : `${f(r.pp_tok_s)} ± ${f(r.pp_tok_s_sd)}`} | ${f(r.tg_tok_s)} ± ${f(r.tg_tok_s_sd)} | ${r.depth} | ${f(r.load_s, 2)} | ${f(r.rss_mb, 0)} | ${f(r.bandwidth_gb_s)} | ${f(r.decode_ceiling_tok_s)} | ${f(r.tg_pct_of_ceiling)} |`,
+      `| ${r.file} | ${f(r.pp_tok_s)} ± ${f(r.pp_tok_s_sd)} | ${f(r.tg_tok_s)} ± ${f(r.tg_tok_s_sd)} | ${r.depth} | ${f(r.load_s, 2)} | ${f(r.rss_mb, 0)} | ${f(r.bandwidth_gb_s)} | ${f(r.decode_ceiling_tok_s)} | ${f(r.tg_pct_of_ceiling)} |`,
     );
   }
 }

@@ -12,6 +12,7 @@ import { activeWeightBytes } from '../model/params.js';
 import { selectBackend, type BackendChoice } from '../kernels/select.js';
 import { defaultThreads, measureReadBandwidth, threadPoolStats } from '../kernels/native/index.js';
 import type { DeepseekModel } from '../model/deepseek.js';
+import type { LatentCache } from '../cache/latentCache.js';
 import { parseInteger, repackFromFlags, resolveModelPath, type RepackFlags } from './args.js';
 import { parseCacheType, rowBytes, type CacheType } from '../cache/pagePool.js';
 
@@ -72,9 +73,17 @@ function randomTokens(n: number, vocab: number, seed: number): number[] {
   });
 }
 
-/** Prefill `depth` tokens (untimed), then time `count` tokens. */
-function timePrompt(model: DeepseekModel, count: number, cacheType: CacheType, seed: number): number {
-  const cache = model.createCache({ dtype: cacheType, maxTokens: Math.min(model.config.maxPositionEmbeddings, count + 1) });
+/** A cache holding `depth` tokens of context (prefilled in 512-token chunks, untimed), room for `count` more. */
+function cacheAtDepth(model: DeepseekModel, depth: number, count: number, cacheType: CacheType, seed: number): LatentCache {
+  const cache = model.createCache({ dtype: cacheType, maxTokens: Math.min(model.config.maxPositionEmbeddings, depth + count + 1) });
+  const context = randomTokens(depth, model.config.vocabSize, seed + 1);
+  for (let i = 0; i < depth; i += 512) model.forward(context.slice(i, i + 512), cache);
+  return cache;
+}
+
+/** After `depth` tokens of context, time `count` prompt tokens as one chunk (llama-bench's pp at -d). */
+function timePrompt(model: DeepseekModel, count: number, depth: number, cacheType: CacheType, seed: number): number {
+  const cache = cacheAtDepth(model, depth, count, cacheType, seed);
   const tokens = randomTokens(count, model.config.vocabSize, seed);
   const t0 = performance.now();
   model.forward(tokens, cache);
@@ -82,13 +91,8 @@ function timePrompt(model: DeepseekModel, count: number, cacheType: CacheType, s
 }
 
 function timeGeneration(model: DeepseekModel, count: number, depth: number, cacheType: CacheType, seed: number): number {
-  const cache = model.createCache({ dtype: cacheType, maxTokens: Math.min(model.config.maxPositionEmbeddings, depth + count + 1) });
-  const vocab = model.config.vocabSize;
-  if (depth > 0) {
-    const context = randomTokens(depth, vocab, seed + 1);
-    for (let i = 0; i < depth; i += 512) model.forward(context.slice(i, i + 512), cache);
-  }
-  const tokens = randomTokens(count, vocab, seed);
+  const cache = cacheAtDepth(model, depth, count, cacheType, seed);
+  const tokens = randomTokens(count, model.config.vocabSize, seed);
   const t0 = performance.now();
   for (const t of tokens) model.forward([t], cache);
   return count / ((performance.now() - t0) / 1000);
@@ -101,7 +105,7 @@ export function registerBenchCommand(program: Command): void {
     .option('-m, --model <path>', 'model folder or .gguf file (default: the bundled model)')
     .option('-p, --prompt <n>', 'prompt tokens for pp (0: skip)', '512')
     .option('-n, --gen <n>', 'generated tokens for tg (0: skip)', '128')
-    .option('-d, --depth <n>', 'context tokens before tg (like llama-bench -d)', '0')
+    .option('-d, --depth <n>', 'context tokens before pp and tg (like llama-bench -d)', '0')
     .option('-r, --repeats <n>', 'repeats for mean ± sd', '3')
     .option('--threads <n>', `kernel threads (default: ${defaultThreads()})`)
     .option('--backend <name>', 'kernels: auto, native or reference', 'auto')
@@ -134,10 +138,10 @@ export function registerBenchCommand(program: Command): void {
       const pp: number[] = [];
       const tg: number[] = [];
       if (prompt > 0) {
-        timePrompt(model, Math.min(prompt, 32), cacheType, 99); // warm-up: page in the weights
+        timePrompt(model, Math.min(prompt, 32), 0, cacheType, 99); // warm-up: page in the weights
         for (let r = 0; r < repeats; r++) {
-          pp.push(timePrompt(model, prompt, cacheType, r + 1));
-          progress(`pp${prompt} run ${r + 1}/${repeats}: ${pp[r]!.toFixed(2)} tok/s`);
+          pp.push(timePrompt(model, prompt, depth, cacheType, r + 1));
+          progress(`pp${prompt}${depth ? ` @ d${depth}` : ''} run ${r + 1}/${repeats}: ${pp[r]!.toFixed(2)} tok/s`);
         }
       }
       let jobsPerToken: number | null = null;
