@@ -193,6 +193,24 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
         assert.ok(Math.abs(b[i]! - a[i]!) <= 1e-6 * Math.abs(a[i]!) + 1e-30, `${level.name} silu(${g[i]}) ${b[i]} vs ${a[i]}`);
       }
     }
+    // A NaN gate stays NaN (a clamp must not turn it into a number).
+    const g = Float32Array.from({ length: 9 }, (_, i) => (i === 4 ? NaN : 1));
+    const y = new Float32Array(9);
+    nb.siluMul(y, g, new Float32Array(9).fill(1), 9);
+    assert.ok(Number.isNaN(y[4]) && Number.isFinite(y[3]!), `${level.name}: NaN in, NaN out`);
+  });
+}
+createNativeBackend(2);
+
+for (const level of nativeLevels().filter((l) => l.supported)) {
+  test(`${level.name}: attention keeps a NaN score NaN (the vectorised exp does not clamp it away)`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    const [dk, dv, rows] = [8, 4, 16]; // whole 8-lane vectors: no scalar tail to carry the NaN
+    const q = randomVec(dk);
+    q[3] = NaN;
+    const out = new Float32Array(dv);
+    nb.attention(out, q, randomVec(rows * dk), randomVec(rows * dv), dk, dv, { queries: 1, heads: 1, contextLengths: Int32Array.of(rows), scale: 1 });
+    assert.ok(out.every((v) => Number.isNaN(v)), `${level.name}: ${out}`);
   });
 }
 createNativeBackend(2);

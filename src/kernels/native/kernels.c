@@ -440,15 +440,8 @@ static float *score_buffer(const int32_t *ctx, int64_t heads, int64_t start, int
   return s;
 }
 
-/* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum. */
-static float exp_shifted(float *s, int64_t n, float max) {
-  float sum = 0;
-  for (int64_t j = 0; j < n; j++) {
-    s[j] = expf(s[j] - max);
-    sum += s[j];
-  }
-  return sum;
-}
+/* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum (the level's kernel). */
+static float exp_shifted(float *s, int64_t n, float max) { return active_ops->exp_shifted(s, n, max); }
 
 /* Expanded attention of a prompt chunk as two f32 matrix products per (head, block of queries):
    S = scale · Q_h Kᵀ_h over the block's longest context, a row softmax with each query's own causal

@@ -89,6 +89,8 @@ typedef struct {
   void (*quantise_block)(const float *x, int n, float *d, int8_t *q);
   /* y[i] = silu(gate[i]) · up[i] (y may alias gate): the experts' activation between products. */
   void (*silu_mul)(float *y, const float *gate, const float *up, int64_t n);
+  /* s[j] = exp(s[j] − max) for j < n (softmax numerators); returns their sum. */
+  float (*exp_shifted)(float *s, int64_t n, float max);
 } kernel_ops;
 
 /* The levels, best first; a level is usable when the CPU has its features. */
@@ -107,8 +109,10 @@ extern const kernel_ops *active_ops;
 /* Shared helpers every level uses (repack.c). */
 void quantise_block_scalar(const float *x, int n, float *d, int8_t *q);
 void silu_mul_scalar(float *y, const float *gate, const float *up, int64_t n);
+float exp_shifted_scalar(float *s, int64_t n, float max);
 #if defined(__x86_64__) || defined(_M_X64)
-void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses it too */
+void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses these too */
+float exp_shifted_avx2(float *s, int64_t n, float max);
 #endif
 float f16_bits_to_f32(uint16_t h);
 

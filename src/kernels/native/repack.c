@@ -60,6 +60,15 @@ void silu_mul_scalar(float *y, const float *gate, const float *up, int64_t n) {
   }
 }
 
+float exp_shifted_scalar(float *s, int64_t n, float max) {
+  float sum = 0;
+  for (int64_t j = 0; j < n; j++) {
+    s[j] = expf(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
 /* ---------- levels ---------- */
 
 static int cpu_has(const kernel_ops *ops) {

@@ -153,4 +153,5 @@ const kernel_ops ops_scalar = {
              [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_scalar,
     .silu_mul = silu_mul_scalar,
+    .exp_shifted = exp_shifted_scalar,
 };

@@ -108,4 +108,5 @@ const kernel_ops ops_neon = {
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8},
     .quantise_block = quantise_block_scalar,
     .silu_mul = silu_mul_scalar,
+    .exp_shifted = exp_shifted_scalar,
 };

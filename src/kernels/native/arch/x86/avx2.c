@@ -271,7 +271,8 @@ static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) 
    precision): x = n·ln2 + r with |r| ≤ ln2/2, 2^n built in the exponent bits, e^r by the degree-6
    minimax polynomial of Cephes' expf (S. L. Moshier, Cephes Math Library, expf.c), ~1 ulp. */
 INLINE __m256 exp_avx2(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  /* max/min return their second operand when either is NaN: x second, so a NaN stays NaN */
+  x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   /* ln2 in two parts so that n·ln2 is exact enough (Cody–Waite reduction) */
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -298,10 +299,27 @@ void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n) {
   silu_mul_scalar(y + i, gate + i, up + i, n - i);
 }
 
+/* Eight partial sums, added in a fixed order: the same bits whatever the caller's threads. */
+float exp_shifted_avx2(float *s, int64_t n, float max) {
+  const __m256 vmax = _mm256_set1_ps(max);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmax));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  return sum + exp_shifted_scalar(s + j, n - j, max);
+}
+
 const kernel_ops ops_avx2 = {
     .name = "avx2",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
              [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_avx2,
     .silu_mul = silu_mul_avx2,
+    .exp_shifted = exp_shifted_avx2,
 };

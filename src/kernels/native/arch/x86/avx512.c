@@ -291,4 +291,5 @@ const kernel_ops ops_avx512 = {
              [LAYOUT_Q5_0X8] = gemm_q5_0x8},
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
+    .exp_shifted = exp_shifted_avx2,
 };
