@@ -1,7 +1,7 @@
 /**
  * Where ContextCache's store work runs. `InThreadLink` runs a ContextStore in the caller's thread
- * (tests with stores that misbehave on purpose). `ThreadLink` runs it in a thread of its own
- * (storeThread.ts), which is what the engine uses: framing and checking pages (a copy and a
+ * (tests with stores that misbehave on purpose). `ThreadLink` runs it in threads of its own
+ * (storeThread.ts; one for lookups, one for writes), which is what the engine uses: framing and checking pages (a copy and a
  * SHA-256 of 2 MB each), the Redis client's socket work and the garbage of megabyte buffers all
  * happen there, so an engine step never waits for them. Pages live in SharedArrayBuffers
  * (pagePool.ts): handing one over is a message, not a copy; the page stays retained until the
@@ -103,23 +103,21 @@ interface Waiter {
   reject(err: Error): void;
 }
 
-export class ThreadLink implements PageLink {
-  readonly kind: 'folder' | 'redis';
-  readonly location: string;
+/** What a store thread is for: it sets the thread's priority (storeThread.ts). */
+export type StoreThreadRole = 'reads' | 'writes';
+
+/** One store thread and its requests in flight. */
+class StoreThread {
   private readonly waiters = new Map<number, Waiter>();
   private readonly copiedWaiters = new Map<number, () => void>();
-  private nextId = 1;
-  private lastUsage: { bytes: number; entries: number } | null = null;
+  lastUsage: { bytes: number; entries: number } | null = null;
+  dead: Error | null = null;
   private closing: Promise<void> | null = null;
-  private dead: Error | null = null;
 
   private constructor(
     private readonly worker: Worker,
-    ready: Extract<FromStoreThread, { type: 'ready' }>,
     log: (line: string) => void,
   ) {
-    this.kind = ready.kind;
-    this.location = ready.location;
     worker.on('message', (m: FromStoreThread) => {
       if (m.type === 'log') log(m.line);
       else if (m.type === 'copied') {
@@ -156,19 +154,16 @@ export class ThreadLink implements PageLink {
     worker.unref();
   }
 
-  /**
-   * Start the store thread and open the store there. Resolves once it is open: for Redis, when
-   * connected or after 2 s (then it connects in the background and the engine serves uncached).
-   */
-  static start(spec: ContextStoreSpec, log: (line: string) => void): Promise<{ link: ThreadLink; connected: boolean }> {
-    const worker = new Worker(new URL('./storeThread.js', import.meta.url), { workerData: spec });
+  /** Starts the thread and opens the store there; resolves with its 'ready' message. */
+  static start(spec: ContextStoreSpec, role: StoreThreadRole, log: (line: string) => void): Promise<{ thread: StoreThread; ready: Extract<FromStoreThread, { type: 'ready' }> }> {
+    const worker = new Worker(new URL('./storeThread.js', import.meta.url), { workerData: { spec, role } satisfies StoreThreadData });
     return new Promise((resolve, reject) => {
       const onMessage = (m: FromStoreThread) => {
         if (m.type === 'log') log(m.line);
         if (m.type !== 'ready') return;
         worker.off('message', onMessage);
         worker.off('error', reject);
-        resolve({ link: new ThreadLink(worker, m, log), connected: m.connected });
+        resolve({ thread: new StoreThread(worker, log), ready: m });
       };
       worker.on('message', onMessage);
       worker.once('error', reject);
@@ -182,7 +177,7 @@ export class ThreadLink implements PageLink {
     this.copiedWaiters.clear();
   }
 
-  private request<T>(id: number, message: ToStoreThread): Promise<T> {
+  request<T>(id: number, message: ToStoreThread): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     if (this.waiters.size === 0) this.worker.ref();
     const settled = () => {
@@ -203,32 +198,13 @@ export class ThreadLink implements PageLink {
     });
   }
 
-  fetch(keys: readonly string[], geometry: Geometry): Promise<(DecodeResult | null)[]> {
-    const id = this.nextId++;
-    return this.request(id, { type: 'fetch', id, keys, geometry });
+  /** Resolves when the rows of request `id` have been copied out (see ThreadLink.write). */
+  copiedOf(id: number): Promise<void> {
+    return new Promise<void>((r) => this.copiedWaiters.set(id, r));
   }
 
-  write(key: string, layers: readonly PageStorage[], geometry: Geometry) {
-    const id = this.nextId++;
-    // Rows in SharedArrayBuffers cross by reference: they are read until the thread says 'copied'.
-    // Others are copied by postMessage itself, so the page is free at once.
-    const shared = !this.dead && layers.every((l) => l.buffer instanceof SharedArrayBuffer);
-    const copied = shared ? new Promise<void>((r) => this.copiedWaiters.set(id, r)) : Promise.resolve();
-    const done = this.request<number>(id, { type: 'write', id, key, layers, geometry });
-    return { copied, done };
-  }
-
-  delete(key: string): void {
-    if (!this.dead) this.worker.postMessage({ type: 'delete', key } satisfies ToStoreThread);
-  }
-
-  probe(key: string): Promise<void> {
-    const id = this.nextId++;
-    return this.request(id, { type: 'probe', id, key });
-  }
-
-  usage() {
-    return this.lastUsage;
+  post(message: ToStoreThread): void {
+    if (!this.dead) this.worker.postMessage(message);
   }
 
   close(): Promise<void> {
@@ -242,5 +218,74 @@ export class ThreadLink implements PageLink {
       this.worker.postMessage({ type: 'close' } satisfies ToStoreThread);
     });
     return this.closing;
+  }
+}
+
+/** What storeThread.ts is started with. */
+export interface StoreThreadData {
+  readonly spec: ContextStoreSpec;
+  readonly role: StoreThreadRole;
+}
+
+/**
+ * The store in two threads of its own, each with its own connection (or folder handle), as two
+ * processes would share it: one for lookups, at the engine's priority, since a request waits for
+ * them (and they save a prefill); one for writes behind, at the lowest priority, since nothing
+ * waits for them and, on a machine whose cores decode, they must never take a core's time from a
+ * step (storeThread.ts).
+ */
+export class ThreadLink implements PageLink {
+  readonly kind: 'folder' | 'redis';
+  readonly location: string;
+  private nextId = 1;
+
+  private constructor(
+    private readonly reads: StoreThread,
+    private readonly writes: StoreThread,
+    ready: Extract<FromStoreThread, { type: 'ready' }>,
+  ) {
+    this.kind = ready.kind;
+    this.location = ready.location;
+  }
+
+  /**
+   * Start the store threads and open the store there. Resolves once it is open: for Redis, when
+   * connected or after 2 s (then it connects in the background and the engine serves uncached).
+   */
+  static async start(spec: ContextStoreSpec, log: (line: string) => void): Promise<{ link: ThreadLink; connected: boolean }> {
+    const [reads, writes] = await Promise.all([StoreThread.start(spec, 'reads', log), StoreThread.start(spec, 'writes', log)]);
+    return { link: new ThreadLink(reads.thread, writes.thread, reads.ready), connected: reads.ready.connected };
+  }
+
+  fetch(keys: readonly string[], geometry: Geometry): Promise<(DecodeResult | null)[]> {
+    const id = this.nextId++;
+    return this.reads.request(id, { type: 'fetch', id, keys, geometry });
+  }
+
+  write(key: string, layers: readonly PageStorage[], geometry: Geometry) {
+    const id = this.nextId++;
+    // Rows in SharedArrayBuffers cross by reference: they are read until the thread says 'copied'.
+    // Others are copied by postMessage itself, so the page is free at once.
+    const shared = !this.writes.dead && layers.every((l) => l.buffer instanceof SharedArrayBuffer);
+    const copied = shared ? this.writes.copiedOf(id) : Promise.resolve();
+    const done = this.writes.request<number>(id, { type: 'write', id, key, layers, geometry });
+    return { copied, done };
+  }
+
+  delete(key: string): void {
+    this.writes.post({ type: 'delete', key });
+  }
+
+  probe(key: string): Promise<void> {
+    const id = this.nextId++;
+    return this.reads.request(id, { type: 'probe', id, key });
+  }
+
+  usage() {
+    return this.writes.lastUsage;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.reads.close(), this.writes.close()]);
   }
 }

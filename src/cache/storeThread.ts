@@ -1,20 +1,43 @@
 /**
- * The context store's own thread (see storeLink.ts): opens the folder or Redis store, frames and
- * checks pages, and moves them. Started by ThreadLink.start from the engine's thread.
+ * A context store thread (see storeLink.ts): opens the folder or Redis store, frames and checks
+ * pages, and moves them. ThreadLink.start starts two from the engine's thread, one for lookups and
+ * one for writes (`role`).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { ContextStoreSpec } from './contextStore.js';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { FolderStore } from './folderStore.js';
 import { RedisStore } from './redisStore.js';
 import { encodePage, type DecodeResult } from './pageCodec.js';
-import { InThreadLink, type FromStoreThread, type ToStoreThread } from './storeLink.js';
+import { InThreadLink, type FromStoreThread, type StoreThreadData, type ToStoreThread } from './storeLink.js';
 
 const port = parentPort!;
-const spec = workerData as ContextStoreSpec;
+const { spec, role } = workerData as StoreThreadData;
 const post = (m: FromStoreThread, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 const log = (line: string) => post({ type: 'log', line });
 
-const store = spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes, log }) : RedisStore.open(spec, log);
+/**
+ * The writing thread's work (framing, SHA-256, the client's socket writes) must never slow a
+ * decode step, and on a machine whose cores the kernels' pool keeps busy it would: at equal priority the
+ * scheduler gives it an equal share. At nice 19 it gets ~1.5 % of a busy core (CFS weight 15 against
+ * 1024) and the rest of the time the cores are idle: between steps, while JavaScript runs, and
+ * whenever the engine waits. On Linux, setpriority(PRIO_PROCESS, tid) changes one thread only; the
+ * thread id is what /proc/thread-self points at. Elsewhere the thread keeps the process's priority.
+ */
+function lowerThisThreadsPriority(): void {
+  if (process.platform !== 'linux') return;
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, 19);
+  } catch (err) {
+    log(`context store thread: could not lower its priority (${err instanceof Error ? err.message : String(err)}); page writes run at the engine's priority`);
+  }
+}
+if (role === 'writes') lowerThisThreadsPriority();
+
+// Both threads connect; the reading one reports a store that cannot be reached (one line, not two).
+const storeLog = role === 'reads' ? log : () => {};
+const store = spec.kind === 'folder' ? new FolderStore({ dir: spec.dir, maxBytes: spec.maxBytes, log }) : RedisStore.open(spec, storeLog);
 // A Redis that answers within 2 s is connected before the engine reports ready; one that does not
 // is not waited for (the engine serves uncached and the client keeps trying).
 const connected = store instanceof RedisStore ? await store.waitConnected(2000) : true;
