@@ -16,9 +16,10 @@
 
 /* Decoding streams weights from memory once. With the hardware prefetcher alone a core read Q4_0
    at ~9 GB/s in this loop (AMD EPYC Zen 3, 3,072 × 2,048, one token); asking 4 KB ahead keeps
-   more lines in flight (the AVX-512 level does the same). Only the first pass over a group asks. */
+   more lines in flight (the AVX-512 level does the same). Only the first tile over a group asks:
+   the later ones (the other half, more tokens) find its bytes in L1/L2. */
 #define PREFETCH_DISTANCE 4096
-#define PREFETCH_AHEAD(p, bytes, first)                                                                  \
+#define PREFETCH_AHEAD(p, bytes, first)                                                                 \
   do {                                                                                                   \
     if (first)                                                                                           \
       for (int pf_ = 0; pf_ < (bytes); pf_ += 64) _mm_prefetch((const char *)(p) + PREFETCH_DISTANCE + pf_, _MM_HINT_T0); \
@@ -46,14 +47,14 @@ INLINE void store_half(float *y, __m256 acc) {
 
 /* Rows 4·h0 … 4·(h0 + nh) − 1 of a group (nh halves) × nt tokens. */
 INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int h0, const int nh,
-                      const int nt) {
+                      const int nt, const int pf) {
   const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
   __m256 acc[2][4];
   for (int hh = 0; hh < nh; hh++)
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 144;
-    PREFETCH_AHEAD(blk, 144, h0 == 0);
+    PREFETCH_AHEAD(blk, 144, pf);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -86,14 +87,14 @@ INLINE __m256i bits_mask(const uint8_t *p) {
 }
 
 INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int h0, const int nh,
-                      const int nt) {
+                      const int nt, const int pf) {
   const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
   __m256 acc[2][4];
   for (int hh = 0; hh < nh; hh++)
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 176;
-    PREFETCH_AHEAD(blk, 176, h0 == 0);
+    PREFETCH_AHEAD(blk, 176, pf);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -119,14 +120,14 @@ INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
 }
 
 INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int h0, const int nh,
-                      const int nt) {
+                      const int nt, const int pf) {
   const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
   __m256 acc[2][4];
   for (int hh = 0; hh < nh; hh++)
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 272;
-    PREFETCH_AHEAD(blk, 272, h0 == 0);
+    PREFETCH_AHEAD(blk, 272, pf);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -165,14 +166,14 @@ INLINE __m256i pair16(int16_t lo, int16_t hi) { return _mm256_set1_epi32((int32_
 INLINE __m256i to_even_lanes(__m128i m) { return _mm256_cvtepu32_epi64(m); }
 
 INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int h0, const int nh,
-                      const int nt) {
+                      const int nt, const int pf) {
   const __m256i m4 = _mm256_set1_epi8(15);
   __m256 acc[2][4];
   for (int hh = 0; hh < nh; hh++)
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 1184;
-    PREFETCH_AHEAD(blk, 1184, h0 == 0);
+    PREFETCH_AHEAD(blk, 1184, pf);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       __m256i isum[4];
@@ -216,13 +217,13 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 }
 
 INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int h0, const int nh,
-                      const int nt) {
+                      const int nt, const int pf) {
   __m256 acc[2][4];
   for (int hh = 0; hh < nh; hh++)
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 2192;
-    PREFETCH_AHEAD(blk, 2192, h0 == 0);
+    PREFETCH_AHEAD(blk, 2192, pf);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       __m256i isum[4];
@@ -271,16 +272,16 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
       const uint8_t *wg = w + (size_t)g * gbytes;                                                                      \
       float *yg = y + 8 * g;                                                                                           \
       if (tokens == 1) { /* a decode step: all 8 rows in one pass */                                                   \
-        TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1);                                                                      \
+        TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1, 1);                                                                      \
         continue;                                                                                                      \
       }                                                                                                                \
       for (int h = 0; h < 2; h++) {                                                                                    \
         int64_t t = 0;                                                                                                 \
-        for (; t + 4 <= tokens; t += 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 4);                    \
+        for (; t + 4 <= tokens; t += 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 4, h == 0 && t == 0);                    \
         switch (tokens - t) {                                                                                          \
-          case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 3); break;                                   \
-          case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 2); break;                                   \
-          case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 1); break;                                   \
+          case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 3, h == 0 && t == 0); break;                                   \
+          case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 2, h == 0 && t == 0); break;                                   \
+          case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 1, h == 0 && t == 0); break;                                   \
           default: break;                                                                                              \
         }                                                                                                              \
       }                                                                                                                \
