@@ -1,11 +1,12 @@
 /**
  * `npm run bench`: the standard set. Random-weight GGUFs with DeepSeek-V2-Lite's exact shapes
- * (made once with `dseek random-model`, kept in ~/.cache/dseek/bench), then `dseek bench` on each:
- * pp512 and tg128 at an empty context, then after 512 and 4,096 tokens of context (one repeat
- * each there: every repeat prefills its context again), 2 threads — the figures the kernels and
- * long-context issues compare with llama.cpp and ik_llama.cpp. Prints one table; `--json` the rows.
+ * (made once with `dseek random-model`, kept in ~/.cache/dseek/bench; Q4_K_M, the mix most hub GGUFs
+ * use, rather than plain Q4_K), then `dseek bench` on each: pp512 and tg128 at an empty context,
+ * then after 512 and 4,096 tokens of context (one repeat each there: every repeat prefills its
+ * context again), 2 threads — the figures the kernels and long-context issues compare with
+ * llama.cpp and ik_llama.cpp. Prints one table; `--json` the rows.
  *
- *   npm run bench -- [--types q4_0,q8_0,q4_k] [--layers 27] [--threads 2] [--quick] [--json]
+ *   npm run bench -- [--types q4_0,q8_0,q4_k_m] [--layers 27] [--threads 2] [--quick] [--json]
  */
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
@@ -17,7 +18,7 @@ import type { BenchResult } from '../src/cli/bench.js';
 
 const { values } = parseArgs({
   options: {
-    types: { type: 'string', default: 'q4_0,q8_0,q4_k' },
+    types: { type: 'string', default: 'q4_0,q8_0,q4_k_m' },
     layers: { type: 'string' },
     threads: { type: 'string', default: '2' },
     quick: { type: 'boolean', default: false },
