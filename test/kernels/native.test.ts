@@ -80,7 +80,7 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     [4, 3, 24, 16, 9],
     [1, 16, 576, 512, 37],
     [5, 2, 9, 7, 5],
-    // Past one 64-key chunk: the flash-decoding path (chunks merged by online softmax), a partial
+    // Past one 128-key chunk: the flash-decoding path (chunks merged by online softmax), a partial
     // last chunk, queries of different lengths in one call.
     [1, 16, 576, 512, 300],
     [3, 4, 40, 32, 700],

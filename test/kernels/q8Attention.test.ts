@@ -33,7 +33,7 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
   const cases: Array<[number, number, number, number, number, number, number[]?]> = [
     [1, 1, 32, 16, 1, 64], // one token
     [1, 128, 576, 512, 1, 64], // one token, V2's 128 heads
-    [1, 128, 576, 512, 130, 64], // V2: three pages, the flash-decoding path (three 64-key chunks)
+    [1, 128, 576, 512, 130, 64], // V2: three pages, the flash-decoding path (two 128-key chunks)
     [3, 16, 576, 512, 65, 64, [1, 64, 65]], // one row past a page boundary; one token, a full page, and one more
     [4, 3, 40, 32, 9, 4, [9, 2, 7, 5]], // width not a multiple of 32: a short last block (8 values)
     [2, 5, 72, 64, 300, 64, [300, 129]], // uneven lengths across chunks
