@@ -12,20 +12,12 @@
 #include <string.h>
 
 #include "../../ops.h"
+#include "prefetch.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* Decoding streams weights from memory once. With the hardware prefetcher alone and two 4-row
-   passes per group one core read Q4_0 at 9.5 GB/s (AMD EPYC Zen 3, 3,072 × 2,048, one token); one
-   8-row pass asking 4 KB ahead read 14.3, the machine's single-core streaming rate (the AVX-512
-   level prefetches the same way). Only the first tile over a group asks: the later ones (the
-   other half, more tokens) find its bytes in L1/L2. */
-#define PREFETCH_DISTANCE 4096
-#define PREFETCH_AHEAD(p, bytes, first)                                                                 \
-  do {                                                                                                   \
-    if (first)                                                                                           \
-      for (int pf_ = 0; pf_ < (bytes); pf_ += 64) _mm_prefetch((const char *)(p) + PREFETCH_DISTANCE + pf_, _MM_HINT_T0); \
-  } while (0)
+/* Only the first tile over a group prefetches (prefetch.h): the later ones (the other half, more
+   tokens) find its bytes in L1/L2. */
 
 INLINE __m256i bcast8(const void *p) {
   long long v;
@@ -56,7 +48,7 @@ INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 144;
-    PREFETCH_AHEAD(blk, 144, pf);
+    if (pf) PREFETCH_AHEAD(blk, 144);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -96,7 +88,7 @@ INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 176;
-    PREFETCH_AHEAD(blk, 176, pf);
+    if (pf) PREFETCH_AHEAD(blk, 176);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -129,7 +121,7 @@ INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 272;
-    PREFETCH_AHEAD(blk, 272, pf);
+    if (pf) PREFETCH_AHEAD(blk, 272);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       const __m256 dw = scales_half(blk, h);
@@ -175,7 +167,7 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 1184;
-    PREFETCH_AHEAD(blk, 1184, pf);
+    if (pf) PREFETCH_AHEAD(blk, 1184);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       __m256i isum[4];
@@ -225,7 +217,7 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     for (int t = 0; t < nt; t++) acc[hh][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * 2192;
-    PREFETCH_AHEAD(blk, 2192, pf);
+    if (pf) PREFETCH_AHEAD(blk, 2192);
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       __m256i isum[4];
@@ -266,28 +258,30 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * (h0 + hh), acc[hh][t]);
 }
 
-#define GEMM(NAME, TILE, ACT)                                                                                          \
-  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,  \
-                   int64_t tokens, int64_t g0, int64_t g1) {                                                           \
-    const ACT *x = xv;                                                                                                 \
-    for (int64_t g = g0; g < g1; g++) {                                                                                \
-      const uint8_t *wg = w + (size_t)g * gbytes;                                                                      \
-      float *yg = y + 8 * g;                                                                                           \
-      if (tokens == 1) { /* a decode step: all 8 rows in one pass */                                                   \
-        TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1, 1);                                                                      \
-        continue;                                                                                                      \
-      }                                                                                                                \
-      for (int h = 0; h < 2; h++) {                                                                                    \
-        int64_t t = 0;                                                                                                 \
-        for (; t + 4 <= tokens; t += 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 4, h == 0 && t == 0);                    \
-        switch (tokens - t) {                                                                                          \
-          case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 3, h == 0 && t == 0); break;                                   \
-          case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 2, h == 0 && t == 0); break;                                   \
-          case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, h, 1, 1, h == 0 && t == 0); break;                                   \
-          default: break;                                                                                              \
-        }                                                                                                              \
-      }                                                                                                                \
-    }                                                                                                                  \
+#define GEMM(NAME, TILE, ACT)                                                                                        \
+  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks, \
+                   int64_t tokens, int64_t g0, int64_t g1) {                                                          \
+    const ACT *x = xv;                                                                                                \
+    for (int64_t g = g0; g < g1; g++) {                                                                               \
+      const uint8_t *wg = w + (size_t)g * gbytes;                                                                     \
+      float *yg = y + 8 * g;                                                                                          \
+      if (tokens == 1) { /* a decode step: all 8 rows in one pass */                                                  \
+        TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1, 1);                                                                  \
+        continue;                                                                                                     \
+      }                                                                                                               \
+      for (int h = 0; h < 2; h++)                                                                                     \
+        for (int64_t t = 0; t < tokens; t += 4) {                                                                     \
+          const int pf = h == 0 && t == 0;                                                                            \
+          float *yt = yg + t * ys;                                                                                    \
+          const ACT *xt = x + t * xs;                                                                                 \
+          switch (tokens - t < 4 ? tokens - t : 4) { /* nt a constant in each tile: its registers */                  \
+            case 4: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 4, pf); break;                                             \
+            case 3: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 3, pf); break;                                             \
+            case 2: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 2, pf); break;                                             \
+            default: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 1, pf); break;                                            \
+          }                                                                                                           \
+        }                                                                                                             \
+    }                                                                                                                 \
   }
 
 GEMM(gemm_q4_0x8, q4_0_tile, act_q8x)
