@@ -86,6 +86,10 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     [3, 4, 40, 32, 700],
     // A value width that is not a whole register panel (37 = 2·16 + 5) past one chunk.
     [2, 3, 45, 37, 150],
+    // 128 heads (V2/V3: 21 six-row tiles and a short one) and 5 heads (one padded tile), each over
+    // several chunks whose next rows are fetched ahead across pages.
+    [2, 128, 72, 64, 260],
+    [3, 5, 20, 13, 400],
   ] as const) {
     const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - queries + t + 1);
     const shape = { queries, heads, contextLengths, scale: 0.17 };
@@ -128,26 +132,35 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
   }
 });
 
-test('shared-KV attention over several key chunks gives identical bits at 1, 2 and 7 threads', { skip }, () => {
+test('shared-KV attention over several key chunks gives identical bits at 1, 2 and 7 threads (f16 and f32 rows)', { skip }, () => {
   const [queries, heads, width, va, rows, pageRows] = [2, 8, 72, 64, 500, 64];
   const contextLengths = Int32Array.from([rows - 77, rows]);
   const shape = { queries, heads, contextLengths, scale: 0.11 };
   const qa = randomVec(queries * heads * va);
   const qb = randomVec(queries * heads * (width - va));
-  const all = Uint16Array.from(randomVec(rows * width), (x) => f32ToF16(x));
-  const pages: Uint16Array[] = [];
-  for (let r = 0; r < rows; r += pageRows) {
-    const page = new Uint16Array(pageRows * width);
-    page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width));
-    pages.push(page);
+  const all32 = randomVec(rows * width);
+  const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
+  const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
+    const pages: T[] = [];
+    for (let r = 0; r < rows; r += pageRows) {
+      const page = new (all.constructor as new (n: number) => T)(pageRows * width);
+      page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
+      pages.push(page);
+    }
+    return pages;
+  };
+  for (const kv of [
+    { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
+    { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
+  ]) {
+    const outputs = [1, 2, 7].map((threads) => {
+      const out = new Float32Array(queries * heads * va);
+      createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, kv, va, shape);
+      return out;
+    });
+    assert.deepEqual(outputs[1], outputs[0], kv.dtype);
+    assert.deepEqual(outputs[2], outputs[0], kv.dtype);
   }
-  const outputs = [1, 2, 7].map((threads) => {
-    const out = new Float32Array(queries * heads * va);
-    createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, { dtype: 'f16', pages, pageRows, width }, va, shape);
-    return out;
-  });
-  assert.deepEqual(outputs[1], outputs[0]);
-  assert.deepEqual(outputs[2], outputs[0]);
 });
 
 // Prompt attention runs as register-tiled products per (head, block of 48 queries); the tile is
@@ -176,6 +189,44 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
       ref.attention(a, q, k, v, dk, dv, shape);
       nb.attention(b, q, k, v, dk, dv, shape);
       assert.ok(maxRelDiff(b, a) < 1e-5, `${level.name} attention ${queries}/${heads}/${dk}/${dv}/${rows}: ${maxRelDiff(b, a)}`);
+    }
+  });
+}
+// Decode attention over the latent rows past one 128-key chunk: f16 and f32 rows read in place by
+// the values tiles (6 and 4 heads at a time, a short panel of values), pages of 3 and 64 rows.
+for (const level of nativeLevels().filter((l) => l.supported)) {
+  test(`${level.name}: shared-KV attention past one chunk (16, 128 and 5 heads, f16 and f32 pages) agrees with the reference`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const [queries, heads, width, va, rows, pageRows] of [
+      [1, 16, 576, 512, 300, 64],
+      [2, 128, 72, 64, 260, 3],
+      [3, 5, 20, 13, 400, 64],
+    ] as const) {
+      const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - 2 * (queries - 1 - t));
+      const shape = { queries, heads, contextLengths, scale: 0.09 };
+      const qa = randomVec(queries * heads * va);
+      const qb = randomVec(queries * heads * (width - va));
+      const all32 = randomVec(rows * width);
+      const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
+      const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
+        const pages: T[] = [];
+        for (let r = 0; r < rows; r += pageRows) {
+          const page = new (all.constructor as new (n: number) => T)(pageRows * width);
+          page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
+          pages.push(page);
+        }
+        return pages;
+      };
+      for (const kv of [
+        { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
+        { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
+      ]) {
+        const a = new Float32Array(queries * heads * va);
+        const b = new Float32Array(queries * heads * va);
+        ref.sharedKvAttention(a, qa, qb, kv, va, shape);
+        nb.sharedKvAttention(b, qa, qb, kv, va, shape);
+        assert.ok(maxRelDiff(b, a) < 1e-5, `${level.name} shared-kv ${kv.dtype} ${queries}/${heads}/${width}/${va}/${rows}: ${maxRelDiff(b, a)}`);
+      }
     }
   });
 }

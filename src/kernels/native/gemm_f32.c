@@ -1,5 +1,6 @@
 /* f32 panel products (gemm_f32.h). */
 #include "gemm_f32.h"
+#include "ops.h"
 
 #include <string.h>
 
@@ -51,9 +52,34 @@ static void tile_scalar(float out[MR][NR], const float *const rows[MR], const fl
   memcpy(out, acc, sizeof(acc));
 }
 
+/* One tile of the gathered product: B's row k at b[k] (f32, or f16 bits when b_f16), columns from col. */
+typedef void (*gathered_fn)(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K);
+
+static void gathered_scalar(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K, int b_f16) {
+  float acc[MR][NR] = {{0}};
+  for (int64_t k = 0; k < K; k++) {
+    float bk[NR];
+    for (int j = 0; j < NR; j++)
+      bk[j] = b_f16 ? f16_bits_to_f32(((const uint16_t *)b[k])[col + j]) : ((const float *)b[k])[col + j];
+    for (int r = 0; r < MR; r++) {
+      float a = rows[r][k];
+      for (int j = 0; j < NR; j++) acc[r][j] += a * bk[j];
+    }
+  }
+  memcpy(out, acc, sizeof(acc));
+}
+
+static void gathered_scalar_f32(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  gathered_scalar(out, rows, b, col, K, 0);
+}
+
+static void gathered_scalar_f16(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  gathered_scalar(out, rows, b, col, K, 1);
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 /* 12 accumulators, 2 panel loads and 6 broadcasts per k: FMA-bound on Zen 4 and Skylake-X cores. */
 TARGET_AVX2 static void tile_avx2(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K) {
@@ -76,14 +102,68 @@ TARGET_AVX2 static void tile_avx2(float out[MR][NR], const float *const rows[MR]
   _mm256_storeu_ps(out[4], c40); _mm256_storeu_ps(out[4] + 8, c41);
   _mm256_storeu_ps(out[5], c50); _mm256_storeu_ps(out[5] + 8, c51);
 }
+
+/* The gathered tile at 6 rows, or 4 for the last rows of a product (16 heads are 6 + 6 + 4, not
+   three 6-row tiles with two dropped); B loaded as f32 or converted from f16 in the load. The
+   accumulators are named one by one: gcc keeps an array of them in memory. */
+#define LOAD_F32(row, j) _mm256_loadu_ps((const float *)(row) + (j))
+#define LOAD_F16(row, j) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(row) + (j))))
+#define GATHERED_ROW(i)                                                                            \
+  {                                                                                                \
+    __m256 x = _mm256_broadcast_ss(rows[i] + k);                                                   \
+    c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);                                                     \
+    c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);                                                     \
+  }
+#define GATHERED_STORE(i)                                                                          \
+  _mm256_storeu_ps(out[i], c##i##0);                                                               \
+  _mm256_storeu_ps(out[i] + 8, c##i##1);
+#define GATHERED_TILE4(LOAD_B)                                                                     \
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;         \
+  __m256 c30 = c00, c31 = c00;                                                                     \
+  for (int64_t k = 0; k < K; k++) {                                                                \
+    __m256 b0 = LOAD_B(b[k], col), b1 = LOAD_B(b[k], col + 8);                                     \
+    GATHERED_ROW(0) GATHERED_ROW(1) GATHERED_ROW(2) GATHERED_ROW(3)                                \
+  }                                                                                                \
+  GATHERED_STORE(0) GATHERED_STORE(1) GATHERED_STORE(2) GATHERED_STORE(3)
+#define GATHERED_TILE6(LOAD_B)                                                                     \
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;         \
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;                         \
+  for (int64_t k = 0; k < K; k++) {                                                                \
+    __m256 b0 = LOAD_B(b[k], col), b1 = LOAD_B(b[k], col + 8);                                     \
+    GATHERED_ROW(0) GATHERED_ROW(1) GATHERED_ROW(2) GATHERED_ROW(3) GATHERED_ROW(4) GATHERED_ROW(5) \
+  }                                                                                                \
+  GATHERED_STORE(0) GATHERED_STORE(1) GATHERED_STORE(2) GATHERED_STORE(3) GATHERED_STORE(4) GATHERED_STORE(5)
+
+TARGET_AVX2 static void gathered6_f32_avx2(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  GATHERED_TILE6(LOAD_F32)
+}
+TARGET_AVX2 static void gathered4_f32_avx2(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  GATHERED_TILE4(LOAD_F32)
+}
+TARGET_AVX2 static void gathered6_f16_avx2(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  GATHERED_TILE6(LOAD_F16)
+}
+TARGET_AVX2 static void gathered4_f16_avx2(float out[MR][NR], const float *const rows[MR], const void *const *b, int64_t col, int64_t K) {
+  GATHERED_TILE4(LOAD_F16)
+}
 #endif
 
 static tile_fn tile = tile_scalar;
+/* [b_f16][the 4-row tile]: the scalar tile computes 6 rows either way */
+static gathered_fn gathered[2][2] = {{gathered_scalar_f32, gathered_scalar_f32}, {gathered_scalar_f16, gathered_scalar_f16}};
 
 void gemm_f32_select(int avx2) {
   tile = tile_scalar;
+  gathered[0][0] = gathered[0][1] = gathered_scalar_f32;
+  gathered[1][0] = gathered[1][1] = gathered_scalar_f16;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (avx2) tile = tile_avx2;
+  if (avx2) {
+    tile = tile_avx2;
+    gathered[0][0] = gathered6_f32_avx2;
+    gathered[0][1] = gathered4_f32_avx2;
+    gathered[1][0] = gathered6_f16_avx2;
+    gathered[1][1] = gathered4_f16_avx2;
+  }
 #else
   (void)avx2;
 #endif
@@ -114,6 +194,31 @@ void gemm_f32_rows(float *c, int64_t ldc, const float *a, int64_t lda, const flo
   if (whole < N) { /* the last columns, zero-padded to a panel */
     for (int64_t k = 0; k < K; k++) {
       memcpy(edge + k * NR, b + k * ldb + whole, (size_t)(N - whole) * sizeof(float));
+      for (int64_t j = N - whole; j < NR; j++) edge[k * NR + j] = 0;
+    }
+    panel_rows(c, ldc, a, lda, edge, NR, M, whole, N - whole, K);
+  }
+}
+
+void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const void *const *b_rows, int b_f16, int64_t col0,
+                       int64_t M, int64_t N, int64_t K, float *edge) {
+  int64_t whole = N / NR * NR;
+  float out[MR][NR];
+  for (int64_t j0 = 0; j0 < whole; j0 += NR) { /* every row tile of a panel: its K × NR values stay in L1 */
+    for (int64_t i0 = 0; i0 < M;) {
+      int64_t mr = M - i0 < MR ? M - i0 : MR;
+      const float *rows[MR];
+      for (int r = 0; r < MR; r++) rows[r] = a + (i0 + (r < mr ? r : 0)) * lda;
+      gathered[b_f16 ? 1 : 0][mr <= 4](out, rows, b_rows, col0 + j0, K);
+      for (int64_t r = 0; r < mr; r++) memcpy(c + (i0 + r) * ldc + j0, out[r], NR * sizeof(float));
+      i0 += mr;
+    }
+  }
+  if (whole < N) { /* the last columns, as f32 zero-padded to a panel */
+    for (int64_t k = 0; k < K; k++) {
+      for (int64_t j = 0; j < N - whole; j++)
+        edge[k * NR + j] = b_f16 ? f16_bits_to_f32(((const uint16_t *)b_rows[k])[col0 + whole + j])
+                                 : ((const float *)b_rows[k])[col0 + whole + j];
       for (int64_t j = N - whole; j < NR; j++) edge[k * NR + j] = 0;
     }
     panel_rows(c, ldc, a, lda, edge, NR, M, whole, N - whole, K);

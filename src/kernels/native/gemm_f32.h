@@ -34,6 +34,13 @@ void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *p
 void gemm_f32_rows(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t M, int64_t N, int64_t K,
                    float *edge);
 
+/* C[i·ldc + j] = Σ_k A[i·lda + k] · B_k[col0 + j] for i < M, j < N, where row k of B lies at
+   b_rows[k]: f32 values (b_f16 0) or f16 bits (b_f16 1). For rows that lie scattered in pages
+   (the latent cache), read in place: no copy, and f16 converted in the register tile's loads.
+   `edge` holds K·NR floats for the columns past the last whole panel. */
+void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const void *const *b_rows, int b_f16, int64_t col0,
+                       int64_t M, int64_t N, int64_t K, float *edge);
+
 /* 1: the AVX2+FMA micro-kernel (x86 levels avx2 and avx512), 0: portable C. */
 void gemm_f32_select(int avx2);
 

@@ -596,102 +596,194 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
 
 /*
  * Decode-time latent attention, flash-decoding style: the keys of each query are cut into chunks
- * of SKV_CHUNK rows (a fixed size, so results never depend on the thread count); a work item is
- * (query, chunk) and covers every head, so each latent row is converted and read once for all
- * heads (from L1/L2) instead of once per head; each item keeps per head the chunk's max score, the
- * sum of its exponentials and the weighted sum of its value rows, and a second job merges the
- * chunks in order (the online softmax of Milakov & Gimelshein 2018, as FlashAttention merges
- * blocks). One long sequence then uses every thread.
+ * of SKV_CHUNK rows (a fixed size, so results never depend on the thread count), and each chunk
+ * covers every head, so each latent row is read once for all heads instead of once per head. A
+ * chunk keeps per head its max score, the sum of its exponentials and the weighted sum of its
+ * value rows; a second job merges the chunks in order (the online softmax of Milakov & Gimelshein
+ * 2018, as FlashAttention merges blocks). One long sequence then uses every thread.
  *
- * 128 rows (295 KB of f32 rows, within a Zen 3 core's 512 KB L2): per-chunk costs (the merge, the
- * tiles' edges and stores) halve against 64; 16 heads × 4,096 f16 keys ran 1.63 ms against 1.73
- * (median of 4, AMD EPYC Zen 3, 2 threads); 32 rows took 3.4 ms.
+ * Inside a chunk (measured on AMD EPYC Zen 3, 2 threads, 16 heads × 4,096 f16 keys of 27 layers
+ * read in turn, so the rows come from DRAM as in a model):
+ * - the scores are register tiles over 6 rows at a time, converted to f32 into an L1 block, and
+ *   the values read the rows in place from their pages (f16 converted in the tile's loads): the
+ *   only chunk-sized data is the stored rows (147 KB of f16), not a 295 KB f32 copy of them;
+ * - the rows of the thread's next chunk are prefetched into L2 a slice per tile: a core reading
+ *   alone streams ≈ 8 GB/s, and the conversion waited on DRAM for a quarter of the chunk's time;
+ * - the chunk's records are built in a hot buffer and streamed out: stored in place, every cold
+ *   line of them was first read from DRAM, +35 % on the values product.
+ * Together 2.51 → 2.00 ms per layer at 4,096 keys (median of 30, A/B in one process), 0.83× at
+ * 1,024 and 0.90× at 300; 128 heads within noise (±7 %).
+ *
+ * 128 rows: per-chunk costs (the merge, the tiles' edges and stores) halve against 64; 16 heads ×
+ * 4,096 f16 keys ran 1.63 ms against 1.73 with the earlier kernel; 32 rows took 3.4.
  */
 #define SKV_CHUNK 128
 
 typedef struct {
   shared_kv_ctx base;
-  int64_t chunks;     /* per query: ceil(longest context / SKV_CHUNK) */
-  float *partial;     /* [T][chunks][H][2 + va]: max, sum, acc */
+  int64_t chunks;  /* per query: ceil(longest context / SKV_CHUNK) */
+  int64_t spans;   /* per query: its own context's chunks split into this many runs, one thread each */
+  float *partial;  /* [T][chunks][H] records of SKV_RECORD(va) floats: [0] max, [1] sum, [8, 8 + va) acc */
 } skv_flash_ctx;
 
+/* A record starts on 32 bytes (a streaming store's alignment) and its values on the next 32. */
+#define SKV_RECORD(va) (8 + ((va) + 7) / 8 * 8)
+
+/* dst = src (n floats, both 16-byte aligned, n a multiple of 4) past the caches: a chunk's results
+   are read once, by the merge, and a plain store would first read each cold line from DRAM. */
+static void copy_streaming(float *dst, const float *src, int64_t n) {
+#ifdef DSEEK_X86
+  for (int64_t i = 0; i < n; i += 4) _mm_stream_ps(dst + i, _mm_load_ps(src + i));
+#else
+  memcpy(dst, src, sizeof(float) * (size_t)n);
+#endif
+}
+
+static int64_t skv_row_bytes(const shared_kv_ctx *c) {
+  return c->kvtype == 0 ? 4 * c->width : c->kvtype == 1 ? 2 * c->width : skv_q8_row_bytes(c->width);
+}
+
+static const uint8_t *skv_row(const shared_kv_ctx *c, int64_t r) {
+  return (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_row_bytes(c);
+}
+
+/* The cache lines of rows [from, to), handed to the prefetcher `per_step` at a time: rows are
+   contiguous within a page, so they are at most one byte range per page. */
+typedef struct {
+  const uint8_t *at[SKV_CHUNK + 1], *end[SKV_CHUNK + 1];
+  int64_t range, ranges, per_step;
+} skv_prefetch;
+
+static void skv_prefetch_start(skv_prefetch *p, const shared_kv_ctx *c, int64_t from, int64_t to, int64_t steps) {
+  int64_t row_bytes = skv_row_bytes(c), lines = 0;
+  p->range = p->ranges = 0;
+  for (int64_t r = from; r < to;) {
+    int64_t in_page = c->page_rows - r % c->page_rows, n = to - r < in_page ? to - r : in_page;
+    p->at[p->ranges] = skv_row(c, r);
+    p->end[p->ranges] = p->at[p->ranges] + n * row_bytes;
+    lines += (n * row_bytes + 63) / 64;
+    p->ranges++;
+    r += n;
+  }
+  p->per_step = (lines + steps - 1) / (steps > 0 ? steps : 1);
+}
+
+static void skv_prefetch_step(skv_prefetch *p) {
+  for (int64_t i = 0; i < p->per_step && p->range < p->ranges; i++) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p->at[p->range], 0, 2); /* to L2 (locality 2), not L1: the lines wait a whole chunk */
+#endif
+    p->at[p->range] += 64;
+    if (p->at[p->range] >= p->end[p->range]) p->range++;
+  }
+}
+
+/* One chunk, rows [j0, j0 + m) of a query, into `part`; prefetches rows [next0, next1) meanwhile. */
+static void skv_chunk(skv_flash_ctx *f, int64_t j0, int64_t m, float *part, const float *queries, int64_t next0,
+                      int64_t next1) {
+  shared_kv_ctx *c = &f->base;
+  int64_t H = c->heads, va = c->va, W = c->width;
+  /* q8 rows are dequantised once, into a chunk of f32 rows that the values read too */
+  float *block = pool_scratch(0, sizeof(float) * (size_t)((c->kvtype == 2 ? SKV_CHUNK : GEMM_F32_MR) * W));
+  float *st = pool_scratch(2, sizeof(float) * (size_t)(SKV_CHUNK * H));
+  float *s = pool_scratch(4, sizeof(float) * (size_t)(SKV_CHUNK * H));
+  float *edge = pool_scratch(5, sizeof(float) * (size_t)(SKV_CHUNK * GEMM_F32_NR));
+  const void **value_rows = pool_scratch(6, sizeof(void *) * SKV_CHUNK);
+  int64_t R = SKV_RECORD(va);
+  float *acc = pool_scratch(8, sizeof(float) * (size_t)(H * R)); /* this chunk's records, while hot */
+  if (!block || !st || !s || !edge || !value_rows || !acc) abort();
+  int64_t groups = (m + GEMM_F32_MR - 1) / GEMM_F32_MR, panels = (va + GEMM_F32_NR - 1) / GEMM_F32_NR;
+  skv_prefetch pf;
+  skv_prefetch_start(&pf, c, next0, next1, groups + panels);
+  /* Sᵀ = rows · qᵀ, 6 rows at a time, each group converted to f32 as the A operand */
+  for (int64_t g = 0; g < m; g += GEMM_F32_MR) {
+    int64_t mg = m - g < GEMM_F32_MR ? m - g : GEMM_F32_MR;
+    float *rows = c->kvtype == 2 ? block + g * W : block;
+    for (int64_t j = 0; j < mg; j++) {
+      const uint8_t *row = skv_row(c, j0 + g + j);
+      if (c->kvtype == 0) memcpy(rows + j * W, row, sizeof(float) * (size_t)W);
+      else if (c->kvtype == 1) f16_row(rows + j * W, (const uint16_t *)row, W);
+      else skv_q8_row(rows + j * W, row, W);
+    }
+    gemm_f32(st + g * H, H, rows, W, queries, mg, H, W);
+    skv_prefetch_step(&pf);
+  }
+  for (int64_t h = 0; h < H; h++) {
+    float *sh = s + h * SKV_CHUNK, max = -INFINITY;
+    for (int64_t j = 0; j < m; j++) {
+      sh[j] = st[j * H + h] * c->scale;
+      if (sh[j] > max) max = sh[j];
+    }
+    acc[h * R] = max;
+    acc[h * R + 1] = exp_shifted(sh, m, max);
+    for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
+    for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
+  }
+  /* O = P · rows[:, :va], a panel of NR values at a time, the rows read where they lie */
+  for (int64_t j = 0; j < m; j++)
+    value_rows[j] = c->kvtype == 2 ? (const void *)(block + j * W) : (const void *)skv_row(c, j0 + j);
+  for (int64_t col = 0; col < va; col += GEMM_F32_NR) {
+    int64_t n = va - col < GEMM_F32_NR ? va - col : GEMM_F32_NR;
+    gemm_f32_gathered(acc + 8 + col, R, s, SKV_CHUNK, value_rows, c->kvtype == 1, col, H, n, m, edge);
+    skv_prefetch_step(&pf);
+  }
+  copy_streaming(part, acc, H * R);
+}
+
+/* Items are (query, span): a span is a run of the query's chunks, so a thread's next chunk is
+   known and its rows can be fetched ahead. */
 static void skv_chunk_task(void *p, int64_t start, int64_t end) {
   skv_flash_ctx *f = p;
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, vb = c->width - c->va, W = c->width;
-  float *rows = pool_scratch(0, sizeof(float) * (size_t)(SKV_CHUNK * W));
   float *q = pool_scratch(1, sizeof(float) * (size_t)(H * W));
-  float *s = pool_scratch(2, sizeof(float) * (size_t)(SKV_CHUNK * H));
-  /* Sᵀ = rows·qᵀ with the queries packed once per query row (the rows are the A operand as they
-     lie), then O = P·rows[:, :va] reading the rows as B in place (gemm_f32.h) */
   float *queries = pool_scratch(3, sizeof(float) * (size_t)gemm_f32_panel_floats(W, H));
-  float *edge = pool_scratch(4, sizeof(float) * (size_t)(SKV_CHUNK * GEMM_F32_NR));
-  float *st = pool_scratch(5, sizeof(float) * (size_t)(SKV_CHUNK * H));
-  if (!rows || !q || !s || !queries || !edge || !st) abort();
-  int64_t last_t = -1;
+  if (!q || !queries) abort();
   for (int64_t item = start; item < end; item++) {
-    int64_t t = item / f->chunks, ch = item % f->chunks;
-    int64_t n = c->ctx[t], j0 = ch * SKV_CHUNK, j1 = j0 + SKV_CHUNK < n ? j0 + SKV_CHUNK : n;
-    float *part = f->partial + (size_t)((t * f->chunks + ch) * H) * (size_t)(2 + va);
-    if (j0 >= n) { /* past this query's context: an empty chunk */
-      for (int64_t h = 0; h < H; h++) {
-        part[h * (2 + va)] = -INFINITY;
-        part[h * (2 + va) + 1] = 0;
-      }
-      continue;
-    }
-    if (t != last_t) { /* the query of every head as one [qa | qb] row */
-      for (int64_t h = 0; h < H; h++) {
-        memcpy(q + h * W, c->qa + (t * H + h) * va, sizeof(float) * (size_t)va);
-        memcpy(q + h * W + va, c->qb + (t * H + h) * vb, sizeof(float) * (size_t)vb);
-      }
-      gemm_f32_pack_transposed(queries, q, W, W, H);
-      last_t = t;
-    }
-    int64_t m = j1 - j0;
-    for (int64_t j = 0; j < m; j++) { /* each row converted (q8: dequantised) once */
-      int64_t r = j0 + j, offset = (r % c->page_rows) * W;
-      if (c->kvtype == 0) memcpy(rows + j * W, (const float *)c->pages[r / c->page_rows] + offset, sizeof(float) * (size_t)W);
-      else if (c->kvtype == 1) f16_row(rows + j * W, (const uint16_t *)c->pages[r / c->page_rows] + offset, W);
-      else skv_q8_row(rows + j * W, (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_q8_row_bytes(W), W);
-    }
-    /* Register-tiled products: every head meets each row from registers (a dot product and an
-       axpy per (head, row) read each row once per head). */
-    gemm_f32(st, H, rows, W, queries, m, H, W);
+    int64_t t = item / f->spans, span = item % f->spans, n = c->ctx[t];
+    int64_t own = (n + SKV_CHUNK - 1) / SKV_CHUNK; /* this query's chunks */
+    int64_t ch0 = own * span / f->spans, ch1 = own * (span + 1) / f->spans;
+    if (ch0 >= ch1) continue;
+    /* the query of every head as one [qa | qb] row, packed as the B operand of the scores */
     for (int64_t h = 0; h < H; h++) {
-      float *sh = s + h * SKV_CHUNK, max = -INFINITY;
-      for (int64_t j = 0; j < m; j++) {
-        sh[j] = st[j * H + h] * c->scale;
-        if (sh[j] > max) max = sh[j];
-      }
-      part[h * (2 + va)] = max;
-      part[h * (2 + va) + 1] = exp_shifted(sh, m, max);
+      memcpy(q + h * W, c->qa + (t * H + h) * va, sizeof(float) * (size_t)va);
+      memcpy(q + h * W + va, c->qb + (t * H + h) * vb, sizeof(float) * (size_t)vb);
     }
-    gemm_f32_rows(part + 2, 2 + va, s, SKV_CHUNK, rows, W, H, va, m, edge);
+    gemm_f32_pack_transposed(queries, q, W, W, H);
+    for (int64_t ch = ch0; ch < ch1; ch++) {
+      int64_t j0 = ch * SKV_CHUNK, m = n - j0 < SKV_CHUNK ? n - j0 : SKV_CHUNK;
+      int64_t next0 = ch + 1 < ch1 ? j0 + SKV_CHUNK : 0, next1 = ch + 1 < ch1 ? (n < j0 + 2 * SKV_CHUNK ? n : j0 + 2 * SKV_CHUNK) : 0;
+      float *part = f->partial + (size_t)((t * f->chunks + ch) * H) * (size_t)SKV_RECORD(va);
+      skv_chunk(f, j0, m, part, queries, next0, next1);
+    }
   }
+#ifdef DSEEK_X86
+  _mm_sfence(); /* the streaming stores, visible before the merge job starts */
+#endif
 }
 
 /* Merge each (query, head)'s chunks in order: out = Σ_c e^(m_c − M)·acc_c / Σ_c e^(m_c − M)·l_c. */
 static void skv_merge_task(void *p, int64_t start, int64_t end) {
   skv_flash_ctx *f = p;
   shared_kv_ctx *c = &f->base;
-  int64_t H = c->heads, va = c->va;
+  int64_t H = c->heads, va = c->va, R = SKV_RECORD(va);
   for (int64_t th = start; th < end; th++) {
-    int64_t t = th / H, h = th % H;
-    float M = -INFINITY;
-    for (int64_t ch = 0; ch < f->chunks; ch++) {
-      float mc = f->partial[(size_t)((t * f->chunks + ch) * H + h) * (size_t)(2 + va)];
-      if (mc > M) M = mc;
-    }
+    int64_t t = th / H, h = th % H, own = (c->ctx[t] + SKV_CHUNK - 1) / SKV_CHUNK;
     float *o = c->out + th * va;
     memset(o, 0, sizeof(float) * (size_t)va);
+    if (own == 0) continue; /* no keys: nothing attended */
+    float M = -INFINITY;
+    for (int64_t ch = 0; ch < own; ch++) {
+      float mc = f->partial[(size_t)((t * f->chunks + ch) * H + h) * (size_t)R];
+      if (mc > M) M = mc;
+    }
     float L = 0;
-    for (int64_t ch = 0; ch < f->chunks; ch++) {
-      const float *part = f->partial + (size_t)((t * f->chunks + ch) * H + h) * (size_t)(2 + va);
+    for (int64_t ch = 0; ch < own; ch++) {
+      const float *part = f->partial + (size_t)((t * f->chunks + ch) * H + h) * (size_t)R;
       if (part[0] == -INFINITY) continue;
       float w = expf(part[0] - M);
       L += w * part[1];
-      axpy_f32(o, w, part + 2, va);
+      axpy_f32(o, w, part + 8, va);
     }
     float inv = 1.0f / L;
     for (int64_t i = 0; i < va; i++) o[i] *= inv;
@@ -706,15 +798,18 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
   for (int64_t t = 0; t < queries; t++)
     if (ctx[t] > longest) longest = ctx[t];
   int64_t chunks = (longest + SKV_CHUNK - 1) / SKV_CHUNK;
-  size_t partial_bytes = sizeof(float) * (size_t)(queries * chunks * heads) * (size_t)(2 + va);
+  size_t partial_bytes = sizeof(float) * (size_t)(queries * chunks * heads) * (size_t)SKV_RECORD(va);
   /* Short contexts (one chunk) and huge batches keep the per-(query, head) loop. */
-  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? pool_scratch(6, partial_bytes) : NULL;
+  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? pool_scratch(7, partial_bytes) : NULL;
   if (!partial) {
     pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
     return;
   }
-  skv_flash_ctx f = {c, chunks, partial};
-  pool_run(skv_chunk_task, &f, queries * chunks, 1);
+  /* As many spans per query as threads (a long query alone keeps them all busy), dealt out one
+     at a time (uneven queries balance) */
+  int64_t spans = pool_threads() < chunks ? pool_threads() : chunks;
+  skv_flash_ctx f = {c, chunks, spans, partial};
+  pool_run(skv_chunk_task, &f, queries * spans, 1);
   pool_run(skv_merge_task, &f, queries * heads, 4);
 }
 

@@ -20,7 +20,7 @@ int64_t pool_jobs(void);
  * otherwise get fresh zeroed pages on every call (glibc serves blocks above 128 KB with mmap):
  * a page fault per 4 KB, measured as 30 % of a long-context attention call.
  */
-#define POOL_SCRATCH_SLOTS 8
+#define POOL_SCRATCH_SLOTS 9
 void *pool_scratch(int slot, size_t bytes);
 
 /* Mean µs of a job with no work on all threads: the wake-up and barrier a job costs. */
