@@ -121,17 +121,26 @@ export const referenceBackend: Backend = {
 
   ropeAdjacent(x, rows, stride, offset, positions, rowsPerPosition, invFreq, magnitude) {
     const pairs = invFreq.length;
-    for (let r = 0; r < rows; r++) {
-      const pos = positions[Math.floor(r / rowsPerPosition)]!;
-      const base = r * stride + offset;
+    // cos and sin once per position, for all the rows (heads) at it: a prompt's queries are
+    // 16–128 rows per position, and the trigonometry was most of this call's time.
+    const cos = new Float64Array(pairs);
+    const sin = new Float64Array(pairs);
+    const per = Math.max(1, Math.floor(rowsPerPosition));
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const pos = positions[r0 / per]!;
       for (let i = 0; i < pairs; i++) {
         const angle = pos * invFreq[i]!;
-        const cos = Math.cos(angle) * magnitude;
-        const sin = Math.sin(angle) * magnitude;
-        const a = x[base + 2 * i]!;
-        const b = x[base + 2 * i + 1]!;
-        x[base + 2 * i] = a * cos - b * sin;
-        x[base + 2 * i + 1] = a * sin + b * cos;
+        cos[i] = Math.cos(angle) * magnitude;
+        sin[i] = Math.sin(angle) * magnitude;
+      }
+      for (let r = r0; r < Math.min(rows, r0 + per); r++) {
+        const base = r * stride + offset;
+        for (let i = 0; i < pairs; i++) {
+          const a = x[base + 2 * i]!;
+          const b = x[base + 2 * i + 1]!;
+          x[base + 2 * i] = a * cos[i]! - b * sin[i]!;
+          x[base + 2 * i + 1] = a * sin[i]! + b * cos[i]!;
+        }
       }
     }
   },
