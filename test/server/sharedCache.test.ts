@@ -60,15 +60,29 @@ async function ask(s: ServerProcess, prompt: string, extra: Record<string, unkno
 
 const sample = (name: string, labels = '') => `dseek_context_store_${name}{store="redis"${labels}}`;
 
-/** Until the replica's writes behind have all reached Redis (its /metrics say so). */
-async function written(s: ServerProcess): Promise<void> {
+/** Pages the replica has written to Redis so far (its /metrics). */
+const writtenPages = (s: ServerProcess) => metric(s.url, sample('writes_total', ',result="written"'));
+
+/**
+ * Until `pages` more pages than `since` have reached Redis from the replica and none is pending.
+ * Waiting for "nothing pending" alone raced: a reply can arrive before its pages are queued.
+ */
+async function written(s: ServerProcess, since: number, pages: number): Promise<void> {
   const until = Date.now() + 20_000;
   for (;;) {
-    const done = (await metric(s.url, sample('writes_total', ',result="written"'))) > 0 && (await metric(s.url, sample('pending_writes'))) === 0;
+    const done = (await writtenPages(s)) >= since + pages && (await metric(s.url, sample('pending_writes'))) === 0;
     if (done) return;
-    if (Date.now() > until) throw new Error(`writes did not reach Redis:\n${s.log()}`);
+    if (Date.now() > until) throw new Error(`${pages} pages did not reach Redis:\n${s.log()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Asks `s` for `p` and waits until its whole pages are in Redis. */
+async function askAndWrite(s: ServerProcess, p: string): Promise<Answer> {
+  const since = await writtenPages(s);
+  const answer = await ask(s, p);
+  await written(s, since, pagesOf(answer.promptTokens) / 16);
+  return answer;
 }
 
 async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
@@ -90,9 +104,8 @@ let b: ServerProcess;
 test('a long prompt answered by replica A is a prompt_cache_hit_tokens hit on replica B, with the same output at temperature 0', { skip }, async () => {
   [a, b] = await Promise.all([replica(), replica()]);
   const p = prompt('two replicas');
-  const first = await ask(a, p);
+  const first = await askAndWrite(a, p);
   assert.equal(first.hit, 0);
-  await written(a);
   const second = await ask(b, p);
   assert.equal(second.status, 200);
   assert.equal(second.hit, pagesOf(second.promptTokens), `B hits every whole page A computed (${second.hit} of ${second.promptTokens})`);
@@ -104,8 +117,7 @@ test('a long prompt answered by replica A is a prompt_cache_hit_tokens hit on re
 
 test('a replica restarted against the same Redis still hits', { skip }, async () => {
   const p = prompt('restart');
-  const first = await ask(a, p);
-  await written(a);
+  const first = await askAndWrite(a, p);
   await stop(b);
   b = await replica();
   const again = await ask(b, p);
@@ -119,8 +131,7 @@ test('a model copied under another name hits the same pages (the fingerprint is 
   const renamed = join(scratch, 'the-same-weights-elsewhere');
   cpSync(model, renamed, { recursive: true });
   const p = prompt('copied model');
-  const first = await ask(a, p);
-  await written(a);
+  const first = await askAndWrite(a, p);
   copy = await replica(renamed);
   const r = await ask(copy, p);
   assert.equal(r.hit, pagesOf(r.promptTokens));
@@ -129,8 +140,7 @@ test('a model copied under another name hits the same pages (the fingerprint is 
 
 test('a page corrupted inside Redis is rejected (counted, logged) and recomputed, then rewritten', { skip }, async () => {
   const p = prompt('corrupt');
-  const first = await ask(a, p);
-  await written(a);
+  const first = await askAndWrite(a, p);
   const client = createClient({ url: redis!.url }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
   await client.connect();
   try {
@@ -143,6 +153,7 @@ test('a page corrupted inside Redis is rejected (counted, logged) and recomputed
   } finally {
     await client.close();
   }
+  const since = await writtenPages(copy);
   const r = await ask(copy, p);
   assert.equal(r.status, 200);
   assert.equal(r.hit, 0, 'a corrupt page is never served');
@@ -150,7 +161,7 @@ test('a page corrupted inside Redis is rejected (counted, logged) and recomputed
   assert.ok((await metric(copy.url, sample('pages_total', ',result="rejected"'))) > 0);
   assert.match(copy.log(), /refused page .*checksum mismatch/);
   // The replica that recomputed them wrote them back: another replica hits.
-  await written(copy);
+  await written(copy, since, pagesOf(r.promptTokens) / 16);
   const again = await ask(b, p);
   assert.equal(again.hit, pagesOf(again.promptTokens));
 });
@@ -171,8 +182,7 @@ test('Redis killed mid-test: requests still answer 200 (counted as misses, one l
   await until('both replicas to see Redis again', async () => (await metric(a.url, sample('up'))) === 1 && (await metric(b.url, sample('up'))) === 1);
   assert.equal(b.log().match(/context store redis:\/\/\S+: reachable again/g)?.length, 1);
   const p = prompt('after the restart');
-  const first = await ask(a, p);
-  await until('A to write its pages', async () => (await metric(a.url, sample('pending_writes'))) === 0);
+  const first = await askAndWrite(a, p);
   const hit = await ask(b, p);
   assert.equal(hit.hit, pagesOf(hit.promptTokens));
   assert.equal(hit.text, first.text);
