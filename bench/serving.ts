@@ -6,6 +6,10 @@
  *
  *   npm run bench:serving -- --model M [--streams 1,4,16] [--prompt 128] [--gen 64] [--threads N]
  *                            [--context-store redis://host:port | DIR] [--long 4096] [--during 4]
+ *                            [--cached-prefix 3584]
+ *
+ * With --cached-prefix C: time to first token of a --long-token prompt uncached, then of another
+ * prompt that shares its first C tokens (a prefix-cache hit of those, the rest computed).
  *
  * With --context-store, two more figures, with two engines on one model standing for replicas A
  * and B (each with its own connection to the store, as two processes would have):
@@ -41,6 +45,7 @@ const { values } = parseArgs({
     'context-store': { type: 'string' },
     long: { type: 'string', default: '4096' },
     during: { type: 'string', default: '4' },
+    'cached-prefix': { type: 'string' },
   },
 });
 const path = values.model ?? fileURLToPath(new URL('../../models/default', import.meta.url));
@@ -49,6 +54,12 @@ const promptLen = Number(values.prompt);
 const gen = Number(values.gen);
 const { model, tokenizer, config } = loadModel(path, { backend: selectBackend('auto', threads) });
 const vocab = tokenizer ? Math.min(tokenizer.vocabSize, config.vocabSize) : config.vocabSize;
+const longTokens = Math.min(Number(values.long), config.maxPositionEmbeddings - 8);
+const cachedPrefix = values['cached-prefix'] === undefined ? undefined : Number(values['cached-prefix']);
+if (cachedPrefix !== undefined && (!Number.isInteger(cachedPrefix) || cachedPrefix < 1 || cachedPrefix >= longTokens)) {
+  console.error(`bench:serving: --cached-prefix must be a whole number of tokens from 1 to ${longTokens - 1} (below --long ${longTokens}), got ${values['cached-prefix']}`);
+  process.exit(2);
+}
 let seed = 12345;
 const randomPrompt = (n: number) =>
   Array.from({ length: n }, () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % (vocab - 2)) + 2);
@@ -96,9 +107,32 @@ results['ttft_uncached_s'] = cold.ttft;
 results['ttft_cached_s'] = warm.ttft;
 console.log(`time to first token, ${long.length}-token prompt: uncached ${(cold.ttft * 1000).toFixed(1)} ms, cached ${(warm.ttft * 1000).toFixed(1)} ms`);
 
+if (cachedPrefix !== undefined) await partialHitBench(cachedPrefix);
 if (values['context-store'] !== undefined) await contextStoreBench(values['context-store']);
 if (values.json) console.log(JSON.stringify({ model: path, threads, ...results }));
 process.exit(0);
+
+/**
+ * Time to first token of a --long-token prompt uncached, then of a second prompt whose first
+ * `cached` tokens are the first one's (served from the prefix cache; the rest computed). The
+ * ratio is at most long / (long − cached): the uncached prompt computes the same last tokens and
+ * more, and a token late in a prompt costs at least as much as an early one.
+ */
+async function partialHitBench(cached: number): Promise<void> {
+  const n = longTokens;
+  const engine = new LocalEngine(new Scheduler(model, tokenizer, { maxSequences: 1, contextLength: n + 4, pageTokens: 16 }));
+  const first = randomPrompt(n);
+  const second = [...first.slice(0, cached), ...randomPrompt(n - cached)];
+  const cold = await drain(engine.generate({ prompt: first, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
+  const partial = await drain(engine.generate({ prompt: second, maxTokens: 1, sampling: { temperature: 0 }, ignoreEos: true }));
+  await engine.close();
+  results['partial_ttft_uncached_s'] = cold.ttft;
+  results['partial_ttft_cached_s'] = partial.ttft;
+  console.log(
+    `time to first token, ${n}-token prompt: uncached ${cold.ttft.toFixed(2)} s; another sharing its first ${cached} tokens ` +
+      `(cached) ${partial.ttft.toFixed(2)} s: ${(cold.ttft / partial.ttft).toFixed(2)}× (at most ${(n / (n - cached)).toFixed(2)}×)`,
+  );
+}
 
 async function contextStoreBench(where: string): Promise<void> {
   const spec = parseContextStore(where, { maxBytes: 64 * 2 ** 30, ttlSeconds: 0 });
