@@ -73,6 +73,28 @@ test('rmsNorm and siluMul agree with the reference', { skip }, () => {
   }
 });
 
+/**
+ * The same random latent rows as f32 and as f16 pages of `pageRows` rows (the last one partly
+ * used), as the latent cache hands them to sharedKvAttention.
+ */
+function pagedRows(rows: number, width: number, pageRows: number) {
+  const all32 = randomVec(rows * width);
+  const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
+  const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
+    const pages: T[] = [];
+    for (let r = 0; r < rows; r += pageRows) {
+      const page = new (all.constructor as new (n: number) => T)(pageRows * width);
+      page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
+      pages.push(page);
+    }
+    return pages;
+  };
+  return [
+    { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
+    { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
+  ];
+}
+
 test('attention and shared-KV attention agree with the reference', { skip }, () => {
   const nb = native as Backend;
   for (const [queries, heads, dk, dv, rows] of [
@@ -106,23 +128,8 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     const va = dv <= dk ? dv : dk;
     const qa = randomVec(queries * heads * va);
     const qb = randomVec(queries * heads * (width - va));
-    const kv32 = randomVec(rows * width);
-    const kv16 = Uint16Array.from(kv32, (x) => f32ToF16(x));
-    // Pages of 4 rows (the last one partly used), as the latent cache hands them over.
-    const pageRows = 4;
-    const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
-      const pages: T[] = [];
-      for (let r = 0; r < rows; r += pageRows) {
-        const page = new (all.constructor as new (n: number) => T)(pageRows * width);
-        page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
-        pages.push(page);
-      }
-      return pages;
-    };
-    for (const kv of [
-      { dtype: 'f32' as const, pages: paged(kv32), pageRows, width },
-      { dtype: 'f16' as const, pages: paged(kv16), pageRows, width },
-    ]) {
+    // Pages of 4 rows, the last one partly used.
+    for (const kv of pagedRows(rows, width, 4)) {
       const ra = new Float32Array(queries * heads * va);
       const na = new Float32Array(queries * heads * va);
       ref.sharedKvAttention(ra, qa, qb, kv, va, shape);
@@ -138,21 +145,7 @@ test('shared-KV attention over several key chunks gives identical bits at 1, 2 a
   const shape = { queries, heads, contextLengths, scale: 0.11 };
   const qa = randomVec(queries * heads * va);
   const qb = randomVec(queries * heads * (width - va));
-  const all32 = randomVec(rows * width);
-  const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
-  const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
-    const pages: T[] = [];
-    for (let r = 0; r < rows; r += pageRows) {
-      const page = new (all.constructor as new (n: number) => T)(pageRows * width);
-      page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
-      pages.push(page);
-    }
-    return pages;
-  };
-  for (const kv of [
-    { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
-    { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
-  ]) {
+  for (const kv of pagedRows(rows, width, pageRows)) {
     const outputs = [1, 2, 7].map((threads) => {
       const out = new Float32Array(queries * heads * va);
       createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, kv, va, shape);
@@ -206,21 +199,7 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
       const shape = { queries, heads, contextLengths, scale: 0.09 };
       const qa = randomVec(queries * heads * va);
       const qb = randomVec(queries * heads * (width - va));
-      const all32 = randomVec(rows * width);
-      const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
-      const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
-        const pages: T[] = [];
-        for (let r = 0; r < rows; r += pageRows) {
-          const page = new (all.constructor as new (n: number) => T)(pageRows * width);
-          page.set(all.subarray(r * width, Math.min(rows, r + pageRows) * width) as never);
-          pages.push(page);
-        }
-        return pages;
-      };
-      for (const kv of [
-        { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
-        { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
-      ]) {
+      for (const kv of pagedRows(rows, width, pageRows)) {
         const a = new Float32Array(queries * heads * va);
         const b = new Float32Array(queries * heads * va);
         ref.sharedKvAttention(a, qa, qb, kv, va, shape);
