@@ -187,19 +187,6 @@ void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *p
     panel_rows(c, ldc, a, lda, packed + (j0 / NR) * K * NR, NR, M, j0, N - j0 < NR ? N - j0 : NR, K);
 }
 
-void gemm_f32_rows(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t M, int64_t N, int64_t K,
-                   float *edge) {
-  int64_t whole = N / NR * NR;
-  for (int64_t j0 = 0; j0 < whole; j0 += NR) panel_rows(c, ldc, a, lda, b + j0, ldb, M, j0, NR, K);
-  if (whole < N) { /* the last columns, zero-padded to a panel */
-    for (int64_t k = 0; k < K; k++) {
-      memcpy(edge + k * NR, b + k * ldb + whole, (size_t)(N - whole) * sizeof(float));
-      for (int64_t j = N - whole; j < NR; j++) edge[k * NR + j] = 0;
-    }
-    panel_rows(c, ldc, a, lda, edge, NR, M, whole, N - whole, K);
-  }
-}
-
 void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const void *const *b_rows, int b_f16, int64_t col0,
                        int64_t M, int64_t N, int64_t K, float *edge) {
   int64_t whole = N / NR * NR;

@@ -28,12 +28,6 @@ void gemm_f32_pack_transposed(float *packed, const float *bt, int64_t ldbt, int6
 /* C[i·ldc + j] = Σ_k A[i·lda + k] · B[k][j] for i < M, j < N, B packed as above. Single-threaded. */
 void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K);
 
-/* The same product with B row-major as it lies (b[k·ldb + j]): no packing, for a B that is read
-   once (its rows' cache lines are reused across the register tile's rows). `edge` holds K·NR
-   floats for the columns past the last whole panel. */
-void gemm_f32_rows(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t M, int64_t N, int64_t K,
-                   float *edge);
-
 /* C[i·ldc + j] = Σ_k A[i·lda + k] · B_k[col0 + j] for i < M, j < N, where row k of B lies at
    b_rows[k]: f32 values (b_f16 0) or f16 bits (b_f16 1). For rows that lie scattered in pages
    (the latent cache), read in place: no copy, and f16 converted in the register tile's loads.

@@ -546,6 +546,15 @@ static void skv_q8_row(float *out, const uint8_t *row, int64_t n) {
   }
 }
 
+/* Row r of the latent pages, as stored (f32, f16 bits or q8 blocks). */
+static int64_t skv_row_bytes(const shared_kv_ctx *c) {
+  return c->kvtype == 0 ? 4 * c->width : c->kvtype == 1 ? 2 * c->width : skv_q8_row_bytes(c->width);
+}
+
+static const uint8_t *skv_row(const shared_kv_ctx *c, int64_t r) {
+  return (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_row_bytes(c);
+}
+
 static void shared_kv_task(void *p, int64_t start, int64_t end) {
   shared_kv_ctx *c = p;
   int64_t vb = c->width - c->va;
@@ -553,7 +562,6 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
   /* q8: one row dequantised at a time (a reread costs less than a buffer of the whole context). */
   float *q8 = c->kvtype == 2 ? malloc(sizeof(float) * (size_t)c->width) : NULL;
   if (c->kvtype == 2 && !q8) abort();
-  int64_t q8_stride = skv_q8_row_bytes(c->width);
   for (int64_t th = start; th < end; th++) {
     int64_t n = c->ctx[th / c->heads];
     const float *qa = c->qa + th * c->va;
@@ -561,15 +569,13 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float max = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
       float dot;
-      int64_t offset = (j % c->page_rows) * c->width;
+      const uint8_t *row = skv_row(c, j);
       if (c->kvtype == 0) {
-        const float *row = (const float *)c->pages[j / c->page_rows] + offset;
-        dot = dot_f32(row, qa, c->va) + dot_f32(row + c->va, qb, vb);
+        dot = dot_f32((const float *)row, qa, c->va) + dot_f32((const float *)row + c->va, qb, vb);
       } else if (c->kvtype == 1) {
-        const uint16_t *row = (const uint16_t *)c->pages[j / c->page_rows] + offset;
-        dot = dot_f16(row, qa, c->va) + dot_f16(row + c->va, qb, vb);
+        dot = dot_f16((const uint16_t *)row, qa, c->va) + dot_f16((const uint16_t *)row + c->va, qb, vb);
       } else {
-        skv_q8_row(q8, (const uint8_t *)c->pages[j / c->page_rows] + (j % c->page_rows) * q8_stride, c->width);
+        skv_q8_row(q8, row, c->width);
         dot = dot_f32(q8, qa, c->va) + dot_f32(q8 + c->va, qb, vb);
       }
       s[j] = dot * c->scale;
@@ -579,11 +585,11 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float *o = c->out + th * c->va;
     memset(o, 0, (size_t)c->va * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
-      int64_t offset = (j % c->page_rows) * c->width;
-      if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)c->pages[j / c->page_rows] + offset, c->va);
-      else if (c->kvtype == 1) axpy_f16(o, s[j], (const uint16_t *)c->pages[j / c->page_rows] + offset, c->va);
+      const uint8_t *row = skv_row(c, j);
+      if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)row, c->va);
+      else if (c->kvtype == 1) axpy_f16(o, s[j], (const uint16_t *)row, c->va);
       else {
-        skv_q8_row(q8, (const uint8_t *)c->pages[j / c->page_rows] + (j % c->page_rows) * q8_stride, c->va);
+        skv_q8_row(q8, row, c->va);
         axpy_f32(o, s[j], q8, c->va);
       }
     }
@@ -637,14 +643,6 @@ static void copy_streaming(float *dst, const float *src, int64_t n) {
 #else
   memcpy(dst, src, sizeof(float) * (size_t)n);
 #endif
-}
-
-static int64_t skv_row_bytes(const shared_kv_ctx *c) {
-  return c->kvtype == 0 ? 4 * c->width : c->kvtype == 1 ? 2 * c->width : skv_q8_row_bytes(c->width);
-}
-
-static const uint8_t *skv_row(const shared_kv_ctx *c, int64_t r) {
-  return (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_row_bytes(c);
 }
 
 /* The cache lines of rows [from, to), handed to the prefetcher `per_step` at a time: rows are

@@ -17,7 +17,6 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-
 INLINE __m512i bcast8(const void *p) {
   long long v;
   memcpy(&v, p, 8);
