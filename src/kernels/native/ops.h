@@ -82,6 +82,15 @@ typedef struct {
 typedef void (*packed_gemm_fn)(float *y, int64_t ys, const uint8_t *w, size_t group_bytes, const void *x, int64_t xs,
                                int64_t blocks, int64_t tokens, int64_t g0, int64_t g1);
 
+/* A level's packed_gemm_fn NAME over its product on one row group, GROUP(yg, ys, wg, x, xs, blocks,
+   tokens) with x as ACT: every level walks the groups alike and differs only in how it tiles the
+   tokens of a group. */
+#define PACKED_GEMM(NAME, GROUP, ACT)                                                                                \
+  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *x, int64_t xs, int64_t blocks,   \
+                   int64_t tokens, int64_t g0, int64_t g1) {                                                          \
+    for (int64_t g = g0; g < g1; g++) GROUP(y + 8 * g, ys, w + (size_t)g * gbytes, (const ACT *)x, xs, blocks, tokens); \
+  }
+
 typedef struct {
   const char *name;
   packed_gemm_fn gemm[LAYOUT_COUNT];

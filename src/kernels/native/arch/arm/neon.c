@@ -87,21 +87,18 @@ INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
   }
 }
 
-#define GEMM(NAME, TILE)                                                                                             \
-  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,  \
-                   int64_t tokens, int64_t g0, int64_t g1) {                                                            \
-    const act_q8x *x = xv;                                                                                              \
-    for (int64_t g = g0; g < g1; g++) {                                                                                 \
-      const uint8_t *wg = w + (size_t)g * gbytes;                                                                       \
-      float *yg = y + 8 * g;                                                                                            \
-      int64_t t = 0;                                                                                                    \
-      for (; t + 2 <= tokens; t += 2) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2);                             \
-      if (t < tokens) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1);                                             \
-    }                                                                                                                   \
+/* One row group: token tiles of 2, the last token alone. */
+#define GROUP(NAME, TILE)                                                                                                   \
+  INLINE void NAME(float *yg, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, int64_t tokens) { \
+    int64_t t = 0;                                                                                                          \
+    for (; t + 2 <= tokens; t += 2) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2);                                   \
+    if (t < tokens) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1);                                                   \
   }
 
-GEMM(gemm_q4_0x8, q4_0_tile)
-GEMM(gemm_q8_0x8, q8_0_tile)
+GROUP(group_q4_0x8, q4_0_tile)
+GROUP(group_q8_0x8, q8_0_tile)
+PACKED_GEMM(gemm_q4_0x8, group_q4_0x8, act_q8x)
+PACKED_GEMM(gemm_q8_0x8, group_q8_0x8, act_q8x)
 
 const kernel_ops ops_neon = {
     .name = "neon",

@@ -258,37 +258,38 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     for (int t = 0; t < nt; t++) store_half(y + t * ys + 4 * (h0 + hh), acc[hh][t]);
 }
 
-#define GEMM(NAME, TILE, ACT)                                                                                        \
-  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks, \
-                   int64_t tokens, int64_t g0, int64_t g1) {                                                          \
-    const ACT *x = xv;                                                                                                \
-    for (int64_t g = g0; g < g1; g++) {                                                                               \
-      const uint8_t *wg = w + (size_t)g * gbytes;                                                                     \
-      float *yg = y + 8 * g;                                                                                          \
-      if (tokens == 1) { /* a decode step: all 8 rows in one pass */                                                  \
-        TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1, 1);                                                                  \
-        continue;                                                                                                     \
-      }                                                                                                               \
-      for (int h = 0; h < 2; h++)                                                                                     \
-        for (int64_t t = 0; t < tokens; t += 4) {                                                                     \
-          const int pf = h == 0 && t == 0;                                                                            \
-          float *yt = yg + t * ys;                                                                                    \
-          const ACT *xt = x + t * xs;                                                                                 \
-          switch (tokens - t < 4 ? tokens - t : 4) { /* nt a constant in each tile: its registers */                  \
-            case 4: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 4, pf); break;                                             \
-            case 3: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 3, pf); break;                                             \
-            case 2: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 2, pf); break;                                             \
-            default: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 1, pf); break;                                            \
-          }                                                                                                           \
-        }                                                                                                             \
-    }                                                                                                                 \
+/* One row group: a decode step (one token) in one pass over all 8 rows, more tokens by half and by
+   tiles of up to 4 (nt a constant in each tile: its registers). */
+#define GROUP(NAME, TILE, ACT)                                                                                           \
+  INLINE void NAME(float *yg, int64_t ys, const uint8_t *wg, const ACT *x, int64_t xs, int64_t blocks, int64_t tokens) { \
+    if (tokens == 1) {                                                                                                   \
+      TILE(yg, ys, wg, x, xs, blocks, 0, 2, 1, 1);                                                                       \
+      return;                                                                                                            \
+    }                                                                                                                    \
+    for (int h = 0; h < 2; h++)                                                                                          \
+      for (int64_t t = 0; t < tokens; t += 4) {                                                                          \
+        const int pf = h == 0 && t == 0;                                                                                 \
+        float *yt = yg + t * ys;                                                                                         \
+        const ACT *xt = x + t * xs;                                                                                      \
+        switch (tokens - t < 4 ? tokens - t : 4) {                                                                       \
+          case 4: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 4, pf); break;                                                  \
+          case 3: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 3, pf); break;                                                  \
+          case 2: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 2, pf); break;                                                  \
+          default: TILE(yt, ys, wg, xt, xs, blocks, h, 1, 1, pf); break;                                                 \
+        }                                                                                                                \
+      }                                                                                                                  \
   }
 
-GEMM(gemm_q4_0x8, q4_0_tile, act_q8x)
-GEMM(gemm_q8_0x8, q8_0_tile, act_q8x)
-GEMM(gemm_q5_0x8, q5_0_tile, act_q8x)
-GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx)
-GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx)
+GROUP(group_q4_0x8, q4_0_tile, act_q8x)
+GROUP(group_q8_0x8, q8_0_tile, act_q8x)
+GROUP(group_q5_0x8, q5_0_tile, act_q8x)
+GROUP(group_q4_kx8, q4_k_tile, act_q8kx)
+GROUP(group_q6_kx8, q6_k_tile, act_q8kx)
+PACKED_GEMM(gemm_q4_0x8, group_q4_0x8, act_q8x)
+PACKED_GEMM(gemm_q8_0x8, group_q8_0x8, act_q8x)
+PACKED_GEMM(gemm_q5_0x8, group_q5_0x8, act_q8x)
+PACKED_GEMM(gemm_q4_kx8, group_q4_kx8, act_q8kx)
+PACKED_GEMM(gemm_q6_kx8, group_q6_kx8, act_q8kx)
 
 /* As quantise_block_scalar, 8 values at a time (round-half-even, then ties away from zero). */
 static void quantise_block_avx2(const float *x, int n, float *d_out, int8_t *q) {

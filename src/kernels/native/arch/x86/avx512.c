@@ -226,35 +226,33 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
   for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
 }
 
-/* Token tiles of `max` (a constant per layout), the tail with its own constant size. */
-#define GEMM(NAME, TILE, ACT, MAX, BLOCK)                                                                             \
-  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,   \
-                   int64_t tokens, int64_t g0, int64_t g1) {                                                             \
-    const ACT *x = xv;                                                                                                   \
-    for (int64_t g = g0; g < g1; g++) {                                                                                  \
-      const uint8_t *wg = w + (size_t)g * gbytes;                                                                        \
-      float *yg = y + 8 * g;                                                                                             \
-      int64_t t = 0;                                                                                                     \
-      for (; t + MAX <= tokens; t += MAX) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, MAX);                        \
-      switch (tokens - t) {                                                                                              \
-        case 7: if (MAX > 7) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 7); break;                                \
-        case 6: if (MAX > 6) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 6); break;                                \
-        case 5: if (MAX > 5) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 5); break;                                \
-        case 4: if (MAX > 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 4); break;                                \
-        case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 3); break;                                             \
-        case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2); break;                                             \
-        case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1); break;                                             \
-        default: break;                                                                                                  \
-      }                                                                                                                  \
+/* One row group: token tiles of MAX (a constant per layout), the tail with its own constant size. */
+#define GROUP(NAME, TILE, ACT, MAX)                                                                                      \
+  INLINE void NAME(float *yg, int64_t ys, const uint8_t *wg, const ACT *x, int64_t xs, int64_t blocks, int64_t tokens) { \
+    int64_t t = 0;                                                                                                       \
+    for (; t + MAX <= tokens; t += MAX) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, MAX);                          \
+    switch (tokens - t) {                                                                                                \
+      case 7: if (MAX > 7) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 7); break;                                  \
+      case 6: if (MAX > 6) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 6); break;                                  \
+      case 5: if (MAX > 5) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 5); break;                                  \
+      case 4: if (MAX > 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 4); break;                                  \
+      case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 3); break;                                               \
+      case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2); break;                                               \
+      case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1); break;                                               \
+      default: break;                                                                                                    \
     }                                                                                                                    \
-    (void)BLOCK;                                                                                                         \
   }
 
-GEMM(gemm_q4_0x8, q4_0_tile, act_q8x, 8, 144)
-GEMM(gemm_q8_0x8, q8_0_tile, act_q8x, 8, 272)
-GEMM(gemm_q5_0x8, q5_0_tile, act_q8x, 8, 176)
-GEMM(gemm_q4_kx8, q4_k_tile, act_q8kx, 4, 1184)
-GEMM(gemm_q6_kx8, q6_k_tile, act_q8kx, 4, 2192)
+GROUP(group_q4_0x8, q4_0_tile, act_q8x, 8)
+GROUP(group_q8_0x8, q8_0_tile, act_q8x, 8)
+GROUP(group_q5_0x8, q5_0_tile, act_q8x, 8)
+GROUP(group_q4_kx8, q4_k_tile, act_q8kx, 4)
+GROUP(group_q6_kx8, q6_k_tile, act_q8kx, 4)
+PACKED_GEMM(gemm_q4_0x8, group_q4_0x8, act_q8x)
+PACKED_GEMM(gemm_q8_0x8, group_q8_0x8, act_q8x)
+PACKED_GEMM(gemm_q5_0x8, group_q5_0x8, act_q8x)
+PACKED_GEMM(gemm_q4_kx8, group_q4_kx8, act_q8kx)
+PACKED_GEMM(gemm_q6_kx8, group_q6_kx8, act_q8kx)
 
 /* The same rounding as quantise_block_scalar, 16 values at a time: round-half-even from the
    conversion, then ties moved away from zero as roundf does. */
