@@ -97,3 +97,21 @@ test('random-model and bench refuse bad flags with one line', () => {
     assert.match(r.stderr, pattern);
   }
 });
+
+const serving = (...args: string[]) =>
+  spawnSync(process.execPath, [join(repoRoot, 'dist/bench/serving.js'), '--streams', '1', '--prompt', '8', '--gen', '2', ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+
+test('bench:serving --cached-prefix times a prompt against one sharing its first C tokens; a C outside 1 … long−1 or not whole exits 2 naming the flag', () => {
+  const ok = serving('--long', '64', '--cached-prefix', '48');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /64-token prompt: uncached [\d.]+ s; another sharing its first 48 tokens \(cached\) [\d.]+ s: [\d.]+× \(at most 4\.00×\)/);
+  for (const bad of ['0', '64', '100', '12.5', 'many']) {
+    const r = serving('--long', '64', '--cached-prefix', bad);
+    assert.equal(r.status, 2, `--cached-prefix ${bad}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`--cached-prefix must be a whole number of tokens from 1 to 63 \\(below --long 64\\), got ${bad.replace('.', '\\.')}`));
+    assert.equal(r.stdout, '', 'nothing measured before the flag is checked');
+  }
+});
