@@ -159,9 +159,9 @@ export class LatentCache {
     this.committed = 0;
   }
 
-  /** The rows of one layer (reserved positions included) as the attention kernels read them. */
-  rows(layer: number): SharedKvRows {
-    return { dtype: this.dtype, width: this.width, pageRows: this.pool.pageTokens, pages: this.pages.map((p) => p.layers[layer]!) };
+  /** The rows of one layer (reserved positions included) for `queries` queries of this sequence, as the attention kernels read them. */
+  rows(layer: number, queries = 1): SharedKvRows {
+    return batchRows(this.pool, layer, [{ cache: this, queries }]);
   }
 
   /** Copy `count` rows from position `start` of a layer into dst as numbers (for the expanded attention form). */
@@ -178,4 +178,34 @@ export class LatentCache {
       else for (let i = 0; i < w; i++) dst[j * w + i] = src[o + i]!;
     }
   }
+}
+
+/** A run of queries of one sequence in a batch that attends over its cache. */
+export interface BatchPart {
+  readonly cache: LatentCache;
+  readonly queries: number;
+}
+
+/**
+ * The rows of one layer for a batch of sequences that share `pool`, the parts' queries in order:
+ * one block table (each part's page ids) into the pool's slab, so one attention call serves them all.
+ */
+export function batchRows(pool: PagePool, layer: number, parts: readonly BatchPart[]): SharedKvRows {
+  let pages = 0;
+  let queries = 0;
+  for (const part of parts) {
+    if (part.cache.pool !== pool) throw new RangeError('batchRows: every sequence must use the same page pool');
+    pages += part.cache.pageList.length;
+    queries += part.queries;
+  }
+  const blockTable = new Int32Array(pages);
+  const queryPages = new Int32Array(queries);
+  let p = 0;
+  let q = 0;
+  for (const part of parts) {
+    queryPages.fill(p, q, q + part.queries);
+    q += part.queries;
+    for (const page of part.cache.pageList) blockTable[p++] = page.id;
+  }
+  return { dtype: pool.dtype, width: pool.width, pageRows: pool.pageTokens, segments: pool.slab(layer), segmentPages: pool.segmentPages, blockTable, queryPages };
 }

@@ -62,12 +62,26 @@ export interface PagePoolOptions {
   readonly maxPages: number;
 }
 
+/** A slab segment's bytes per layer stay at or under this (a bounded pool of up to 1 GiB per layer is one segment). */
+const MAX_SEGMENT_BYTES = 2 ** 30;
+/** Pages per segment of an unbounded pool. */
+const UNBOUNDED_SEGMENT_PAGES = 256;
+
 export class PagePool {
   readonly layers: number;
   readonly width: number;
   readonly pageTokens: number;
   readonly dtype: LatentCacheDType;
   readonly maxPages: number;
+  /**
+   * Pages per slab segment. Page `id` lives in segment ⌊id / segmentPages⌋ of every layer's slab,
+   * at page (id mod segmentPages) of it, so the attention kernels find a row from a page id alone.
+   * A bounded pool (the server's) is one segment: one slab per layer, as vLLM's block tables index.
+   */
+  readonly segmentPages: number;
+  /** [layer][segment]: the storage of `segmentPages` pages each, in SharedArrayBuffers. */
+  private readonly slabs: PageStorage[][];
+  private segments = 0;
   private readonly free: Page[] = [];
   private readonly held = new Set<Page>();
   private nextId = 0;
@@ -81,6 +95,20 @@ export class PagePool {
     this.pageTokens = o.pageTokens;
     this.dtype = o.dtype;
     this.maxPages = o.maxPages;
+    const layerPageBytes = this.pageTokens * rowBytes(this.width, this.dtype);
+    const cap = Math.max(1, Math.floor(MAX_SEGMENT_BYTES / layerPageBytes));
+    this.segmentPages = Math.max(1, Math.min(cap, Number.isFinite(o.maxPages) ? o.maxPages : UNBOUNDED_SEGMENT_PAGES));
+    this.slabs = Array.from({ length: this.layers }, () => []);
+  }
+
+  /**
+   * One layer's slab: its segments in order (page p at rows [(p mod segmentPages)·pageTokens, …) of
+   * segment ⌊p / segmentPages⌋). The array grows as segments are added and is never replaced.
+   */
+  slab(layer: number): readonly PageStorage[] {
+    const s = this.slabs[layer];
+    if (!s) throw new RangeError(`page pool: no layer ${layer}`);
+    return s;
   }
 
   get bytesPerPage(): number {
@@ -109,28 +137,45 @@ export class PagePool {
     let page = this.free.pop();
     if (!page) {
       if (this.live >= this.maxPages) throw new CacheFullError(this.maxPages * this.bytesPerPage);
-      // SharedArrayBuffers, so that the context store's thread can read a page to write it without
-      // a copy in the engine's thread (storeLink.ts). Nothing else changes: one thread writes them.
-      const bytes = this.pageTokens * rowBytes(this.width, this.dtype);
-      const layers = Array.from({ length: this.layers }, () => {
-        const buffer = new SharedArrayBuffer(bytes);
-        switch (this.dtype) {
-          case 'f16':
-            return new Uint16Array(buffer);
-          case 'f32':
-            return new Float32Array(buffer);
-          case 'f64':
-            return new Float64Array(buffer);
-          case 'q8':
-            return new Uint8Array(buffer);
-        }
-      });
-      page = { id: this.nextId++, layers, refs: 0 };
+      const id = this.nextId++;
+      const segment = Math.floor(id / this.segmentPages);
+      if (segment === this.segments) this.addSegment();
+      const rows = rowElements(this.width, this.dtype) * this.pageTokens;
+      const at = (id % this.segmentPages) * rows;
+      page = { id, layers: this.slabs.map((s) => s[segment]!.subarray(at, at + rows)), refs: 0 };
     }
     page.refs = 1;
     this.live++;
     this.held.add(page);
     return page;
+  }
+
+  /**
+   * Storage for `segmentPages` more pages in every layer. SharedArrayBuffers, so that the context
+   * store's thread can read a page to write it without a copy in the engine's thread
+   * (storeLink.ts); one thread writes them. The OS maps their zero pages lazily: a bounded
+   * pool's slab costs memory only for the pages that are written.
+   */
+  private addSegment(): void {
+    const bytes = this.segmentPages * this.pageTokens * rowBytes(this.width, this.dtype);
+    for (const slab of this.slabs) {
+      const buffer = new SharedArrayBuffer(bytes);
+      switch (this.dtype) {
+        case 'f16':
+          slab.push(new Uint16Array(buffer));
+          break;
+        case 'f32':
+          slab.push(new Float32Array(buffer));
+          break;
+        case 'f64':
+          slab.push(new Float64Array(buffer));
+          break;
+        case 'q8':
+          slab.push(new Uint8Array(buffer));
+          break;
+      }
+    }
+    this.segments++;
   }
 
   retain(page: Page): void {

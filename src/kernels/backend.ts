@@ -71,18 +71,49 @@ export interface PrepareReport {
 }
 
 /**
- * Rows of a key matrix whose first `valueWidth` columns double as the value (MQA with one shared
- * key/value head, which is what absorbed MLA reduces to). Stored as f32, f64 or f16 bits, in
- * pages of `pageRows` rows: row j is at pages[⌊j / pageRows⌋][(j mod pageRows) · width …]; or
- * q8 (Uint8Array pages of ggml Q8_0 blocks, q8Row.ts): row j at byte (j mod pageRows) ·
- * q8RowBytes(width), each value d · q of its 32-value block.
+ * Rows of key matrices whose first `valueWidth` columns double as the value (MQA with one shared
+ * key/value head, which is what absorbed MLA reduces to), for a batch of queries that may belong
+ * to different sequences, addressed as vLLM's paged attention does: by a block table into one slab.
+ *
+ * The slab is one layer of a page pool: `segments` of `segmentPages` pages each, a page holding
+ * `pageRows` rows. Query t's key row j lies in page p = blockTable[queryPages[t] + ⌊j / pageRows⌋],
+ * at row (p mod segmentPages) · pageRows + (j mod pageRows) of segment ⌊p / segmentPages⌋. Rows are
+ * f32, f64 or f16 bits, `width` values each; or q8 (Uint8Array, ggml Q8_0 blocks, q8Row.ts),
+ * q8RowBytes(width) bytes each, every value d · q of its 32-value block.
  */
 export interface SharedKvRows {
   readonly dtype: 'f32' | 'f64' | 'f16' | 'q8';
-  readonly pages: ReadonlyArray<Float32Array | Float64Array | Uint16Array | Uint8Array>;
+  readonly segments: ReadonlyArray<Float32Array | Float64Array | Uint16Array | Uint8Array>;
+  readonly segmentPages: number;
   readonly pageRows: number;
   /** Values per row (key width). */
   readonly width: number;
+  /** Page ids, each sequence's pages in order. */
+  readonly blockTable: Int32Array;
+  /** Per query: where its sequence's pages start in blockTable. */
+  readonly queryPages: Int32Array;
+}
+
+/**
+ * The rows of one sequence whose pages are separate arrays (each a segment of one page), for all
+ * `queries` of the sequence: the form a test or a caller without a page pool has.
+ */
+export function sequenceRows(
+  dtype: SharedKvRows['dtype'],
+  pages: SharedKvRows['segments'],
+  pageRows: number,
+  width: number,
+  queries: number,
+): SharedKvRows {
+  return {
+    dtype,
+    segments: pages,
+    segmentPages: 1,
+    pageRows,
+    width,
+    blockTable: Int32Array.from(pages, (_, i) => i),
+    queryPages: new Int32Array(queries),
+  };
 }
 
 export interface AttentionShape {
@@ -172,7 +203,9 @@ export interface Backend {
    * Attention with one key/value head shared by all query heads, keys stored as rows
    * [a (valueWidth) | b (width − valueWidth)]: for query t and head h,
    * logit_j = scale · (qa[t,h]·a_j + qb[t,h]·b_j), out[t,h] = Σ_j softmax(logit)_j · a_j.
-   * qa [T][H][valueWidth], qb [T][H][width − valueWidth], out [T][H][valueWidth].
+   * qa [T][H][valueWidth], qb [T][H][width − valueWidth], out [T][H][valueWidth]. Query t reads
+   * its own sequence's rows j < contextLengths[t] through kv's block table, so one call serves
+   * every sequence of a batch.
    */
   sharedKvAttention(out: Vec, qa: Vec, qb: Vec, kv: SharedKvRows, valueWidth: number, shape: AttentionShape): void;
 

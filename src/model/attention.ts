@@ -19,7 +19,7 @@
  */
 import type { Backend } from '../kernels/backend.js';
 import { rowSlice, type Vec } from '../kernels/tensor.js';
-import type { LatentCache } from '../cache/latentCache.js';
+import { batchRows, type LatentCache } from '../cache/latentCache.js';
 import type { ModelConfig } from './config.js';
 import type { RopeParams } from './rope.js';
 import type { AttentionWeights } from './weights.js';
@@ -236,18 +236,35 @@ function absorbedAttention(
     }
   }
 
+  // One latent attention call per run of adjacent parts on one page pool (a whole batch, when the
+  // scheduler runs it): a block table into the pool's slab tells each query its sequence's pages.
   const oLat = ws.get('attn.olat', T * H * dc);
-  for (const part of parts) {
-    const from = part.offset * H;
-    const to = (part.offset + part.shape.queries) * H;
+  for (let first = 0; first < parts.length; ) {
+    const pool = parts[first]!.cache.pool;
+    let end = first + 1;
+    let queries = parts[first]!.shape.queries;
+    while (end < parts.length && parts[end]!.cache.pool === pool && parts[end]!.offset === parts[first]!.offset + queries) {
+      queries += parts[end]!.shape.queries;
+      end++;
+    }
+    const run = parts.slice(first, end);
+    const contextLengths = new Int32Array(queries);
+    let at = 0;
+    for (const part of run) {
+      contextLengths.set(part.shape.contextLengths, at);
+      at += part.shape.queries;
+    }
+    const from = parts[first]!.offset * H;
+    const to = from + queries * H;
     backend.sharedKvAttention(
       oLat.subarray(from * dc, to * dc),
       qLat.subarray(from * dc, to * dc),
       qRope.subarray(from * dr, to * dr),
-      part.cache.rows(layer),
+      batchRows(pool, layer, run.map((part) => ({ cache: part.cache, queries: part.shape.queries }))),
       dc,
-      part.shape,
+      { queries, heads: H, contextLengths, scale: parts[first]!.shape.scale },
     );
+    first = end;
   }
 
   // o_h = W^UV_h o_lat,h: W^UV_h is rows [h(dn+dv)+dn, (h+1)(dn+dv)) of kv_b_proj, or v_b's head h.

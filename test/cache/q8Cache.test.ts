@@ -51,7 +51,8 @@ for (const width of [576, 40, 31, 32, 5]) {
     // The same dequantised values through rows() as the kernels read them.
     const kv = cache.rows(1);
     assert.equal(kv.dtype, 'q8');
-    assert.ok(kv.pages.every((p) => p instanceof Uint8Array && p.length === 64 * stride));
+    assert.ok(kv.segments.every((p) => p instanceof Uint8Array && p.length === cache.pool.segmentPages * 64 * stride));
+    assert.deepEqual([...kv.blockTable], cache.pageList.map((p) => p.id));
   });
 }
 

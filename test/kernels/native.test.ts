@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
-import type { Backend } from '../../src/kernels/backend.js';
+import { sequenceRows, type Backend } from '../../src/kernels/backend.js';
 import { f32ToBf16, f32ToF16, type DType, type Tensor } from '../../src/kernels/tensor.js';
 import { blockSize, quantizeRow, rowBytes } from '../../src/formats/quant/index.js';
 
@@ -77,7 +77,7 @@ test('rmsNorm and siluMul agree with the reference', { skip }, () => {
  * The same random latent rows as f32 and as f16 pages of `pageRows` rows (the last one partly
  * used), as the latent cache hands them to sharedKvAttention.
  */
-function pagedRows(rows: number, width: number, pageRows: number) {
+function pagedRows(rows: number, width: number, pageRows: number, queries: number) {
   const all32 = randomVec(rows * width);
   const all16 = Uint16Array.from(all32, (x) => f32ToF16(x));
   const paged = <T extends Float32Array | Uint16Array>(all: T): T[] => {
@@ -90,8 +90,8 @@ function pagedRows(rows: number, width: number, pageRows: number) {
     return pages;
   };
   return [
-    { dtype: 'f32' as const, pages: paged(all32), pageRows, width },
-    { dtype: 'f16' as const, pages: paged(all16), pageRows, width },
+    sequenceRows('f32', paged(all32), pageRows, width, queries),
+    sequenceRows('f16', paged(all16), pageRows, width, queries),
   ];
 }
 
@@ -129,7 +129,7 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
     const qa = randomVec(queries * heads * va);
     const qb = randomVec(queries * heads * (width - va));
     // Pages of 4 rows, the last one partly used.
-    for (const kv of pagedRows(rows, width, 4)) {
+    for (const kv of pagedRows(rows, width, 4, queries)) {
       const ra = new Float32Array(queries * heads * va);
       const na = new Float32Array(queries * heads * va);
       ref.sharedKvAttention(ra, qa, qb, kv, va, shape);
@@ -145,7 +145,7 @@ test('shared-KV attention over several key chunks gives identical bits at 1, 2 a
   const shape = { queries, heads, contextLengths, scale: 0.11 };
   const qa = randomVec(queries * heads * va);
   const qb = randomVec(queries * heads * (width - va));
-  for (const kv of pagedRows(rows, width, pageRows)) {
+  for (const kv of pagedRows(rows, width, pageRows, queries)) {
     const outputs = [1, 2, 7].map((threads) => {
       const out = new Float32Array(queries * heads * va);
       createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, kv, va, shape);
@@ -199,7 +199,7 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
       const shape = { queries, heads, contextLengths, scale: 0.09 };
       const qa = randomVec(queries * heads * va);
       const qb = randomVec(queries * heads * (width - va));
-      for (const kv of pagedRows(rows, width, pageRows)) {
+      for (const kv of pagedRows(rows, width, pageRows, queries)) {
         const a = new Float32Array(queries * heads * va);
         const b = new Float32Array(queries * heads * va);
         ref.sharedKvAttention(a, qa, qb, kv, va, shape);

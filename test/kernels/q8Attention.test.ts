@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
 import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
-import type { Backend, SharedKvRows } from '../../src/kernels/backend.js';
+import { sequenceRows, type Backend, type SharedKvRows } from '../../src/kernels/backend.js';
 import { LatentCache } from '../../src/cache/latentCache.js';
 
 const native = createNativeBackend(2);
@@ -18,13 +18,13 @@ const rand = seededRandom(4242);
 const randomVec = (n: number, scale = 1): Float32Array => randomVecOf(rand, n, scale);
 
 /** `rows` random latent rows in a q8 LatentCache of `pageRows`-token pages (the last page partly used). */
-function q8Rows(rows: number, width: number, pageRows: number): { kv: SharedKvRows; cache: LatentCache } {
+function q8Rows(rows: number, width: number, pageRows: number, queries: number): { kv: SharedKvRows; cache: LatentCache } {
   const cache = new LatentCache({ layers: 1, width, maxTokens: rows, pageTokens: pageRows, dtype: 'q8' });
   const x = randomVec(rows * width, 2);
   cache.reserve(rows);
   for (let pos = 0; pos < rows; pos++) cache.writeRow(0, pos, x, pos * width);
   cache.commit(rows);
-  return { kv: cache.rows(0), cache };
+  return { kv: cache.rows(0, queries), cache };
 }
 
 test('q8 shared-KV attention: native agrees with the reference (128 heads, page boundaries, one token, uneven contexts)', { skip }, () => {
@@ -44,7 +44,7 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
     const shape = { queries, heads, contextLengths, scale: 0.13 };
     const qa = randomVec(queries * heads * va);
     const qb = randomVec(queries * heads * (width - va));
-    const { kv, cache } = q8Rows(rows, width, pageRows);
+    const { kv, cache } = q8Rows(rows, width, pageRows, queries);
     const ra = new Float32Array(queries * heads * va);
     const na = new Float32Array(queries * heads * va);
     ref.sharedKvAttention(ra, qa, qb, kv, va, shape);
@@ -59,7 +59,7 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
     for (let pos = 0; pos < rows; pos++) f32.writeRow(0, pos, deq, pos * width);
     f32.commit(rows);
     const fa = new Float32Array(queries * heads * va);
-    nb.sharedKvAttention(fa, qa, qb, f32.rows(0), va, shape);
+    nb.sharedKvAttention(fa, qa, qb, f32.rows(0, queries), va, shape);
     assert.ok(maxRelDiff(na, fa) < 1e-6, `q8 equals f32 over the dequantised rows (${queries}/${heads}/${width})`);
   }
 });
@@ -73,7 +73,7 @@ test('q8 shared-KV attention gives identical bits at 1, 2 and 7 threads (one chu
     const shape = { queries, heads, contextLengths: Int32Array.from(ctx), scale: 0.11 };
     const qa = randomVec(queries * heads * va);
     const qb = randomVec(queries * heads * (width - va));
-    const { kv } = q8Rows(rows, width, 64);
+    const { kv } = q8Rows(rows, width, 64, queries);
     const outputs = [1, 2, 7].map((threads) => {
       const out = new Float32Array(queries * heads * va);
       createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, kv, va, shape);
@@ -94,7 +94,7 @@ test('q8 shared-KV attention agrees with the reference at every kernel level thi
     const shape = { queries, heads, contextLengths: Int32Array.from(ctx), scale: 0.09 };
     const qa = randomVec(queries * heads * va);
     const qb = randomVec(queries * heads * (width - va));
-    const { kv } = q8Rows(rows, width, 64);
+    const { kv } = q8Rows(rows, width, 64, queries);
     const expected = new Float32Array(queries * heads * va);
     ref.sharedKvAttention(expected, qa, qb, kv, va, shape);
     for (const level of levels) {
@@ -109,9 +109,9 @@ test('q8 shared-KV attention agrees with the reference at every kernel level thi
 test('the addon refuses q8 pages shorter than pageRows rows of blocks', { skip }, () => {
   const nb = native as Backend;
   const width = 40; // 44 bytes a row
-  const kv: SharedKvRows = { dtype: 'q8', pages: [new Uint8Array(4 * 44 - 1)], pageRows: 4, width };
+  const kv = sequenceRows('q8', [new Uint8Array(4 * 44 - 1)], 4, width, 1);
   const shape = { queries: 1, heads: 1, contextLengths: Int32Array.of(2), scale: 1 };
   assert.throws(() => nb.sharedKvAttention(new Float32Array(32), new Float32Array(32), new Float32Array(8), kv, 32, shape), RangeError);
-  const mixed: SharedKvRows = { dtype: 'q8', pages: [new Uint8Array(4 * 44), new Uint16Array(4 * 40) as never], pageRows: 4, width };
+  const mixed = sequenceRows('q8', [new Uint8Array(4 * 44), new Uint16Array(4 * 40)], 4, width, 1);
   assert.throws(() => nb.sharedKvAttention(new Float32Array(32), new Float32Array(32), new Float32Array(8), mixed, 32, shape), RangeError);
 });

@@ -9,6 +9,9 @@ import { loadModel } from '../../src/model/load.js';
 import { referenceBackend } from '../../src/kernels/reference/index.js';
 import { createNativeBackend } from '../../src/kernels/native/index.js';
 import { goldenRoot } from '../paths.js';
+import { LatentCache } from '../../src/cache/latentCache.js';
+import { PagePool } from '../../src/cache/pagePool.js';
+import type { Backend } from '../../src/kernels/backend.js';
 
 const backends = [referenceBackend, createNativeBackend(2)].filter((b) => b !== null);
 
@@ -66,3 +69,30 @@ test('a batch rejects a sequence given twice and empty items', () => {
   assert.throws(() => model.forwardBatch([]), /empty/);
   assert.throws(() => model.forwardBatch([{ tokens: [], cache }]), /empty/);
 });
+
+for (const backend of backends) {
+  test(`lite on ${backend.name}: a decode batch of sequences on one page pool makes one latent attention call per layer, each sequence as alone`, () => {
+    const { model, config } = loadModel(join(goldenRoot, 'lite'), { backend });
+    const V = config.vocabSize;
+    const prompts = [[0, 17, 42, 99, 7, 200], [0, 5], [0, 9, 9, 31, 55, 2, 101, 88, 3]];
+    const alone = prompts.map((p) => {
+      const cache = model.createCache();
+      model.forward(p, cache);
+      return Float64Array.from(model.forward([11], cache));
+    });
+    // Caches on one pool, as the scheduler makes them; pages of 4 tokens, so the longest prompt spans three.
+    const pool = new PagePool({ layers: config.numHiddenLayers, width: config.kvLoraRank + config.qkRopeHeadDim, pageTokens: 4, dtype: model.precision === 'f64' ? 'f64' : 'f32', maxPages: 32 });
+    const caches = prompts.map(() => new LatentCache({ pool, maxTokens: 64 }));
+    prompts.forEach((p, i) => model.forward(p, caches[i]!));
+    let calls = 0;
+    const counted: Backend = { ...backend, sharedKvAttention: (...args) => (calls++, backend.sharedKvAttention(...args)) };
+    const { model: countedModel } = loadModel(join(goldenRoot, 'lite'), { backend: counted });
+    const decode = countedModel.forwardBatch(caches.map((cache) => ({ tokens: [11], cache })));
+    assert.equal(calls, config.numHiddenLayers, 'one call per layer for the three sequences');
+    alone.forEach((row, i) => {
+      let d = 0;
+      for (let j = 0; j < V; j++) d = Math.max(d, Math.abs(decode[i * V + j]! - row[j]!));
+      assert.ok(d < 1e-5, `sequence ${i}: ${d}`);
+    });
+  });
+}

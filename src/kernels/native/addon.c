@@ -146,60 +146,81 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* sharedKvAttention(out, qa, qb, pages, pageRows, width, va, queries, heads, contextLengths, scale):
-   pages is an array of Float32Array (f32 rows) or Uint16Array (f16 rows), each pageRows × width,
-   or of Uint8Array (q8 rows: ggml Q8_0 blocks, 2 · ceil(width / 32) + width bytes a row). */
+/* sharedKvAttention(out, qa, qb, segments, segmentPages, pageRows, width, va, queries, heads, contextLengths,
+   scale, blockTable, queryPages): segments is an array of Float32Array (f32 rows), Uint16Array (f16 rows)
+   or Uint8Array (q8 rows: ggml Q8_0 blocks, 2 · ceil(width / 32) + width bytes a row), each holding
+   segmentPages pages of pageRows rows; query t reads its row j from page
+   blockTable[queryPages[t] + j / pageRows] (kernels.h). Every page a query reads is checked here. */
 static napi_value js_shared_kv_attention(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value a[11];
+  size_t argc = 14;
+  napi_value a[14];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  view_t out, qa, qb, ctx;
-  int64_t page_rows, width, va, queries, heads;
+  view_t out, qa, qb, ctx, table, starts;
+  int64_t segment_pages, page_rows, width, va, queries, heads;
   double scale;
   bool is_array = false;
-  if (argc < 11 || !get_view(env, a[0], &out) || !get_view(env, a[1], &qa) || !get_view(env, a[2], &qb) ||
-      napi_is_array(env, a[3], &is_array) != napi_ok || !is_array || !get_i64(env, a[4], &page_rows) ||
-      !get_i64(env, a[5], &width) || !get_i64(env, a[6], &va) || !get_i64(env, a[7], &queries) || !get_i64(env, a[8], &heads) ||
-      !get_view(env, a[9], &ctx) || !get_f64(env, a[10], &scale))
+  if (argc < 14 || !get_view(env, a[0], &out) || !get_view(env, a[1], &qa) || !get_view(env, a[2], &qb) ||
+      napi_is_array(env, a[3], &is_array) != napi_ok || !is_array || !get_i64(env, a[4], &segment_pages) ||
+      !get_i64(env, a[5], &page_rows) || !get_i64(env, a[6], &width) || !get_i64(env, a[7], &va) ||
+      !get_i64(env, a[8], &queries) || !get_i64(env, a[9], &heads) || !get_view(env, a[10], &ctx) ||
+      !get_f64(env, a[11], &scale) || !get_view(env, a[12], &table) || !get_view(env, a[13], &starts))
     return fail(env, "sharedKvAttention: bad arguments");
-  if (out.type != napi_float32_array || qa.type != napi_float32_array || qb.type != napi_float32_array || page_rows <= 0 ||
+  if (out.type != napi_float32_array || qa.type != napi_float32_array || qb.type != napi_float32_array ||
+      table.type != napi_int32_array || starts.type != napi_int32_array || segment_pages <= 0 || page_rows <= 0 ||
       width <= 0 || va <= 0 || va > width || heads <= 0 || queries < 0)
     return fail(env, "sharedKvAttention: wrong array types or sizes");
-  uint32_t page_count = 0;
-  CHECK(napi_get_array_length(env, a[3], &page_count));
-  const void **pages = malloc((page_count ? page_count : 1) * sizeof(void *));
-  if (!pages) return fail(env, "sharedKvAttention: out of memory");
+  uint32_t segment_count = 0;
+  CHECK(napi_get_array_length(env, a[3], &segment_count));
+  const void **segments = malloc((segment_count ? segment_count : 1) * sizeof(void *));
+  if (!segments) return fail(env, "sharedKvAttention: out of memory");
   int kvtype = -1;
   int64_t q8_row_bytes = 2 * ((width + 31) / 32) + width;
-  for (uint32_t i = 0; i < page_count; i++) {
+  for (uint32_t i = 0; i < segment_count; i++) {
     napi_value el;
-    view_t page;
-    if (napi_get_element(env, a[3], i, &el) != napi_ok || !get_view(env, el, &page)) {
-      free(pages);
-      return fail(env, "sharedKvAttention: each page must be a typed array");
+    view_t segment;
+    if (napi_get_element(env, a[3], i, &el) != napi_ok || !get_view(env, el, &segment)) {
+      free(segments);
+      return fail(env, "sharedKvAttention: each segment must be a typed array");
     }
-    int t = page.type == napi_float32_array ? 0 : page.type == napi_uint16_array ? 1 : page.type == napi_uint8_array ? 2 : -1;
+    int t = segment.type == napi_float32_array  ? 0
+            : segment.type == napi_uint16_array ? 1
+            : segment.type == napi_uint8_array  ? 2
+                                                : -1;
     if (t < 0 || (kvtype >= 0 && t != kvtype)) {
-      free(pages);
-      return fail(env, "sharedKvAttention: pages must all be Float32Array, all Uint16Array or all Uint8Array (q8)");
+      free(segments);
+      return fail(env, "sharedKvAttention: segments must all be Float32Array, all Uint16Array or all Uint8Array (q8)");
     }
-    if (page.length < (size_t)(page_rows * (t == 2 ? q8_row_bytes : width))) {
-      free(pages);
-      return fail(env, "sharedKvAttention: each page must hold pageRows rows (pageRows × width values; q8: pageRows × row bytes)");
+    if (segment.length < (size_t)(segment_pages * page_rows * (t == 2 ? q8_row_bytes : width))) {
+      free(segments);
+      return fail(env, "sharedKvAttention: each segment must hold segmentPages pages of pageRows rows");
     }
     kvtype = t;
-    pages[i] = page.data;
+    segments[i] = segment.data;
   }
-  int64_t rows = (int64_t)page_count * page_rows;
-  if (!check_ctx(&ctx, queries, rows) || qa.length < (size_t)(queries * heads * va) ||
+  if (!check_ctx(&ctx, queries, INT32_MAX) || starts.length < (size_t)queries || qa.length < (size_t)(queries * heads * va) ||
       qb.length < (size_t)(queries * heads * (width - va)) || out.length < (size_t)(queries * heads * va)) {
-    free(pages);
-    return fail(env, "sharedKvAttention: context length past the rows, or arrays shorter than the shape");
+    free(segments);
+    return fail(env, "sharedKvAttention: arrays shorter than the shape");
   }
-  if (queries > 0 && rows > 0)
-    kernel_shared_kv_attention(out.data, qa.data, qb.data, pages, page_rows, kvtype, width, va, queries, heads, ctx.data,
-                               (float)scale);
-  free(pages);
+  /* Each query's pages: inside the block table, and each page inside the segments. */
+  const int32_t *block_table = table.data, *query_pages = starts.data, *lengths = ctx.data;
+  int64_t slab_pages = (int64_t)segment_count * segment_pages;
+  for (int64_t t = 0; t < queries; t++) {
+    int64_t first = query_pages[t], pages = (lengths[t] + page_rows - 1) / page_rows;
+    if (first < 0 || first + pages > (int64_t)table.length) {
+      free(segments);
+      return fail(env, "sharedKvAttention: a query's context needs more pages than the block table gives it");
+    }
+    for (int64_t p = first; p < first + pages; p++)
+      if (block_table[p] < 0 || block_table[p] >= slab_pages) {
+        free(segments);
+        return fail(env, "sharedKvAttention: a block table entry names a page past the segments");
+      }
+  }
+  if (queries > 0 && segment_count > 0)
+    kernel_shared_kv_attention(out.data, qa.data, qb.data, segments, segment_pages, page_rows, block_table, query_pages,
+                               kvtype, width, va, queries, heads, lengths, (float)scale);
+  free(segments);
   return NULL;
 }
 

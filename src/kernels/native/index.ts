@@ -22,7 +22,7 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   rmsNorm(y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, dim: number, tokens: number, eps: number): void;
   siluMul(y: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, dk: number, dv: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
-  sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, pages: ReadonlyArray<Float32Array | Uint16Array | Uint8Array>, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number): void;
+  sharedKvAttention(out: Float32Array, qa: Float32Array, qb: Float32Array, segments: ReadonlyArray<Float32Array | Uint16Array | Uint8Array>, segmentPages: number, pageRows: number, width: number, va: number, queries: number, heads: number, ctx: Int32Array, scale: number, blockTable: Int32Array, queryPages: Int32Array): void;
   setThreads(n: number): void;
   readBandwidth(bytes: number, passes: number): number;
   mappedFileFaults(): number;
@@ -412,9 +412,9 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
       if (!isF32(out) || !isF32(qa) || !isF32(qb) || kv.dtype === 'f64') {
         return ref.sharedKvAttention(out, qa, qb, kv, valueWidth, shape);
       }
-      // f32, f16 bits or q8 bytes: the addon tells them apart by the pages' array type.
-      const pages = kv.pages as ReadonlyArray<Float32Array | Uint16Array | Uint8Array>;
-      n.sharedKvAttention(out, qa, qb, pages, kv.pageRows, kv.width, valueWidth, shape.queries, shape.heads, shape.contextLengths, shape.scale);
+      // f32, f16 bits or q8 bytes: the addon tells them apart by the segments' array type.
+      const segments = kv.segments as ReadonlyArray<Float32Array | Uint16Array | Uint8Array>;
+      n.sharedKvAttention(out, qa, qb, segments, kv.segmentPages, kv.pageRows, kv.width, valueWidth, shape.queries, shape.heads, shape.contextLengths, shape.scale, kv.blockTable, kv.queryPages);
     },
   };
 }

@@ -420,26 +420,6 @@ void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) { 
 
 /* ---------- attention ---------- */
 
-/* (query, head) pairs per chunk: enough that a chunk is ~64K multiply-adds, so short contexts run
-   on the calling thread instead of paying for a thread wake-up per head. */
-static int64_t attention_grain(int64_t queries, const int32_t *ctx, int64_t per_key) {
-  int64_t longest = 1;
-  for (int64_t t = 0; t < queries; t++)
-    if (ctx[t] > longest) longest = ctx[t];
-  int64_t grain = 65536 / (longest * per_key) + 1;
-  return grain;
-}
-
-/* Scratch for the scores of the longest context among (query, head) pairs [start, end). */
-static float *score_buffer(const int32_t *ctx, int64_t heads, int64_t start, int64_t end) {
-  int64_t longest = 1;
-  for (int64_t th = start; th < end; th++)
-    if (ctx[th / heads] > longest) longest = ctx[th / heads];
-  float *s = malloc((size_t)longest * sizeof(float));
-  if (!s) abort();
-  return s;
-}
-
 /* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum (the level's kernel). */
 static float exp_shifted(float *s, int64_t n, float max) { return active_ops->exp_shifted(s, n, max); }
 
@@ -512,8 +492,10 @@ void kernel_attention(float *out, const float *q, const float *k, const float *v
 typedef struct {
   float *out;
   const float *qa, *qb;
-  const void *const *pages;
-  int64_t page_rows;
+  const void *const *segments;
+  int64_t segment_pages, page_rows;
+  const int32_t *block_table, *query_pages;
+  const int32_t *list; /* the queries a job covers, by index in the batch */
   int kvtype;
   int64_t width, va, heads;
   const int32_t *ctx;
@@ -551,25 +533,44 @@ static int64_t skv_row_bytes(const shared_kv_ctx *c) {
   return c->kvtype == 0 ? 4 * c->width : c->kvtype == 1 ? 2 * c->width : skv_q8_row_bytes(c->width);
 }
 
-static const uint8_t *skv_row(const shared_kv_ctx *c, int64_t r) {
-  return (const uint8_t *)c->pages[r / c->page_rows] + (r % c->page_rows) * skv_row_bytes(c);
+/* Query t's row r, through the block table (kernels.h). */
+static const uint8_t *skv_row(const shared_kv_ctx *c, int64_t t, int64_t r) {
+  int64_t p = c->block_table[c->query_pages[t] + r / c->page_rows];
+  return (const uint8_t *)c->segments[p / c->segment_pages] +
+         ((p % c->segment_pages) * c->page_rows + r % c->page_rows) * skv_row_bytes(c);
 }
 
+/* at[i] = query t's row from + i for i < n: one table lookup per page, not per row. */
+static void skv_rows(const shared_kv_ctx *c, int64_t t, int64_t from, int64_t n, const void **at) {
+  int64_t row_bytes = skv_row_bytes(c);
+  for (int64_t i = 0; i < n;) {
+    int64_t r = from + i, in_page = c->page_rows - r % c->page_rows;
+    const uint8_t *row = skv_row(c, t, r);
+    for (int64_t k = 0; k < in_page && i < n; k++, i++) at[i] = row + k * row_bytes;
+  }
+}
+
+/* Items are (query of c->list, head): each head's scores and values in turn, rows reread per head.
+   For contexts of one chunk, where the flash path would leave all but one thread idle. */
 static void shared_kv_task(void *p, int64_t start, int64_t end) {
   shared_kv_ctx *c = p;
-  int64_t vb = c->width - c->va;
-  float *s = score_buffer(c->ctx, c->heads, start, end);
+  int64_t vb = c->width - c->va, H = c->heads, longest = 1;
+  for (int64_t item = start; item < end; item++)
+    if (c->ctx[c->list[item / H]] > longest) longest = c->ctx[c->list[item / H]];
+  float *s = malloc(sizeof(float) * (size_t)longest);
+  const void **rows = malloc(sizeof(void *) * (size_t)longest);
   /* q8: one row dequantised at a time (a reread costs less than a buffer of the whole context). */
   float *q8 = c->kvtype == 2 ? malloc(sizeof(float) * (size_t)c->width) : NULL;
-  if (c->kvtype == 2 && !q8) abort();
-  for (int64_t th = start; th < end; th++) {
-    int64_t n = c->ctx[th / c->heads];
+  if (!s || !rows || (c->kvtype == 2 && !q8)) abort();
+  for (int64_t item = start; item < end; item++) {
+    int64_t t = c->list[item / H], th = t * H + item % H, n = c->ctx[t];
+    if (item == start || item % H == 0) skv_rows(c, t, 0, n, rows);
     const float *qa = c->qa + th * c->va;
     const float *qb = c->qb + th * vb;
     float max = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
       float dot;
-      const uint8_t *row = skv_row(c, j);
+      const uint8_t *row = (const uint8_t *)rows[j];
       if (c->kvtype == 0) {
         dot = dot_f32((const float *)row, qa, c->va) + dot_f32((const float *)row + c->va, qb, vb);
       } else if (c->kvtype == 1) {
@@ -585,7 +586,7 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float *o = c->out + th * c->va;
     memset(o, 0, (size_t)c->va * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
-      const uint8_t *row = skv_row(c, j);
+      const uint8_t *row = (const uint8_t *)rows[j];
       if (c->kvtype == 0) axpy_f32(o, s[j], (const float *)row, c->va);
       else if (c->kvtype == 1) axpy_f16(o, s[j], (const uint16_t *)row, c->va);
       else {
@@ -597,6 +598,7 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     for (int64_t i = 0; i < c->va; i++) o[i] *= inv;
   }
   free(q8);
+  free(rows);
   free(s);
 }
 
@@ -626,10 +628,10 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
 #define SKV_CHUNK 128
 
 typedef struct {
-  shared_kv_ctx base;
-  int64_t chunks;  /* per query: ceil(longest context / SKV_CHUNK) */
-  int64_t spans;   /* per query: its own context's chunks split into this many runs, one thread each */
-  float *partial;  /* [T][chunks][H] records of SKV_RECORD(va) floats: [0] max, [1] sum, [8, 8 + va) acc */
+  shared_kv_ctx base; /* base.list: this job's queries */
+  const int64_t *first; /* per query of the list: its first chunk's record in partial */
+  int64_t spans;        /* per query: its chunks split into this many runs, one thread each */
+  float *partial;       /* per query and chunk, H records of SKV_RECORD(va) floats: [0] max, [1] sum, [8, 8 + va) acc */
 } skv_flash_ctx;
 
 /* A record starts on 32 bytes (a streaming store's alignment) and its values on the next 32. */
@@ -652,12 +654,13 @@ typedef struct {
   int64_t range, ranges, per_step;
 } skv_prefetch;
 
-static void skv_prefetch_start(skv_prefetch *p, const shared_kv_ctx *c, int64_t from, int64_t to, int64_t steps) {
+static void skv_prefetch_start(skv_prefetch *p, const shared_kv_ctx *c, int64_t t, int64_t from, int64_t to,
+                               int64_t steps) {
   int64_t row_bytes = skv_row_bytes(c), lines = 0;
   p->range = p->ranges = 0;
   for (int64_t r = from; r < to;) {
     int64_t in_page = c->page_rows - r % c->page_rows, n = to - r < in_page ? to - r : in_page;
-    p->at[p->ranges] = skv_row(c, r);
+    p->at[p->ranges] = skv_row(c, t, r);
     p->end[p->ranges] = p->at[p->ranges] + n * row_bytes;
     lines += (n * row_bytes + 63) / 64;
     p->ranges++;
@@ -676,9 +679,9 @@ static void skv_prefetch_step(skv_prefetch *p) {
   }
 }
 
-/* One chunk, rows [j0, j0 + m) of a query, into `part`; prefetches rows [next0, next1) meanwhile. */
-static void skv_chunk(skv_flash_ctx *f, int64_t j0, int64_t m, float *part, const float *queries, int64_t next0,
-                      int64_t next1) {
+/* One chunk, rows [j0, j0 + m) of query t, into `part`; prefetches rows [next0, next1) meanwhile. */
+static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float *part, const float *queries,
+                      int64_t next0, int64_t next1) {
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, W = c->width;
   /* q8 rows are dequantised once, into a chunk of f32 rows that the values read too */
@@ -692,13 +695,15 @@ static void skv_chunk(skv_flash_ctx *f, int64_t j0, int64_t m, float *part, cons
   if (!block || !st || !s || !edge || !value_rows || !acc) abort();
   int64_t groups = (m + GEMM_F32_MR - 1) / GEMM_F32_MR, panels = (va + GEMM_F32_NR - 1) / GEMM_F32_NR;
   skv_prefetch pf;
-  skv_prefetch_start(&pf, c, next0, next1, groups + panels);
+  skv_prefetch_start(&pf, c, t, next0, next1, groups + panels);
+  /* the stored rows, found through the block table once per page */
+  skv_rows(c, t, j0, m, value_rows);
   /* Sᵀ = rows · qᵀ, 6 rows at a time, each group converted to f32 as the A operand */
   for (int64_t g = 0; g < m; g += GEMM_F32_MR) {
     int64_t mg = m - g < GEMM_F32_MR ? m - g : GEMM_F32_MR;
     float *rows = c->kvtype == 2 ? block + g * W : block;
     for (int64_t j = 0; j < mg; j++) {
-      const uint8_t *row = skv_row(c, j0 + g + j);
+      const uint8_t *row = (const uint8_t *)value_rows[g + j];
       if (c->kvtype == 0) memcpy(rows + j * W, row, sizeof(float) * (size_t)W);
       else if (c->kvtype == 1) f16_row(rows + j * W, (const uint16_t *)row, W);
       else skv_q8_row(rows + j * W, row, W);
@@ -718,8 +723,8 @@ static void skv_chunk(skv_flash_ctx *f, int64_t j0, int64_t m, float *part, cons
     for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
   }
   /* O = P · rows[:, :va], a panel of NR values at a time, the rows read where they lie */
-  for (int64_t j = 0; j < m; j++)
-    value_rows[j] = c->kvtype == 2 ? (const void *)(block + j * W) : (const void *)skv_row(c, j0 + j);
+  if (c->kvtype == 2) /* the values read the dequantised rows */
+    for (int64_t j = 0; j < m; j++) value_rows[j] = block + j * W;
   for (int64_t col = 0; col < va; col += GEMM_F32_NR) {
     int64_t n = va - col < GEMM_F32_NR ? va - col : GEMM_F32_NR;
     gemm_f32_gathered(acc + 8 + col, R, s, SKV_CHUNK, value_rows, c->kvtype == 1, col, H, n, m, edge);
@@ -738,7 +743,7 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
   float *queries = pool_scratch(3, sizeof(float) * (size_t)gemm_f32_panel_floats(W, H));
   if (!q || !queries) abort();
   for (int64_t item = start; item < end; item++) {
-    int64_t t = item / f->spans, span = item % f->spans, n = c->ctx[t];
+    int64_t i = item / f->spans, t = c->list[i], span = item % f->spans, n = c->ctx[t];
     int64_t own = (n + SKV_CHUNK - 1) / SKV_CHUNK; /* this query's chunks */
     int64_t ch0 = own * span / f->spans, ch1 = own * (span + 1) / f->spans;
     if (ch0 >= ch1) continue;
@@ -751,8 +756,8 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
     for (int64_t ch = ch0; ch < ch1; ch++) {
       int64_t j0 = ch * SKV_CHUNK, m = n - j0 < SKV_CHUNK ? n - j0 : SKV_CHUNK;
       int64_t next0 = ch + 1 < ch1 ? j0 + SKV_CHUNK : 0, next1 = ch + 1 < ch1 ? (n < j0 + 2 * SKV_CHUNK ? n : j0 + 2 * SKV_CHUNK) : 0;
-      float *part = f->partial + (size_t)((t * f->chunks + ch) * H) * (size_t)SKV_RECORD(va);
-      skv_chunk(f, j0, m, part, queries, next0, next1);
+      float *part = f->partial + (size_t)((f->first[i] + ch) * H) * (size_t)SKV_RECORD(va);
+      skv_chunk(f, t, j0, m, part, queries, next0, next1);
     }
   }
 #ifdef DSEEK_X86
@@ -765,19 +770,19 @@ static void skv_merge_task(void *p, int64_t start, int64_t end) {
   skv_flash_ctx *f = p;
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, R = SKV_RECORD(va);
-  for (int64_t th = start; th < end; th++) {
-    int64_t t = th / H, h = th % H, own = (c->ctx[t] + SKV_CHUNK - 1) / SKV_CHUNK;
-    float *o = c->out + th * va;
+  for (int64_t item = start; item < end; item++) {
+    int64_t i = item / H, t = c->list[i], h = item % H, own = (c->ctx[t] + SKV_CHUNK - 1) / SKV_CHUNK;
+    float *o = c->out + (t * H + h) * va;
     memset(o, 0, sizeof(float) * (size_t)va);
     if (own == 0) continue; /* no keys: nothing attended */
     float M = -INFINITY;
     for (int64_t ch = 0; ch < own; ch++) {
-      float mc = f->partial[(size_t)((t * f->chunks + ch) * H + h) * (size_t)R];
+      float mc = f->partial[(size_t)((f->first[i] + ch) * H + h) * (size_t)R];
       if (mc > M) M = mc;
     }
     float L = 0;
     for (int64_t ch = 0; ch < own; ch++) {
-      const float *part = f->partial + (size_t)((t * f->chunks + ch) * H + h) * (size_t)R;
+      const float *part = f->partial + (size_t)((f->first[i] + ch) * H + h) * (size_t)R;
       if (part[0] == -INFINITY) continue;
       float w = expf(part[0] - M);
       L += w * part[1];
@@ -788,27 +793,65 @@ static void skv_merge_task(void *p, int64_t start, int64_t end) {
   }
 }
 
-void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *pages, int64_t page_rows,
-                                int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
-                                float scale) {
-  shared_kv_ctx c = {out, qa, qb, pages, page_rows, kvtype, width, va, heads, ctx, scale};
-  int64_t longest = 1;
-  for (int64_t t = 0; t < queries; t++)
-    if (ctx[t] > longest) longest = ctx[t];
-  int64_t chunks = (longest + SKV_CHUNK - 1) / SKV_CHUNK;
-  size_t partial_bytes = sizeof(float) * (size_t)(queries * chunks * heads) * (size_t)SKV_RECORD(va);
-  /* Short contexts (one chunk) and huge batches keep the per-(query, head) loop. */
-  float *partial = chunks > 1 && partial_bytes <= ((size_t)64 << 20) ? pool_scratch(7, partial_bytes) : NULL;
-  if (!partial) {
-    pool_run(shared_kv_task, &c, queries * heads, attention_grain(queries, ctx, width + va));
-    return;
+void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *segments,
+                                int64_t segment_pages, int64_t page_rows, const int32_t *block_table,
+                                const int32_t *query_pages, int kvtype, int64_t width, int64_t va, int64_t queries,
+                                int64_t heads, const int32_t *ctx, float scale) {
+  shared_kv_ctx c = {out, qa, qb, segments, segment_pages, page_rows, block_table, query_pages, NULL, kvtype, width, va,
+                     heads, ctx, scale};
+  /* Each query takes the path its own context calls for, so its result never depends on the
+     other sequences of the batch (nor on the thread count): contexts of one chunk the per-head
+     loop, longer ones the chunks, in groups whose records fit in 64 MB. */
+  int32_t *order = malloc(sizeof(int32_t) * (size_t)(queries > 0 ? queries : 1));
+  int64_t *first = malloc(sizeof(int64_t) * (size_t)(queries > 0 ? queries : 1));
+  if (!order || !first) abort();
+  int64_t shorts = 0, longs = queries;
+  for (int64_t t = queries - 1; t >= 0; t--) {
+    if (ctx[t] <= SKV_CHUNK) order[shorts++] = (int32_t)t;
+    else order[--longs] = (int32_t)t;
   }
-  /* As many spans per query as threads (a long query alone keeps them all busy), dealt out one
-     at a time (uneven queries balance) */
-  int64_t spans = pool_threads() < chunks ? pool_threads() : chunks;
-  skv_flash_ctx f = {c, chunks, spans, partial};
-  pool_run(skv_chunk_task, &f, queries * spans, 1);
-  pool_run(skv_merge_task, &f, queries * heads, 4);
+  /* shorts were gathered last to first */
+  for (int64_t i = 0; i < shorts / 2; i++) {
+    int32_t x = order[i];
+    order[i] = order[shorts - 1 - i];
+    order[shorts - 1 - i] = x;
+  }
+  size_t record_bytes = sizeof(float) * (size_t)(heads * SKV_RECORD(va)), cap = (size_t)64 << 20;
+  for (int64_t g = shorts; g < queries;) {
+    int64_t end = g, records = 0, longest = 0;
+    while (end < queries) {
+      int64_t own = (ctx[order[end]] + SKV_CHUNK - 1) / SKV_CHUNK;
+      if (end > g && (size_t)(records + own) * record_bytes > cap) break;
+      first[end - g] = records;
+      records += own;
+      if (own > longest) longest = own;
+      end++;
+    }
+    float *partial = pool_scratch(7, (size_t)records * record_bytes);
+    c.list = order + g;
+    if (!partial) { /* out of memory for the records: the per-head loop needs none */
+      pool_run(shared_kv_task, &c, (end - g) * heads, 1);
+    } else {
+      /* As many spans per query as threads (a long query alone keeps them all busy), dealt out
+         one at a time (uneven queries balance) */
+      int64_t spans = pool_threads() < longest ? pool_threads() : longest;
+      skv_flash_ctx f = {c, first, spans, partial};
+      pool_run(skv_chunk_task, &f, (end - g) * spans, 1);
+      pool_run(skv_merge_task, &f, (end - g) * heads, 4);
+    }
+    g = end;
+  }
+  if (shorts > 0) {
+    int64_t longest = 1;
+    for (int64_t i = 0; i < shorts; i++)
+      if (ctx[order[i]] > longest) longest = ctx[order[i]];
+    c.list = order;
+    /* (query, head) pairs per job chunk: ~64K multiply-adds, so short contexts run on the calling
+       thread instead of paying for a thread wake-up per head */
+    pool_run(shared_kv_task, &c, shorts * heads, 65536 / (longest * (width + va)) + 1);
+  }
+  free(first);
+  free(order);
 }
 
 /* ---------- memory bandwidth probe ---------- */

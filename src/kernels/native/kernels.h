@@ -30,13 +30,16 @@ void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n);
 /* q [T][H][dk], k [N][H][dk], v [N][H][dv] -> out [T][H][dv]; query t sees rows [0, ctx[t]). */
 void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
                       int64_t heads, const int32_t *ctx, float scale);
-/* One shared key/value head: rows [a (va) | b (width - va)], f32 (kvtype 0) or f16 bits (kvtype 1),
-   in pages of page_rows rows: row j starts at pages[j / page_rows] + (j % page_rows) * width; or
-   q8 (kvtype 2: ggml block_q8_0 rows of 2 * ceil(width / 32) + width bytes, the last block short),
-   row j at byte (j % page_rows) * that of pages[j / page_rows]. */
-void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *pages, int64_t page_rows,
-                                int kvtype, int64_t width, int64_t va, int64_t queries, int64_t heads, const int32_t *ctx,
-                                float scale);
+/* One shared key/value head: rows [a (va) | b (width - va)], f32 (kvtype 0) or f16 bits (kvtype 1)
+   of width values, or q8 (kvtype 2: ggml block_q8_0 rows of 2 * ceil(width / 32) + width bytes, the
+   last block short). Rows live in pages of page_rows rows, segment_pages pages to a segment: query
+   t's row j is in page p = block_table[query_pages[t] + j / page_rows], row
+   (p % segment_pages) * page_rows + j % page_rows of segments[p / segment_pages]. The caller has
+   checked that every page a query reads is in the table and the segments. */
+void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, const void *const *segments,
+                                int64_t segment_pages, int64_t page_rows, const int32_t *block_table,
+                                const int32_t *query_pages, int kvtype, int64_t width, int64_t va, int64_t queries,
+                                int64_t heads, const int32_t *ctx, float scale);
 
 /* Bytes per second all pool threads read from a `bytes`-sized buffer (best of `passes`). */
 double kernel_read_bandwidth(int64_t bytes, int passes);

@@ -19,16 +19,19 @@ function rowDecoder(w: Tensor, cols: number): (r: number, row: Float64Array) => 
 }
 
 /** Value i of row j of paged shared-KV rows, as a number. */
-function kvReader(kv: SharedKvRows): (j: number, i: number) => number {
-  const { pages, pageRows, width } = kv;
-  if (kv.dtype === 'f16') {
-    return (j, i) => f16ToF32((pages[Math.floor(j / pageRows)] as Uint16Array)[(j % pageRows) * width + i]!);
-  }
-  if (kv.dtype === 'q8') {
-    const stride = q8RowBytes(width);
-    return (j, i) => q8Value(pages[Math.floor(j / pageRows)] as Uint8Array, (j % pageRows) * stride, i);
-  }
-  return (j, i) => pages[Math.floor(j / pageRows)]![(j % pageRows) * width + i]!;
+/** Copies query t's key row j into dst as numbers, found through the block table (backend.ts, SharedKvRows). */
+function kvRowReader(kv: SharedKvRows): (t: number, j: number, dst: Float64Array) => void {
+  const { segments, segmentPages, pageRows, width, blockTable, queryPages } = kv;
+  const stride = kv.dtype === 'q8' ? q8RowBytes(width) : width;
+  return (t, j, dst) => {
+    const p = blockTable[queryPages[t]! + Math.floor(j / pageRows)];
+    const segment = p === undefined || p < 0 ? undefined : segments[Math.floor(p / segmentPages)];
+    if (!segment) throw new RangeError(`sharedKvAttention: query ${t} has no page for row ${j} in the block table or slab`);
+    const o = ((p! % segmentPages) * pageRows + (j % pageRows)) * stride;
+    if (kv.dtype === 'q8') for (let i = 0; i < width; i++) dst[i] = q8Value(segment as Uint8Array, o, i);
+    else if (kv.dtype === 'f16') for (let i = 0; i < width; i++) dst[i] = f16ToF32(segment[o + i]!);
+    else for (let i = 0; i < width; i++) dst[i] = segment[o + i]!;
+  };
 }
 
 /**
@@ -194,7 +197,9 @@ export const referenceBackend: Backend = {
     const { queries, heads, contextLengths, scale } = shape;
     const width = kv.width;
     const ropeWidth = width - valueWidth;
-    const read = kvReader(kv);
+    const readRow = kvRowReader(kv);
+    const row = new Float64Array(width);
+    const acc = new Float64Array(valueWidth);
     const p = new Float64Array(Math.max(0, ...contextLengths));
     for (let t = 0; t < queries; t++) {
       const n = contextLengths[t]!;
@@ -203,18 +208,20 @@ export const referenceBackend: Backend = {
         const bo = (t * heads + h) * ropeWidth;
         let max = -Infinity;
         for (let j = 0; j < n; j++) {
+          readRow(t, j, row);
           let dot = 0;
-          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * read(j, i);
-          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * read(j, valueWidth + i);
+          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * row[i]!;
+          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * row[valueWidth + i]!;
           p[j] = dot * scale;
           if (p[j]! > max) max = p[j]!;
         }
         const sum = expShifted(p, n, max);
-        for (let i = 0; i < valueWidth; i++) {
-          let acc = 0;
-          for (let j = 0; j < n; j++) acc += p[j]! * read(j, i);
-          out[ao + i] = acc / sum;
+        acc.fill(0);
+        for (let j = 0; j < n; j++) {
+          readRow(t, j, row);
+          for (let i = 0; i < valueWidth; i++) acc[i] += p[j]! * row[i]!;
         }
+        for (let i = 0; i < valueWidth; i++) out[ao + i] = acc[i]! / sum;
       }
     }
   },
