@@ -62,6 +62,14 @@ export interface PagePoolOptions {
   readonly maxPages: number;
 }
 
+/** The typed array each storage type is read through. */
+const STORAGE: Readonly<Record<LatentCacheDType, new (buffer: SharedArrayBuffer) => PageStorage>> = {
+  f16: Uint16Array,
+  f32: Float32Array,
+  f64: Float64Array,
+  q8: Uint8Array,
+};
+
 /** A slab segment's bytes per layer stay at or under this (a bounded pool of up to 1 GiB per layer is one segment). */
 const MAX_SEGMENT_BYTES = 2 ** 30;
 /** Pages per segment of an unbounded pool. */
@@ -158,23 +166,8 @@ export class PagePool {
    */
   private addSegment(): void {
     const bytes = this.segmentPages * this.pageTokens * rowBytes(this.width, this.dtype);
-    for (const slab of this.slabs) {
-      const buffer = new SharedArrayBuffer(bytes);
-      switch (this.dtype) {
-        case 'f16':
-          slab.push(new Uint16Array(buffer));
-          break;
-        case 'f32':
-          slab.push(new Float32Array(buffer));
-          break;
-        case 'f64':
-          slab.push(new Float64Array(buffer));
-          break;
-        case 'q8':
-          slab.push(new Uint8Array(buffer));
-          break;
-      }
-    }
+    const Storage = STORAGE[this.dtype];
+    for (const slab of this.slabs) slab.push(new Storage(new SharedArrayBuffer(bytes)));
     this.segments++;
   }
 
