@@ -18,7 +18,6 @@ function rowDecoder(w: Tensor, cols: number): (r: number, row: Float64Array) => 
   return (r, row) => decodeRow(w, r * cols, cols, row);
 }
 
-/** Value i of row j of paged shared-KV rows, as a number. */
 /** Copies query t's key row j into dst as numbers, found through the block table (backend.ts, SharedKvRows). */
 function kvRowReader(kv: SharedKvRows): (t: number, j: number, dst: Float64Array) => void {
   const { segments, segmentPages, pageRows, width, blockTable, queryPages } = kv;
