@@ -805,17 +805,11 @@ void kernel_shared_kv_attention(float *out, const float *qa, const float *qb, co
   int32_t *order = malloc(sizeof(int32_t) * (size_t)(queries > 0 ? queries : 1));
   int64_t *first = malloc(sizeof(int64_t) * (size_t)(queries > 0 ? queries : 1));
   if (!order || !first) abort();
-  int64_t shorts = 0, longs = queries;
-  for (int64_t t = queries - 1; t >= 0; t--) {
+  int64_t shorts = 0; /* order: the one-chunk queries, then the others, each in batch order */
+  for (int64_t t = 0; t < queries; t++)
     if (ctx[t] <= SKV_CHUNK) order[shorts++] = (int32_t)t;
-    else order[--longs] = (int32_t)t;
-  }
-  /* shorts were gathered last to first */
-  for (int64_t i = 0; i < shorts / 2; i++) {
-    int32_t x = order[i];
-    order[i] = order[shorts - 1 - i];
-    order[shorts - 1 - i] = x;
-  }
+  for (int64_t t = 0, k = shorts; t < queries; t++)
+    if (ctx[t] > SKV_CHUNK) order[k++] = (int32_t)t;
   size_t record_bytes = sizeof(float) * (size_t)(heads * SKV_RECORD(va)), cap = (size_t)64 << 20;
   for (int64_t g = shorts; g < queries;) {
     int64_t end = g, records = 0, longest = 0;
