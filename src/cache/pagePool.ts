@@ -89,7 +89,6 @@ export class PagePool {
   readonly segmentPages: number;
   /** [layer][segment]: the storage of `segmentPages` pages each, in SharedArrayBuffers. */
   private readonly slabs: PageStorage[][];
-  private segments = 0;
   private readonly free: Page[] = [];
   private readonly held = new Set<Page>();
   private nextId = 0;
@@ -147,7 +146,7 @@ export class PagePool {
       if (this.live >= this.maxPages) throw new CacheFullError(this.maxPages * this.bytesPerPage);
       const id = this.nextId++;
       const segment = Math.floor(id / this.segmentPages);
-      if (segment === this.segments) this.addSegment();
+      if (id % this.segmentPages === 0) this.addSegment(); // ids are handed out in order: a segment's first page opens it
       const rows = rowElements(this.width, this.dtype) * this.pageTokens;
       const at = (id % this.segmentPages) * rows;
       page = { id, layers: this.slabs.map((s) => s[segment]!.subarray(at, at + rows)), refs: 0 };
@@ -168,7 +167,6 @@ export class PagePool {
     const bytes = this.segmentPages * this.pageTokens * rowBytes(this.width, this.dtype);
     const Storage = STORAGE[this.dtype];
     for (const slab of this.slabs) slab.push(new Storage(new SharedArrayBuffer(bytes)));
-    this.segments++;
   }
 
   retain(page: Page): void {
