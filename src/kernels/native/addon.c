@@ -420,7 +420,8 @@ static napi_value js_packed_matmul(napi_env env, napi_callback_info info) {
     return fail(env, "packedMatmul: y and x must be Float32Array, w Uint8Array");
   int be = quant_block_elements((int)wtype);
   if (be <= 0 || cols % be != 0 || rows < 8) return fail(env, "packedMatmul: not a repackable shape");
-  if (w.length < repack_bytes((int)wtype, rows, cols) || x.length < (size_t)(cols * tokens) || y.length < (size_t)(rows * tokens))
+  if (!packed_layout_fits((int)layout, (int)wtype)) return fail(env, "packedMatmul: the layout does not belong to this weight type");
+  if (w.length < packed_bytes((int)layout, (int)wtype, rows, cols) || x.length < (size_t)(cols * tokens) || y.length < (size_t)(rows * tokens))
     return fail(env, "packedMatmul: array shorter than the shape");
   int rc = packed_matmul(y.data, x.data, w.data, (int)layout, (int)wtype, rows, cols, tokens);
   if (rc == -1) return fail(env, "packedMatmul: the layout does not belong to this weight type");
@@ -567,12 +568,12 @@ static int get_matrix(napi_env env, napi_value v, packed_matrix *m, int64_t *row
       !get_i64(env, el[3], rows) || !get_i64(env, el[4], cols))
     return 0;
   int be = quant_block_elements((int)wtype);
-  if (be <= 0 || *rows < 8 || *rows % 8 != 0 || *cols <= 0 || *cols % be != 0 || layout <= 0) return 0;
-  if (data.length < repack_bytes((int)wtype, *rows, *cols)) return 0;
+  if (be <= 0 || *rows < 8 || *rows % 8 != 0 || *cols <= 0 || *cols % be != 0 || !packed_layout_fits((int)layout, (int)wtype)) return 0;
+  if (data.length < packed_bytes((int)layout, (int)wtype, *rows, *cols)) return 0;
   m->data = data.data;
   m->wtype = (int)wtype;
   m->layout = (int)layout;
-  m->group_bytes = packed_group_bytes((int)wtype, *cols);
+  m->group_bytes = packed_group_bytes((int)layout, (int)wtype, *cols);
   return 1;
 }
 

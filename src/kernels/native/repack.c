@@ -133,15 +133,22 @@ const char *ops_active_name(void) { return active_ops->name; }
 
 /* ---------- layouts ---------- */
 
+/* The layout the active level repacks a type into: for Q6_K the 6-bit one where the level has
+   its kernel. */
 static int layout_of(int wtype) {
   switch (wtype) {
     case QT_Q4_0: return LAYOUT_Q4_0X8;
     case QT_Q8_0: return LAYOUT_Q8_0X8;
     case QT_Q4_K: return LAYOUT_Q4_KX8;
-    case QT_Q6_K: return LAYOUT_Q6_KX8;
+    case QT_Q6_K: return active_ops->gemm[LAYOUT_Q6_K6X8] ? LAYOUT_Q6_K6X8 : LAYOUT_Q6_KX8;
     case QT_Q5_0: return LAYOUT_Q5_0X8;
     default: return LAYOUT_ROWS;
   }
+}
+
+int packed_layout_fits(int layout, int wtype) {
+  if (layout == LAYOUT_Q6_KX8 || layout == LAYOUT_Q6_K6X8) return wtype == QT_Q6_K;
+  return layout > LAYOUT_ROWS && layout < LAYOUT_COUNT && layout == layout_of(wtype);
 }
 
 /* Bytes of one row group's block (8 rows × one 32- or 256-element block). */
@@ -152,13 +159,14 @@ static size_t group_block_bytes(int layout) {
     case LAYOUT_Q4_KX8: return 1184;
     case LAYOUT_Q6_KX8: return 2192;
     case LAYOUT_Q5_0X8: return 176;
+    case LAYOUT_Q6_K6X8: return 1680;
     default: return 0;
   }
 }
 
-size_t packed_group_bytes(int wtype, int64_t cols) {
+size_t packed_group_bytes(int layout, int wtype, int64_t cols) {
   int be = quant_block_elements(wtype);
-  return be > 0 ? (size_t)(cols / be) * group_block_bytes(layout_of(wtype)) : 0;
+  return be > 0 ? (size_t)(cols / be) * group_block_bytes(layout) : 0;
 }
 
 int repack_layout(int wtype, int64_t rows, int64_t cols) {
@@ -169,10 +177,11 @@ int repack_layout(int wtype, int64_t rows, int64_t cols) {
   return layout;
 }
 
-size_t repack_bytes(int wtype, int64_t rows, int64_t cols) {
-  /* Every layout is as large as the rows it holds (Q4_K gains 4 bytes per row and super-block
-     from unpacked 6-bit scales; the others are a permutation). */
-  int layout = layout_of(wtype);
+size_t repack_bytes(int wtype, int64_t rows, int64_t cols) { return packed_bytes(layout_of(wtype), wtype, rows, cols); }
+
+size_t packed_bytes(int layout, int wtype, int64_t rows, int64_t cols) {
+  /* Q4_K gains 4 bytes per row and super-block from unpacked 6-bit scales, LAYOUT_Q6_KX8 64 from
+     its 8-bit quants; the others are a permutation of the rows. */
   int be = quant_block_elements(wtype), bb = quant_block_bytes(wtype);
   int64_t groups = rows / ROW_GROUP, blocks = cols / be;
   return (size_t)(groups * blocks) * group_block_bytes(layout) + (size_t)((rows - groups * ROW_GROUP) * blocks * bb);
@@ -241,6 +250,19 @@ static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t 
         memcpy(o + 2 * r, s + 208, 2);
         for (int g = 0; g < 16; g++) o[16 + (g >> 1) * 16 + r * 2 + (g & 1)] = s[192 + g];
         for (int e = 0; e < 256; e++) o[144 + (e >> 3) * 64 + r * 8 + (e & 7)] = q6_k_quant(s, e);
+      }
+      break;
+    case LAYOUT_Q6_K6X8:
+      memset(o + 144, 0, 1680 - 144);
+      for (int r = 0; r < 8; r++) {
+        const uint8_t *s = src[r];
+        memcpy(o + 2 * r, s + 208, 2);
+        for (int g = 0; g < 16; g++) o[16 + (g >> 1) * 16 + r * 2 + (g & 1)] = s[192 + g];
+        for (int e = 0; e < 256; e++) {
+          int q = q6_k_quant(s, e), p = e >> 5, j = (e >> 3) & 3, i = e & 7;
+          o[144 + p * 128 + (j & 1) * 64 + r * 8 + i] |= (uint8_t)((q & 15) << (j < 2 ? 0 : 4));
+          o[1168 + p * 64 + r * 8 + i] |= (uint8_t)((q >> 4) << (2 * j));
+        }
       }
       break;
   }
@@ -389,7 +411,7 @@ static void packed_task(void *p, int64_t start, int64_t end) {
 }
 
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
-  if (layout <= LAYOUT_ROWS || layout >= LAYOUT_COUNT || layout_of(wtype) != layout) return -1;
+  if (!packed_layout_fits(layout, wtype)) return -1;
   packed_gemm_fn fn = packed_gemm_for(layout);
   int be = quant_block_elements(wtype);
   int64_t blocks = cols / be, groups = rows / ROW_GROUP;

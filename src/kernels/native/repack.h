@@ -20,8 +20,11 @@ size_t repack_bytes(int wtype, int64_t rows, int64_t cols);
 /* Writes the repacked copy (repack_bytes) into dst; returns its layout (0: nothing written). */
 int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uint8_t *dst);
 /* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a repacked weight. 0 on success. */
-/* Bytes of one packed row group of a weight with `cols` columns. */
-size_t packed_group_bytes(int wtype, int64_t cols);
+/* Whether `layout` is one a weight of GGML type `wtype` can be packed in (at some level). */
+int packed_layout_fits(int layout, int wtype);
+/* Bytes of a [rows, cols] weight packed in `layout`, and of one of its row groups. */
+size_t packed_bytes(int layout, int wtype, int64_t rows, int64_t cols);
+size_t packed_group_bytes(int layout, int wtype, int64_t cols);
 /* Bytes of one row of `cols` activations quantised for `wtype`'s packed products. */
 size_t packed_act_bytes(int wtype, int64_t cols);
 /* The active level's product over `layout`, or the scalar level's when the active one has none

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import type { Tensor } from '../tensor.js';
 
 /** Bumped whenever a layout in ops.h changes. */
-export const REPACK_FORMAT_VERSION = 2;
+export const REPACK_FORMAT_VERSION = 3;
 const MAGIC = 'DSEEKRP1';
 const ALIGN = 4096;
 const SAMPLE = 4096;
