@@ -408,8 +408,18 @@ void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64
   for (int64_t t = 0; t < tokens; t++) {
     const float *xt = x + t * dim;
     float *yt = y + t * dim;
-    double sum = 0; /* the sum of squares in f64: it is one pass and exactness is cheap here */
-    for (int64_t i = 0; i < dim; i++) sum += (double)xt[i] * xt[i];
+    /* the sum of squares in f64 (exactness is cheap here), in four chains: one chain's add
+       latency made a 2,048-wide norm ≈ 3 µs */
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      s0 += (double)xt[i] * xt[i];
+      s1 += (double)xt[i + 1] * xt[i + 1];
+      s2 += (double)xt[i + 2] * xt[i + 2];
+      s3 += (double)xt[i + 3] * xt[i + 3];
+    }
+    for (; i < dim; i++) s0 += (double)xt[i] * xt[i];
+    double sum = (s0 + s1) + (s2 + s3);
     float inv = (float)(1.0 / sqrt(sum / (double)dim + eps));
     for (int64_t i = 0; i < dim; i++) yt[i] = xt[i] * inv * weight[i];
   }
