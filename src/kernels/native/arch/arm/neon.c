@@ -32,36 +32,6 @@ INLINE void store_pairs(float *y, float32x4_t a, float32x4_t b) {
   vst1q_f32(y, vpaddq_f32(a, b));
 }
 
-INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
-  const uint8x16_t m4 = vdupq_n_u8(15);
-  float32x4_t acc[2][4];
-  for (int t = 0; t < nt; t++)
-    for (int i = 0; i < 4; i++) acc[t][i] = vdupq_n_f32(0);
-  for (int64_t b = 0; b < blocks; b++) {
-    const uint8_t *blk = wg + b * 144;
-    for (int i = 0; i < 4; i++) { /* rows 2i, 2i+1 */
-      uint8x16_t A = vld1q_u8(blk + 16 + 16 * i), B = vld1q_u8(blk + 80 + 16 * i);
-      int8x16_t a0 = vreinterpretq_s8_u8(vandq_u8(A, m4)), a1 = vreinterpretq_s8_u8(vshrq_n_u8(A, 4));
-      int8x16_t b0 = vreinterpretq_s8_u8(vandq_u8(B, m4)), b1 = vreinterpretq_s8_u8(vshrq_n_u8(B, 4));
-      float32x4_t dw = scales_pair(blk, i);
-      for (int t = 0; t < nt; t++) {
-        const act_q8x *a = x + t * xs + b;
-        int32x4_t s = vdotq_s32(vdupq_n_s32(0), a0, bcast8(a->q));
-        s = vdotq_s32(s, b0, bcast8(a->q + 8));
-        s = vdotq_s32(s, a1, bcast8(a->q + 16));
-        s = vdotq_s32(s, b1, bcast8(a->q + 24));
-        int32x4_t corr = vcombine_s32(vld1_s32(a->s), vld1_s32(a->s));
-        s = vsubq_s32(s, vshlq_n_s32(corr, 3));
-        acc[t][i] = vfmaq_f32(acc[t][i], vmulq_n_f32(dw, a->d), vcvtq_f32_s32(s));
-      }
-    }
-  }
-  for (int t = 0; t < nt; t++) {
-    store_pairs(y + t * ys, acc[t][0], acc[t][1]);
-    store_pairs(y + t * ys + 4, acc[t][2], acc[t][3]);
-  }
-}
-
 INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
   const uint8x16_t bias = vdupq_n_u8(0x80);
   float32x4_t acc[2][4];
@@ -96,28 +66,34 @@ INLINE uint8x16_t fifth_bits(const uint8_t *blk, int p, int i) {
   return vandq_u8(vtstq_u8(v, bits), vdupq_n_u8(16));
 }
 
-INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+/* Q4_0 and Q5_0 (five: LAYOUT_Q5_0X8, the fifth bits at bit 4 and a bias of 16 instead of 8). */
+INLINE void nibble_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt,
+                        const int five) {
   const uint8x16_t m4 = vdupq_n_u8(15);
+  const int64_t block_bytes = five ? 176 : 144, qs = five ? 48 : 16;
   float32x4_t acc[2][4];
   for (int t = 0; t < nt; t++)
     for (int i = 0; i < 4; i++) acc[t][i] = vdupq_n_f32(0);
   for (int64_t b = 0; b < blocks; b++) {
-    const uint8_t *blk = wg + b * 176;
+    const uint8_t *blk = wg + b * block_bytes;
     for (int i = 0; i < 4; i++) { /* rows 2i, 2i+1 */
-      uint8x16_t A = vld1q_u8(blk + 48 + 16 * i), B = vld1q_u8(blk + 112 + 16 * i);
-      int8x16_t a0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(A, m4), fifth_bits(blk, 0, i)));
-      int8x16_t b0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(B, m4), fifth_bits(blk, 1, i)));
-      int8x16_t a1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(A, 4), fifth_bits(blk, 2, i)));
-      int8x16_t b1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(B, 4), fifth_bits(blk, 3, i)));
+      uint8x16_t A = vld1q_u8(blk + qs + 16 * i), B = vld1q_u8(blk + qs + 64 + 16 * i);
+      uint8x16_t a0 = vandq_u8(A, m4), b0 = vandq_u8(B, m4), a1 = vshrq_n_u8(A, 4), b1 = vshrq_n_u8(B, 4);
+      if (five) {
+        a0 = vorrq_u8(a0, fifth_bits(blk, 0, i));
+        b0 = vorrq_u8(b0, fifth_bits(blk, 1, i));
+        a1 = vorrq_u8(a1, fifth_bits(blk, 2, i));
+        b1 = vorrq_u8(b1, fifth_bits(blk, 3, i));
+      }
       float32x4_t dw = scales_pair(blk, i);
       for (int t = 0; t < nt; t++) {
         const act_q8x *a = x + t * xs + b;
-        int32x4_t s = vdotq_s32(vdupq_n_s32(0), a0, bcast8(a->q));
-        s = vdotq_s32(s, b0, bcast8(a->q + 8));
-        s = vdotq_s32(s, a1, bcast8(a->q + 16));
-        s = vdotq_s32(s, b1, bcast8(a->q + 24));
+        int32x4_t s = vdotq_s32(vdupq_n_s32(0), vreinterpretq_s8_u8(a0), bcast8(a->q));
+        s = vdotq_s32(s, vreinterpretq_s8_u8(b0), bcast8(a->q + 8));
+        s = vdotq_s32(s, vreinterpretq_s8_u8(a1), bcast8(a->q + 16));
+        s = vdotq_s32(s, vreinterpretq_s8_u8(b1), bcast8(a->q + 24));
         int32x4_t corr = vcombine_s32(vld1_s32(a->s), vld1_s32(a->s));
-        s = vsubq_s32(s, vshlq_n_s32(corr, 4)); /* (q − 16)·x */
+        s = vsubq_s32(s, five ? vshlq_n_s32(corr, 4) : vshlq_n_s32(corr, 3)); /* (q − 16)·x or (q − 8)·x */
         acc[t][i] = vfmaq_f32(acc[t][i], vmulq_n_f32(dw, a->d), vcvtq_f32_s32(s));
       }
     }
@@ -126,6 +102,14 @@ INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
     store_pairs(y + t * ys, acc[t][0], acc[t][1]);
     store_pairs(y + t * ys + 4, acc[t][2], acc[t][3]);
   }
+}
+
+INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  nibble_tile(y, ys, wg, x, xs, blocks, nt, 0);
+}
+
+INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  nibble_tile(y, ys, wg, x, xs, blocks, nt, 1);
 }
 
 /* Values of rows 2i, 2i+1 to lanes (0, 1), (2, 3). */
