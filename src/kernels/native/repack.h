@@ -19,7 +19,6 @@ int repack_layout(int wtype, int64_t rows, int64_t cols);
 size_t repack_bytes(int wtype, int64_t rows, int64_t cols);
 /* Writes the repacked copy (repack_bytes) into dst; returns its layout (0: nothing written). */
 int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uint8_t *dst);
-/* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a repacked weight. 0 on success. */
 /* Whether `layout` is one a weight of GGML type `wtype` can be packed in (at some level). */
 int packed_layout_fits(int layout, int wtype);
 /* Bytes of a [rows, cols] weight packed in `layout`, and of one of its row groups. */
@@ -44,6 +43,8 @@ typedef struct {
    Every W_h has one type and shape [rows, cols]. 0 on success, -1 out of memory. */
 int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int64_t H, const packed_matrix *w, int64_t rows,
                         int64_t cols);
+/* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a weight packed in `layout`. 0 on success, −1
+   when the layout does not belong to the type. */
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);
 
 #endif
