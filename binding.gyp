@@ -20,7 +20,7 @@
       ],
       "conditions": [
         ["OS=='linux'", { "libraries": ["-lpthread", "-lm"] }],
-        ["target_arch=='x64'", { "dependencies": ["dseek_avx2", "dseek_avx512"] }],
+        ["target_arch=='x64'", { "dependencies": ["dseek_avx2", "dseek_avx512", "dseek_amx"] }],
         ["target_arch=='arm64'", { "dependencies": ["dseek_neon"] }]
       ]
     }
@@ -41,6 +41,13 @@
           "sources": ["src/kernels/native/arch/x86/avx512.c"],
           "cflags": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"],
           "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=gnu11", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"] }
+        },
+        {
+          "target_name": "dseek_amx",
+          "type": "static_library",
+          "sources": ["src/kernels/native/arch/x86/amx.c"],
+          "cflags": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8"],
+          "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=gnu11", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8"] }
         }
       ]
     }],

@@ -48,6 +48,7 @@ test('x86-64 levels agree with the scalar level in the standalone check too (the
   const flags: Record<string, string[]> = {
     avx2: ['-mavx2', '-mfma', '-mf16c'],
     avx512: ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vnni'],
+    amx: ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vnni', '-mamx-tile', '-mamx-int8'],
   };
   const objects = Object.entries(flags).map(([level, f]) => {
     const out = join(dir, `${level}.o`);
@@ -58,7 +59,7 @@ test('x86-64 levels agree with the scalar level in the standalone check too (the
   const exe = join(dir, 'levelcheck');
   const cc = spawnSync('gcc', ['-O2', '-std=gnu11', '-o', exe, join(repoRoot, 'test/kernels/levels/levelCheck.c'), ...common, ...objects, '-lpthread', '-lm'], { encoding: 'utf8' });
   assert.equal(cc.status, 0, cc.stderr);
-  for (const level of ['avx2', 'avx512']) {
+  for (const level of ['avx2', 'avx512', 'amx']) {
     const run = spawnSync(exe, [level], { encoding: 'utf8', timeout: 60_000 });
     if (run.status === 2) continue; // this CPU lacks the level (the program says so)
     assert.equal(run.status, 0, `${run.stdout}${run.stderr}`);

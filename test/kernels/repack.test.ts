@@ -41,7 +41,8 @@ const shapes: Array<[number, number]> = [
   [24, 2],
   [41, 5],
 ];
-const tokenCounts = [1, 2, 3, 4, 5, 7, 8, 9, 13, 17];
+// up to 33: the AMX level's 16-token tiles, their tail, and calls too short for them
+const tokenCounts = [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 33];
 
 for (const level of levels.length ? levels : [{ name: 'native', supported: false }]) {
   const skip = noAddon || (level.supported ? false : `this CPU lacks the ${level.name} instructions`);
@@ -88,19 +89,25 @@ for (const level of levels.length ? levels : [{ name: 'native', supported: false
   });
 }
 
-test('a token computed alone or inside a batch gives the same bits (tiles do not change the sums)', { skip: noAddon }, () => {
-  const nb = createNativeBackend(2)!;
-  for (const dtype of types) {
-    const cols = 2 * blockSize(dtype);
-    const w = nb.prepareAll([quantised(dtype, 32, cols)]).weights[0]!;
-    const x = randomVec(cols * 9, 2);
-    const batch = product(nb, w, x, 9);
-    for (const t of [0, 4, 8]) {
-      const alone = product(nb, w, x.subarray(t * cols, (t + 1) * cols), 1);
-      assert.deepEqual(alone, batch.subarray(t * 32, (t + 1) * 32), `${dtype} token ${t}`);
+// At the AMX level a batch of 9 or 40 tokens runs on matrix tiles (16-token tiles, a tail tile, an
+// odd fifth row group on the AVX-512 tiles) and a lone token on the AVX-512 tiles: the same bits.
+for (const level of levels.filter((l) => l.supported)) {
+  test(`${level.name}: a token computed alone or inside a batch gives the same bits (tiles do not change the sums)`, { skip: noAddon }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const dtype of types) {
+      const cols = 3 * blockSize(dtype), rows = 40;
+      const w = nb.prepareAll([quantised(dtype, rows, cols)]).weights[0]!;
+      for (const tokens of [9, 40]) {
+        const x = randomVec(cols * tokens, 2);
+        const batch = product(nb, w, x, tokens);
+        for (const t of [0, 4, 8, 17, 39].filter((t) => t < tokens)) {
+          const alone = product(nb, w, x.subarray(t * cols, (t + 1) * cols), 1);
+          assert.deepEqual(alone, batch.subarray(t * rows, (t + 1) * rows), `${dtype} token ${t} of ${tokens}`);
+        }
+      }
     }
-  }
-});
+  });
+}
 
 test('a packed weight whose layout is not its type\'s, or whose bytes fall short of its layout, is refused with the reason', { skip: noAddon }, () => {
   const nb = createNativeBackend(1)!;

@@ -67,9 +67,11 @@ typedef struct {
    breaking each other's DRAM page locality. */
 #define ITEM_BYTES (144 * 1024)
 
+/* Even, so that an item is whole pairs of groups: the AMX level's tiles span 16 rows. */
 static int64_t groups_per_item(const packed_matrix *m, int64_t groups) {
   int64_t n = (int64_t)(ITEM_BYTES / m->group_bytes);
-  return n < 1 ? 1 : n > groups ? groups : n;
+  n = n < 2 ? 2 : n & ~(int64_t)1;
+  return n > groups ? groups : n;
 }
 
 static packed_gemm_fn gemm_of(const packed_matrix *m) { return packed_gemm_for(m->layout); }

@@ -187,8 +187,12 @@ static void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
 static void (*f16_row)(float *, const uint16_t *, int64_t);
 static const char *simd_name = "scalar";
 
-/* The row kernels of a level: AVX2 serves the AVX2 and AVX-512 levels (the packed products of
-   ops.h carry the AVX-512 work), NEON the ARM64 one. */
+/* The row kernels of a level: AVX2 serves the AVX2, AVX-512 and AMX levels (the packed products of
+   ops.h carry the AVX-512 and AMX work), NEON the ARM64 one. */
+static int x86_level(const char *level) {
+  return strcmp(level, "avx2") == 0 || strcmp(level, "avx512") == 0 || strcmp(level, "amx") == 0;
+}
+
 int kernels_set_level(const char *name) {
   if (ops_select(name) != 0) return -1;
   const char *level = ops_active_name();
@@ -202,7 +206,7 @@ int kernels_set_level(const char *name) {
   gemm_f32_select(0);
   simd_name = level;
 #ifdef DSEEK_X86
-  if (strcmp(level, "avx2") == 0 || strcmp(level, "avx512") == 0) {
+  if (x86_level(level)) {
     dot_f32 = (dot_fn)dot_f32_avx2;
     dot_f16 = (dot_fn)dot_f16_avx2;
     dot_bf16 = (dot_fn)dot_bf16_avx2;
@@ -896,7 +900,7 @@ static void probe_task(void *p, int64_t start, int64_t end) {
   probe_ctx *c = p;
   for (int64_t i = start; i < end; i++) {
 #ifdef DSEEK_X86
-    if (strcmp(simd_name, "avx2") == 0 || strcmp(simd_name, "avx512") == 0) {
+    if (x86_level(simd_name)) {
       c->sums[i] = sum_avx2(c->data + i * c->chunk, c->chunk);
       continue;
     }

@@ -121,6 +121,9 @@ extern const kernel_ops ops_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const kernel_ops ops_avx2;
 extern const kernel_ops ops_avx512;
+extern const kernel_ops ops_amx;
+/* Whether the CPU has AMX-INT8 tiles and the OS lets this process use them (arch/x86/amx.c). */
+int amx_usable(void);
 #endif
 #if defined(__aarch64__)
 extern const kernel_ops ops_neon;
@@ -136,6 +139,7 @@ float exp_shifted_scalar(float *s, int64_t n, float max);
 #if defined(__x86_64__) || defined(_M_X64)
 void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses these too */
 float exp_shifted_avx2(float *s, int64_t n, float max);
+void quantise_block_avx512(const float *x, int n, float *d, int8_t *q); /* and the AMX level this */
 #endif
 float f16_bits_to_f32(uint16_t h);
 

@@ -81,6 +81,7 @@ static int cpu_has(const kernel_ops *ops) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
+  if (ops == &ops_amx) return cpu_has(&ops_avx512) && amx_usable();
 #endif
 #if defined(__aarch64__)
   if (ops == &ops_neon) {
@@ -99,6 +100,7 @@ static int cpu_has(const kernel_ops *ops) {
 /* Best first. */
 static const kernel_ops *const levels[] = {
 #if defined(__x86_64__) || defined(_M_X64)
+    &ops_amx,
     &ops_avx512,
     &ops_avx2,
 #endif
@@ -427,6 +429,7 @@ int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wt
   int64_t grain = (int64_t)(147456 / (gb + 1)) / (tokens > 8 ? 8 : tokens) + 1;
   int64_t balanced = groups / (2 * pool_threads());
   if (grain > balanced) grain = balanced > 0 ? balanced : 1;
+  grain += grain & 1; /* whole pairs of groups: the AMX level's tiles span 16 rows */
   pool_run(packed_task, &c, groups, grain);
   if (rows > groups * ROW_GROUP)
     tail_rows(y, rows, w + (size_t)groups * gb, wtype, groups * ROW_GROUP, rows - groups * ROW_GROUP, cols, xq, blocks, tokens);
@@ -481,6 +484,7 @@ int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, in
   c.per_item = (int64_t)(147456 / w[0].group_bytes) / (T > 8 ? 8 : T);
   if (c.per_item > total / (2 * pool_threads())) c.per_item = total / (2 * pool_threads());
   if (c.per_item < 1) c.per_item = 1;
+  c.per_item += c.per_item & 1; /* whole pairs of groups (the AMX level's 16-row tiles) */
   void *xq = NULL;
   if (posix_memalign(&xq, 64, c.xrow * (size_t)(H * T) + 64) != 0) return -1;
   c.xq = xq;

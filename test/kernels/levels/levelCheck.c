@@ -2,7 +2,7 @@
  * Every instruction level against the scalar level on the packed layouts, as a standalone program:
  * for a level the test machine lacks (NEON on x86-64), test/kernels/levels.test.ts cross-compiles
  * this with the kernels and runs it under qemu-user. Random weights of every repacked type and
- * awkward shapes (tails of rows, one to 13 tokens); exit status 1 on the first disagreement.
+ * awkward shapes (tails of rows, one to 33 tokens); exit status 1 on the first disagreement.
  */
 #include <math.h>
 #include <stdio.h>
@@ -57,7 +57,9 @@ int main(int argc, char **argv) {
       if (repack_layout(type, rows, cols) == 0) { free(w); continue; } /* the level keeps these rows */
       uint8_t *packed = malloc(repack_bytes(type, rows, cols));
       int layout = repack_weight(w, type, rows, cols, packed);
-      for (int tokens = 1; tokens <= 13; tokens += 3) {
+      const int token_counts[] = {1, 4, 7, 10, 13, 16, 33}; /* 16 and 33: the AMX level's token tiles and a tail */
+      for (size_t ki = 0; ki < sizeof token_counts / sizeof token_counts[0]; ki++) {
+        int tokens = token_counts[ki];
         float *x = malloc(sizeof(float) * cols * tokens), *ya = malloc(sizeof(float) * rows * tokens), *yb = malloc(sizeof(float) * rows * tokens);
         for (int i = 0; i < cols * tokens; i++) x[i] = (float)((int)(next() % 2001) - 1000) / 300.0f;
         ops_select(name);

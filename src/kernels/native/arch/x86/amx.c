@@ -1,0 +1,409 @@
+/*
+ * The AMX level: the AVX-512 level plus Intel AMX-INT8 matrix tiles for prompts (built with the
+ * AVX-512 flags and -mamx-tile -mamx-int8; chosen only when the CPU has the tiles and Linux grants
+ * this process their state, see amx_usable).
+ *
+ * One `tdpbssd` multiplies a 16 × K int8 tile by a K × 16 one into 16 × 16 int32 sums (Intel
+ * Architecture Instruction Set Extensions Programming Reference, ch. 3, "Intel AMX"). Here A is 16
+ * tokens' activation quants of one block, loaded straight from the act_q8x / act_q8kx rows with
+ * their stride, and B is one block of two row groups (16 rows) in the VNNI order the instruction
+ * reads, B[k/4][4n + k%4] = W[n][k], rebuilt from the packed layout once per call and row pair
+ * into a thread's scratch, then used by every token tile. K is a format's scale block: 32 for
+ * Q4_0, Q5_0, Q8_0 and Q4_K's sub-blocks, 16 for Q6_K's groups, so each tile product is one scale
+ * block's exact integer sums and the AVX-512 registers apply the scales:
+ *   32-element formats: acc[t][n] += (d_w[n]·d_x[t]) · C[t][n], block by block;
+ *   K formats: Σ_j sc_j[n]·C_j[t][n] in int32 over a super-block, then as the AVX-512 tile.
+ * Those are the AVX-512 tiles' operations in their order (the whole-block form of the 32-element
+ * ones, avx512_tiles.h), so the rows and tokens AMX leaves over (an odd last row group, calls of
+ * few tokens) run those tiles and every result has the same bits whichever path computed it: the
+ * AMX level equals its AVX-512 tiles bit for bit, whatever the batch, tiling or thread count.
+ */
+#include "avx512_tiles.h"
+
+#include <stdlib.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#include <cpuid.h>
+
+/* Calls with fewer tokens run the AVX-512 tiles: a one-token product streams weights from memory,
+   and rebuilding its blocks for the tiles only adds work. */
+#define AMX_MIN_TOKENS 8
+/* Token tiles are walked in runs of this many tokens per row pair, so that the run's activations
+   stay in L2 while every pair of the call meets them. */
+#define TOKEN_RUN 64
+
+/* ---------- the tiles' state ---------- */
+
+int amx_usable(void) {
+  static int known = -1;
+  if (known >= 0) return known;
+  known = 0;
+#if defined(__linux__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+  if (!((d >> 24) & 1) || !((d >> 25) & 1)) return 0; /* AMX-TILE, AMX-INT8 */
+  if (!((c >> 27) & 1)) return 0;                      /* OSXSAVE, for xgetbv */
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if (((lo >> 17) & 3) != 3) return 0; /* XTILECFG and XTILEDATA enabled by the OS */
+  /* Linux keeps the 8 KB tile state off until a process asks for it (ARCH_REQ_XCOMP_PERM for
+     XFEATURE_XTILEDATA, Documentation/arch/x86/xstate.rst); the grant covers all its threads. */
+  known = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#endif
+  return known;
+}
+
+typedef struct {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} tile_config;
+
+/* Tiles 0/3: A (tokens × K bytes), 1/4: B (K/4 × 64), 2/5: C (tokens × 16 int32); two of each so
+   that one block's product runs while the other's sums are scaled. */
+static void configure_tiles(int tokens, int kbytes) {
+  tile_config c;
+  memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 2; i++) {
+    c.rows[3 * i] = (uint8_t)tokens;
+    c.colsb[3 * i] = (uint16_t)kbytes;
+    c.rows[3 * i + 1] = (uint8_t)(kbytes / 4);
+    c.colsb[3 * i + 1] = 64;
+    c.rows[3 * i + 2] = (uint8_t)tokens;
+    c.colsb[3 * i + 2] = 64;
+  }
+  /* not _tile_loadconfig: GCC 12's declares that it reads only the first 8 bytes of the config, so
+     the stores to the rest may be dropped (seen at -O2: a #GP from a half-written config) */
+  __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+/* A thread's scratch for the rebuilt blocks, grown as needed. */
+static __thread uint8_t *scratch;
+static __thread size_t scratch_size;
+
+static uint8_t *scratch_for(size_t bytes) {
+  if (scratch_size < bytes) {
+    free(scratch);
+    scratch = NULL;
+    scratch_size = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    scratch = p;
+    scratch_size = bytes;
+  }
+  return scratch;
+}
+
+/* ---------- blocks of two row groups in the tiles' B order ---------- */
+
+/* Two 64-byte vectors of 8 rows × 8 consecutive elements each (lanes 2r, 2r+1: elements 0..3,
+   4..7 of row r), group a's rows 0..7 and group b's 8..15, as B rows k/4 = 0 and 1. */
+INLINE void put_rows(uint8_t *dst, __m512i a, __m512i b) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  _mm512_store_si512(dst, _mm512_permutex2var_epi32(a, even, b));
+  _mm512_store_si512(dst + 64, _mm512_permutex2var_epi32(a, odd, b));
+}
+
+/* The 8 f16 scales of each group as 16 floats. */
+INLINE __m512 scales16(const uint8_t *a, const uint8_t *b) {
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                 _mm_loadu_si128((const __m128i *)b), 1));
+}
+
+/* 32-element formats: per block 512 bytes of B (signed weights) and 16 float scales. */
+#define Q8X_BLOCK 576
+
+static void build_q4_0(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+  const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8);
+  for (int64_t i = 0; i < blocks; i++, dst += Q8X_BLOCK) {
+    const uint8_t *a = wa + i * 144, *b = wb + i * 144;
+    for (int h = 0; h < 2; h++) { /* qs[h]: low nibbles elements 8h.., high nibbles 16+8h.. */
+      __m512i va = _mm512_loadu_si512(a + 16 + 64 * h), vb = _mm512_loadu_si512(b + 16 + 64 * h);
+      put_rows(dst + 128 * h, _mm512_sub_epi8(_mm512_and_si512(va, m4), eight), _mm512_sub_epi8(_mm512_and_si512(vb, m4), eight));
+      put_rows(dst + 256 + 128 * h, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(va, 4), m4), eight),
+               _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(vb, 4), m4), eight));
+    }
+    _mm512_store_ps(dst + 512, scales16(a, b));
+  }
+}
+
+static void build_q5_0(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+  const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
+  for (int64_t i = 0; i < blocks; i++, dst += Q8X_BLOCK) {
+    const uint8_t *a = wa + i * 176, *b = wb + i * 176;
+    for (int h = 0; h < 2; h++) { /* fifth bits: hb[h] for the low nibbles, hb[2 + h] for the high */
+      __m512i va = _mm512_loadu_si512(a + 48 + 64 * h), vb = _mm512_loadu_si512(b + 48 + 64 * h);
+      __m512i la = _mm512_or_si512(_mm512_and_si512(va, m4), bits_mask(a + 16 + 8 * h));
+      __m512i lb = _mm512_or_si512(_mm512_and_si512(vb, m4), bits_mask(b + 16 + 8 * h));
+      __m512i ha = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(va, 4), m4), bits_mask(a + 32 + 8 * h));
+      __m512i hb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(vb, 4), m4), bits_mask(b + 32 + 8 * h));
+      put_rows(dst + 128 * h, _mm512_sub_epi8(la, sixteen), _mm512_sub_epi8(lb, sixteen));
+      put_rows(dst + 256 + 128 * h, _mm512_sub_epi8(ha, sixteen), _mm512_sub_epi8(hb, sixteen));
+    }
+    _mm512_store_ps(dst + 512, scales16(a, b));
+  }
+}
+
+static void build_q8_0(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+  const __m512i bias = _mm512_set1_epi8((char)0x80);
+  for (int64_t i = 0; i < blocks; i++, dst += Q8X_BLOCK) {
+    const uint8_t *a = wa + i * 272, *b = wb + i * 272;
+    for (int c = 0; c < 4; c++) /* qs[c]: elements 8c..8c+7, biased by +128 */
+      put_rows(dst + 128 * c, _mm512_xor_si512(_mm512_loadu_si512(a + 16 + 64 * c), bias),
+               _mm512_xor_si512(_mm512_loadu_si512(b + 16 + 64 * c), bias));
+    _mm512_store_ps(dst + 512, scales16(a, b));
+  }
+}
+
+/* Q4_K, per super-block: 8 sub-blocks × 512 bytes of B (nibbles, 0..15), the sub-blocks' scales
+   as int32 [8][16], the mins as int16 pairs (sub-blocks 2p, 2p+1) [4][16][2], d and dmin [16]. */
+#define Q4K_BLOCK (4096 + 512 + 256 + 128)
+
+/* Bytes [r][s] of 8 rows of each group (16 each) as int32: s = 0 lanes, then s = 1 lanes, 16 rows. */
+INLINE void put_scale_pairs(uint8_t *dst0, uint8_t *dst1, __m512i a, __m512i b) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  _mm512_store_si512(dst0, _mm512_permutex2var_epi32(a, even, b));
+  _mm512_store_si512(dst1, _mm512_permutex2var_epi32(a, odd, b));
+}
+
+static void build_q4_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  for (int64_t i = 0; i < blocks; i++, dst += Q4K_BLOCK) {
+    const uint8_t *a = wa + i * 1184, *b = wb + i * 1184;
+    for (int c = 0; c < 4; c++)
+      for (int k = 0; k < 4; k++) { /* byte 32c+8k+i: low nibble sub-block 2c, high 2c+1, element 8k+i */
+        __m512i va = _mm512_loadu_si512(a + 160 + (4 * c + k) * 64), vb = _mm512_loadu_si512(b + 160 + (4 * c + k) * 64);
+        put_rows(dst + 2 * c * 512 + 128 * k, _mm512_and_si512(va, m4), _mm512_and_si512(vb, m4));
+        put_rows(dst + (2 * c + 1) * 512 + 128 * k, _mm512_and_si512(_mm512_srli_epi16(va, 4), m4),
+                 _mm512_and_si512(_mm512_srli_epi16(vb, 4), m4));
+      }
+    uint8_t *sc = dst + 4096, *mn = sc + 512, *dd = mn + 256;
+    for (int p = 0; p < 4; p++) {
+      put_scale_pairs(sc + 2 * p * 64, sc + (2 * p + 1) * 64, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + 32 + 16 * p))),
+                      _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 32 + 16 * p))));
+      __m256i ma = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(a + 96 + 16 * p)));
+      __m256i mb = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 96 + 16 * p)));
+      _mm512_store_si512(mn + 64 * p, _mm512_inserti64x4(_mm512_castsi256_si512(ma), mb, 1));
+    }
+    _mm512_store_ps(dd, scales16(a, b));
+    _mm512_store_ps(dd + 64, scales16(a + 16, b + 16));
+  }
+}
+
+/* Q6_K (the 8-bit layout), per super-block: 16 groups × 256 bytes of B (quants − 32, K = 16), the
+   groups' scales as int32 [16][16], d [16]. */
+#define Q6K_BLOCK (4096 + 1024 + 64)
+
+static void build_q6_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+  const __m512i off = _mm512_set1_epi8(32);
+  for (int64_t i = 0; i < blocks; i++, dst += Q6K_BLOCK) {
+    const uint8_t *a = wa + i * 2192, *b = wb + i * 2192;
+    for (int c = 0; c < 32; c++) /* chunk c: elements 8c..8c+7 of group c/2 */
+      put_rows(dst + (c / 2) * 256 + (c % 2) * 128, _mm512_sub_epi8(_mm512_loadu_si512(a + 144 + 64 * c), off),
+               _mm512_sub_epi8(_mm512_loadu_si512(b + 144 + 64 * c), off));
+    uint8_t *sc = dst + 4096;
+    for (int p = 0; p < 8; p++)
+      put_scale_pairs(sc + 2 * p * 64, sc + (2 * p + 1) * 64, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a + 16 + 16 * p))),
+                      _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 16 + 16 * p))));
+    _mm512_store_ps(sc + 1024, scales16(a, b));
+  }
+}
+
+/* ---------- token tiles × 16 rows ---------- */
+
+/* One scale block's product into C tile `c` (A tile `a`, B tile `bt`), stored to sums. */
+#define TILE_PRODUCT(a, bt, c, aptr, astride, bptr, sums) \
+  do {                                                    \
+    _tile_loadd(a, aptr, astride);                        \
+    _tile_loadd(bt, bptr, 64);                            \
+    _tile_zero(c);                                        \
+    _tile_dpbssd(c, a, bt);                               \
+    _tile_stored(c, sums, 64);                            \
+  } while (0)
+
+/* 32-element formats: y[t·ys + n] for n < 16 rows, t < nt tokens. */
+INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  __m512 acc[16];
+  int32_t sums[2][16][16] __attribute__((aligned(64)));
+  const size_t stride = (size_t)xs * sizeof(act_q8x);
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    const uint8_t *p0 = bp + b * Q8X_BLOCK, *p1 = p0 + Q8X_BLOCK;
+    TILE_PRODUCT(0, 1, 2, x[b].q, stride, p0, sums[0]);
+    TILE_PRODUCT(3, 4, 5, x[b + 1].q, stride, p1, sums[1]);
+    const __m512 d0 = _mm512_load_ps(p0 + 512), d1 = _mm512_load_ps(p1 + 512);
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++) {
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d0, _mm512_set1_ps(x[t * xs + b].d)), _mm512_cvtepi32_ps(_mm512_load_si512(sums[0][t])), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d1, _mm512_set1_ps(x[t * xs + b + 1].d)), _mm512_cvtepi32_ps(_mm512_load_si512(sums[1][t])),
+                               acc[t]);
+    }
+  }
+  if (b < blocks) {
+    const uint8_t *p0 = bp + b * Q8X_BLOCK;
+    TILE_PRODUCT(0, 1, 2, x[b].q, stride, p0, sums[0]);
+    const __m512 d0 = _mm512_load_ps(p0 + 512);
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++)
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d0, _mm512_set1_ps(x[t * xs + b].d)), _mm512_cvtepi32_ps(_mm512_load_si512(sums[0][t])), acc[t]);
+  }
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+
+INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  float acc[16][16] __attribute__((aligned(64)));
+  int32_t sums[2][16][16] __attribute__((aligned(64)));
+  const size_t stride = (size_t)xs * sizeof(act_q8kx);
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
+  for (int64_t b = 0; b < blocks; b++, bp += Q4K_BLOCK) {
+    const uint8_t *sc = bp + 4096, *mn = sc + 512, *dd = mn + 256;
+    __m512i isum[16];
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j += 2) {
+      TILE_PRODUCT(0, 1, 2, x[b].q + 32 * j, stride, bp + j * 512, sums[0]);
+      TILE_PRODUCT(3, 4, 5, x[b].q + 32 * (j + 1), stride, bp + (j + 1) * 512, sums[1]);
+      const __m512i s0 = _mm512_load_si512(sc + 64 * j), s1 = _mm512_load_si512(sc + 64 * (j + 1));
+      _Pragma("GCC unroll 16")
+      for (int t = 0; t < nt; t++)
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(sums[0][t]), s0),
+                                                             _mm512_mullo_epi32(_mm512_load_si512(sums[1][t]), s1)));
+    }
+    const __m512 d = _mm512_load_ps(dd), dmin = _mm512_load_ps(dd + 64);
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++) {
+      const act_q8kx *a = x + t * xs + b;
+      __m512i msum = _mm512_setzero_si512();
+      for (int p = 0; p < 4; p++)
+        msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_load_si512(mn + 64 * p),
+                                                        _mm512_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+      const __m512 dx = _mm512_set1_ps(a->d);
+      __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[t]), _mm512_load_ps(acc[t]));
+      _mm512_store_ps(acc[t], _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum), v));
+    }
+  }
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, _mm512_load_ps(acc[t]));
+}
+
+INLINE void tile_q6_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  float acc[16][16] __attribute__((aligned(64)));
+  int32_t sums[2][16][16] __attribute__((aligned(64)));
+  const size_t stride = (size_t)xs * sizeof(act_q8kx);
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
+  for (int64_t b = 0; b < blocks; b++, bp += Q6K_BLOCK) {
+    const uint8_t *sc = bp + 4096;
+    __m512i isum[16];
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 16; j += 2) {
+      TILE_PRODUCT(0, 1, 2, x[b].q + 16 * j, stride, bp + j * 256, sums[0]);
+      TILE_PRODUCT(3, 4, 5, x[b].q + 16 * (j + 1), stride, bp + (j + 1) * 256, sums[1]);
+      const __m512i s0 = _mm512_load_si512(sc + 64 * j), s1 = _mm512_load_si512(sc + 64 * (j + 1));
+      _Pragma("GCC unroll 16")
+      for (int t = 0; t < nt; t++)
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(sums[0][t]), s0),
+                                                             _mm512_mullo_epi32(_mm512_load_si512(sums[1][t]), s1)));
+    }
+    const __m512 d = _mm512_load_ps(sc + 1024);
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++)
+      _mm512_store_ps(acc[t], _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(x[t * xs + b].d)), _mm512_cvtepi32_ps(isum[t]),
+                                              _mm512_load_ps(acc[t])));
+  }
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, _mm512_load_ps(acc[t]));
+}
+
+/* ---------- the level's products ---------- */
+
+/* The AVX-512 tiles for what the matrix tiles leave over (whole-block sums: the same bits). */
+GROUP(rest_group_q4_0x8, q4_0_tile_whole, act_q8x, 8)
+GROUP(rest_group_q8_0x8, q8_0_tile_whole, act_q8x, 8)
+GROUP(rest_group_q5_0x8, q5_0_tile_whole, act_q8x, 8)
+GROUP(rest_group_q4_kx8, q4_k_tile, act_q8kx, 4)
+GROUP(rest_group_q6_kx8, q6_k_tile, act_q8kx, 4)
+PACKED_GEMM(rest_q4_0x8, rest_group_q4_0x8, act_q8x)
+PACKED_GEMM(rest_q8_0x8, rest_group_q8_0x8, act_q8x)
+PACKED_GEMM(rest_q5_0x8, rest_group_q5_0x8, act_q8x)
+PACKED_GEMM(rest_q4_kx8, rest_group_q4_kx8, act_q8kx)
+PACKED_GEMM(rest_q6_kx8, rest_group_q6_kx8, act_q8kx)
+
+/* The tail tile of `n` tokens (1..15) with a constant count, as GROUP does. */
+#define TAIL_TILE(TILE, n, ...)             \
+  switch (n) {                              \
+    case 15: TILE(__VA_ARGS__, 15); break;  \
+    case 14: TILE(__VA_ARGS__, 14); break;  \
+    case 13: TILE(__VA_ARGS__, 13); break;  \
+    case 12: TILE(__VA_ARGS__, 12); break;  \
+    case 11: TILE(__VA_ARGS__, 11); break;  \
+    case 10: TILE(__VA_ARGS__, 10); break;  \
+    case 9: TILE(__VA_ARGS__, 9); break;    \
+    case 8: TILE(__VA_ARGS__, 8); break;    \
+    case 7: TILE(__VA_ARGS__, 7); break;    \
+    case 6: TILE(__VA_ARGS__, 6); break;    \
+    case 5: TILE(__VA_ARGS__, 5); break;    \
+    case 4: TILE(__VA_ARGS__, 4); break;    \
+    case 3: TILE(__VA_ARGS__, 3); break;    \
+    case 2: TILE(__VA_ARGS__, 2); break;    \
+    case 1: TILE(__VA_ARGS__, 1); break;    \
+    default: break;                         \
+  }
+
+/* Row groups [g0, g1) × tokens: the pairs of groups on the tiles (B rebuilt once per call into
+   the scratch, then token runs × pairs × 16-token tiles, the tail tile last), an odd last group
+   and calls of few tokens on the AVX-512 tiles. */
+#define AMX_GEMM(NAME, ACT, BUILD, BLOCK_BYTES, KBYTES, TILE, REST)                                                             \
+  static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,            \
+                   int64_t tokens, int64_t g0, int64_t g1) {                                                                     \
+    const ACT *x = xv;                                                                                                           \
+    const int64_t pairs = (g1 - g0) / 2, per_pair = blocks * (BLOCK_BYTES);                                                     \
+    uint8_t *bs = tokens >= AMX_MIN_TOKENS && pairs > 0 ? scratch_for((size_t)(pairs * per_pair)) : NULL;                       \
+    if (!bs) {                                                                                                                   \
+      REST(y, ys, w, gbytes, xv, xs, blocks, tokens, g0, g1);                                                                    \
+      return;                                                                                                                    \
+    }                                                                                                                            \
+    for (int64_t p = 0; p < pairs; p++)                                                                                          \
+      BUILD(bs + p * per_pair, w + (size_t)(g0 + 2 * p) * gbytes, w + (size_t)(g0 + 2 * p + 1) * gbytes, blocks);               \
+    const int64_t full = tokens / 16 * 16, tail = tokens - full;                                                                 \
+    if (full) {                                                                                                                  \
+      configure_tiles(16, KBYTES);                                                                                               \
+      for (int64_t t0 = 0; t0 < full; t0 += TOKEN_RUN)                                                                           \
+        for (int64_t p = 0; p < pairs; p++)                                                                                      \
+          for (int64_t t = t0; t < t0 + TOKEN_RUN && t < full; t += 16)                                                          \
+            TILE(y + t * ys + 8 * (g0 + 2 * p), ys, bs + p * per_pair, x + t * xs, xs, blocks, 16);                              \
+    }                                                                                                                            \
+    if (tail) {                                                                                                                  \
+      configure_tiles((int)tail, KBYTES);                                                                                        \
+      for (int64_t p = 0; p < pairs; p++) {                                                                                      \
+        TAIL_TILE(TILE, tail, y + full * ys + 8 * (g0 + 2 * p), ys, bs + p * per_pair, x + full * xs, xs, blocks)                \
+      }                                                                                                                          \
+    }                                                                                                                            \
+    _tile_release();                                                                                                             \
+    if (g0 + 2 * pairs < g1) REST(y, ys, w, gbytes, xv, xs, blocks, tokens, g0 + 2 * pairs, g1);                                \
+  }
+
+AMX_GEMM(gemm_q4_0x8, act_q8x, build_q4_0, Q8X_BLOCK, 32, tile_q8x, rest_q4_0x8)
+AMX_GEMM(gemm_q8_0x8, act_q8x, build_q8_0, Q8X_BLOCK, 32, tile_q8x, rest_q8_0x8)
+AMX_GEMM(gemm_q5_0x8, act_q8x, build_q5_0, Q8X_BLOCK, 32, tile_q8x, rest_q5_0x8)
+AMX_GEMM(gemm_q4_kx8, act_q8kx, build_q4_k, Q4K_BLOCK, 32, tile_q4_k, rest_q4_kx8)
+AMX_GEMM(gemm_q6_kx8, act_q8kx, build_q6_k, Q6K_BLOCK, 16, tile_q6_k, rest_q6_kx8)
+
+const kernel_ops ops_amx = {
+    .name = "amx",
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
+             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
+    .quantise_block = quantise_block_avx512,
+    .silu_mul = silu_mul_avx2,
+    .exp_shifted = exp_shifted_avx2,
+};

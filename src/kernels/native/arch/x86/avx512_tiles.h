@@ -1,0 +1,292 @@
+#ifndef DSEEK_AVX512_TILES_H
+#define DSEEK_AVX512_TILES_H
+/*
+ * The AVX-512 level's tiles over the packed layouts (ops.h), shared by the AVX-512 level
+ * (avx512.c) and the AMX level (amx.c), which runs them for the rows and tokens its matrix tiles
+ * leave over. Include only from a file built with the AVX-512 flags.
+ *
+ * One `vpdpbusd` multiplies 64 unsigned weight bytes by 64 signed activation bytes and sums each 4
+ * into an int32 lane: over a packed row group lane 2r+k is row r's elements 4k..4k+3 of an
+ * 8-element chunk, so one broadcast activation chunk meets 8 rows and the lane sums belong to rows
+ * without any horizontal reduction until a tile ends.
+ *
+ * Tiles are 8 rows × up to 8 tokens (4 for the K formats): each weight block is unpacked once
+ * per tile and used for every token of it; a token's sums are accumulated in the same order
+ * whatever the tile, the batch or the thread count.
+ *
+ * The 32-element formats take `whole`: 0 keeps a row's two lane halves (elements 4k..4k+3 of each
+ * chunk, k = 0, 1) as two float sums added when the tile ends; 1 adds them as integers per block
+ * first (two more instructions per block and token), so that a row's float sum is
+ * Σ_b (d_w·d_x)·Σq_w·q_x block by block, exactly the order of an AMX tile (amx.c). The K formats sum
+ * a super-block in integers either way.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../ops.h"
+#include "prefetch.h"
+
+#ifndef INLINE
+#define INLINE static inline __attribute__((always_inline))
+#endif
+
+INLINE __m512i bcast8(const void *p) {
+  long long v;
+  memcpy(&v, p, 8);
+  return _mm512_set1_epi64(v);
+}
+
+INLINE __m512i bcast_pair16(int16_t lo, int16_t hi) {
+  return _mm512_set1_epi32((int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16));
+}
+
+/* 8 f16 scales, each to two lanes (2r, 2r+1). */
+INLINE __m512 scales_x2(const uint8_t *p) {
+  const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  return _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p))));
+}
+
+/* Lanes (2r, 2r+1) summed: the 8 row results. */
+INLINE __m256 pair_sums(__m512 acc) {
+  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512 p = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
+  return _mm512_castps512_ps256(_mm512_permutexvar_ps(even, p));
+}
+
+/* Lanes 2r (a whole-block tile keeps each row's sum in both lanes of its pair). */
+INLINE __m256 even_lanes(__m512 acc) {
+  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+  return _mm512_castps512_ps256(_mm512_permutexvar_ps(even, acc));
+}
+
+/* A row's two lane halves (2r, 2r+1) added as integers into both lanes. */
+INLINE __m512i pair_whole(__m512i s) { return _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB)); }
+
+INLINE __m256i pair_sums_i32(__m512i acc) {
+  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512i p = _mm512_add_epi32(acc, _mm512_shuffle_epi32(acc, _MM_PERM_CDAB));
+  return _mm512_castsi512_si256(_mm512_permutexvar_epi32(even, p));
+}
+
+/* ---------- Q4_0 ---------- */
+
+INLINE void q4_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt,
+                            const int whole) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 144;
+    PREFETCH_AHEAD(blk, 144);
+    const __m512 dw = scales_x2(blk);
+    const __m512i A = _mm512_loadu_si512(blk + 16), B = _mm512_loadu_si512(blk + 80);
+    const __m512i a0 = _mm512_and_si512(A, m4), a1 = _mm512_and_si512(_mm512_srli_epi16(A, 4), m4);
+    const __m512i b0 = _mm512_and_si512(B, m4), b1 = _mm512_and_si512(_mm512_srli_epi16(B, 4), m4);
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 3)); /* the −8 offset: 8·Σq per lane */
+      if (whole) s = pair_whole(s);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, whole ? even_lanes(acc[t]) : pair_sums(acc[t]));
+}
+INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q4_0_tile_any(y, ys, wg, x, xs, blocks, nt, 0);
+}
+INLINE void q4_0_tile_whole(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q4_0_tile_any(y, ys, wg, x, xs, blocks, nt, 1);
+}
+
+/* ---------- Q5_0: Q4_0's nibbles with a fifth bit from a byte mask ---------- */
+
+INLINE __m512i bits_mask(const uint8_t *p) {
+  unsigned long long m;
+  memcpy(&m, p, 8);
+  return _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(16));
+}
+
+INLINE void q5_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt,
+                            const int whole) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 176;
+    PREFETCH_AHEAD(blk, 176);
+    const __m512 dw = scales_x2(blk);
+    const __m512i A = _mm512_loadu_si512(blk + 48), B = _mm512_loadu_si512(blk + 112);
+    const __m512i a0 = _mm512_or_si512(_mm512_and_si512(A, m4), bits_mask(blk + 16));
+    const __m512i b0 = _mm512_or_si512(_mm512_and_si512(B, m4), bits_mask(blk + 24));
+    const __m512i a1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(A, 4), m4), bits_mask(blk + 32));
+    const __m512i b1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), m4), bits_mask(blk + 40));
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 4)); /* the −16 offset */
+      if (whole) s = pair_whole(s);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, whole ? even_lanes(acc[t]) : pair_sums(acc[t]));
+}
+INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q5_0_tile_any(y, ys, wg, x, xs, blocks, nt, 0);
+}
+INLINE void q5_0_tile_whole(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q5_0_tile_any(y, ys, wg, x, xs, blocks, nt, 1);
+}
+
+/* ---------- Q8_0 (weights biased by +128) ---------- */
+
+INLINE void q8_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt,
+                            const int whole) {
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 272;
+    PREFETCH_AHEAD(blk, 272);
+    const __m512 dw = scales_x2(blk);
+    const __m512i w0 = _mm512_loadu_si512(blk + 16), w1 = _mm512_loadu_si512(blk + 80);
+    const __m512i w2 = _mm512_loadu_si512(blk + 144), w3 = _mm512_loadu_si512(blk + 208);
+    for (int t = 0; t < nt; t++) {
+      const act_q8x *a = x + t * xs + b;
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast8(a->q));
+      s = _mm512_dpbusd_epi32(s, w1, bcast8(a->q + 8));
+      s = _mm512_dpbusd_epi32(s, w2, bcast8(a->q + 16));
+      s = _mm512_dpbusd_epi32(s, w3, bcast8(a->q + 24));
+      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 7)); /* the +128 bias: 128·Σq */
+      if (whole) s = pair_whole(s);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, whole ? even_lanes(acc[t]) : pair_sums(acc[t]));
+}
+INLINE void q8_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q8_0_tile_any(y, ys, wg, x, xs, blocks, nt, 0);
+}
+INLINE void q8_0_tile_whole(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+  q8_0_tile_any(y, ys, wg, x, xs, blocks, nt, 1);
+}
+
+/* ---------- Q4_K ---------- */
+
+INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 1184;
+    PREFETCH_AHEAD(blk, 1184);
+    __m512i isum[4];
+    __m256i msum[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm512_setzero_si512();
+      msum[t] = _mm256_setzero_si256();
+    }
+    for (int p = 0; p < 4; p++) {
+      /* scales of sub-blocks 2p and 2p+1, [r][s] as int32, then each to lanes (2r, 2r+1) */
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * p)));
+      const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
+      const __m256i mn = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 96 + 16 * p)));
+      __m512i lo[4], hi[4];
+      for (int k = 0; k < 4; k++) {
+        __m512i q = _mm512_loadu_si512(blk + 160 + (p * 4 + k) * 64);
+        lo[k] = _mm512_and_si512(q, m4);
+        hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      }
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        const int8_t *q0 = a->q + 64 * p, *q1 = q0 + 32;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], bcast8(q0));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], bcast8(q1));
+        for (int k = 1; k < 4; k++) {
+          s0 = _mm512_dpbusd_epi32(s0, lo[k], bcast8(q0 + 8 * k));
+          s1 = _mm512_dpbusd_epi32(s1, hi[k], bcast8(q1 + 8 * k));
+        }
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
+        msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mn, _mm256_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] |
+                                                                                  ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+    for (int t = 0; t < nt; t++) {
+      const __m256 dx = _mm256_set1_ps(x[t * xs + b].d);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(pair_sums_i32(isum[t])), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* ---------- Q6_K ---------- */
+
+INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  __m256 acc[4];
+  for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *blk = wg + b * 2192;
+    PREFETCH_AHEAD(blk, 2192);
+    __m512i isum[4];
+    __m256i corr[4];
+    for (int t = 0; t < nt; t++) {
+      isum[t] = _mm512_setzero_si512();
+      corr[t] = _mm256_setzero_si256();
+    }
+    for (int p = 0; p < 8; p++) {
+      /* groups 2p (chunks 4p, 4p+1) and 2p+1 (chunks 4p+2, 4p+3); their scales to lanes (2r, 2r+1) */
+      const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
+      const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
+      const uint8_t *q = blk + 144 + 4 * p * 64;
+      const __m512i q0 = _mm512_loadu_si512(q), q1 = _mm512_loadu_si512(q + 64), q2 = _mm512_loadu_si512(q + 128),
+                    q3 = _mm512_loadu_si512(q + 192);
+      for (int t = 0; t < nt; t++) {
+        const int8_t *xq = x[t * xs + b].q + 32 * p;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast8(xq)), q1, bcast8(xq + 8));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q2, bcast8(xq + 16)), q3, bcast8(xq + 24));
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
+      }
+    }
+    for (int p = 0; p < 8; p++) {
+      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
+      for (int t = 0; t < nt; t++) {
+        const act_q8kx *a = x + t * xs + b;
+        corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(sc16, _mm256_set1_epi32((int32_t)(uint16_t)a->bs16[2 * p] |
+                                                                                      ((int32_t)(uint16_t)a->bs16[2 * p + 1] << 16))));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    for (int t = 0; t < nt; t++) {
+      __m256i total = _mm256_sub_epi32(pair_sums_i32(isum[t]), _mm256_slli_epi32(corr[t], 5)); /* − 32·Σ sc·Σq */
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[t * xs + b].d)), _mm256_cvtepi32_ps(total), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* One row group: token tiles of MAX (a constant per layout), the tail with its own constant size. */
+#define GROUP(NAME, TILE, ACT, MAX)                                                                                      \
+  INLINE void NAME(float *yg, int64_t ys, const uint8_t *wg, const ACT *x, int64_t xs, int64_t blocks, int64_t tokens) { \
+    int64_t t = 0;                                                                                                       \
+    for (; t + MAX <= tokens; t += MAX) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, MAX);                          \
+    switch (tokens - t) {                                                                                                \
+      case 7: if (MAX > 7) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 7); break;                                  \
+      case 6: if (MAX > 6) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 6); break;                                  \
+      case 5: if (MAX > 5) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 5); break;                                  \
+      case 4: if (MAX > 4) TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 4); break;                                  \
+      case 3: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 3); break;                                               \
+      case 2: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 2); break;                                               \
+      case 1: TILE(yg + t * ys, ys, wg, x + t * xs, xs, blocks, 1); break;                                               \
+      default: break;                                                                                                    \
+    }                                                                                                                    \
+  }
+
+#endif
