@@ -262,8 +262,8 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
     let file: string | null = null;
     // Tiny models are repacked in memory: a cache file would cost more than it saves.
     if (options.cacheDir && repackedBytes >= 16 << 20) {
-      const key = repackKey(cacheAddon, simd, planned);
-      let hit = openRepacked(cacheAddon, options.cacheDir, key, simd, planned, notice);
+      const key = repackKey(cacheAddon, planned);
+      let hit = openRepacked(cacheAddon, options.cacheDir, key, planned, notice);
       if (hit) source = 'mapped';
       else {
         hit = buildRepacked(cacheAddon, options.cacheDir, key, simd, planned, (options.cacheMaxMiB ?? DEFAULT_REPACK_CACHE_MIB) * 2 ** 20, progress, notice);

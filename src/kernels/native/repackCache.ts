@@ -1,18 +1,20 @@
 /**
  * Repack once, map forever: the native backend's interleaved copies of a model's weights, kept in
- * one file per model and instruction level under the cache folder (default
+ * one file per model and set of layouts under the cache folder (default
  * ~/.cache/dseek/repacked), memory-mapped on later loads so that a warm load costs a mapping and
  * a checksum pass instead of seconds of repacking, and the original pages are never touched.
  *
  * File: "DSEEKRP1" | u32 header length | header JSON | zero padding to 4 KiB | tensors, each at a
- * 4 KiB-aligned offset. The header names the format version, the level, the key, and per tensor
+ * 4 KiB-aligned offset. The header names the format version, the level that wrote it, the key, and per tensor
  * its layout, offset, bytes and 64-bit content hash (addon `hashBytes`); a load re-hashes every
  * tensor, and a file whose header, size, version or any hash disagrees is removed and rebuilt,
  * never used.
  *
- * Key: SHA-256 of the format version, the level, and per tensor its type, shape, byte length and
+ * Key: SHA-256 of the format version, and per tensor its type, shape, byte length, layout and
  * the content hash of up to three 4 KiB samples (start, middle, end) — so the same weights under
- * another path or name hit, and a changed file misses. (A change confined to unsampled bytes of a
+ * another path or name hit, a changed file misses, and levels that pick the same layouts (AVX-512
+ * and AMX) share one file while a level that picks another (AVX2's 6-bit Q6_K) gets its own.
+ * (A change confined to unsampled bytes of a
  * tensor is not seen by the key; the stored hashes then still match the old copy. Content
  * hashing every weight at each load would cost what repacking costs.)
  */
@@ -63,10 +65,10 @@ interface Header {
 
 const alignUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
-/** The cache key of a set of weights for a level (see the file comment). */
-export function repackKey(addon: RepackAddon, level: string, planned: readonly PlannedTensor[]): string {
+/** The cache key of a set of weights in their planned layouts (see the file comment). */
+export function repackKey(addon: RepackAddon, planned: readonly PlannedTensor[]): string {
   const h = createHash('sha256');
-  h.update(`dseek-repack:${REPACK_FORMAT_VERSION}:${level};`);
+  h.update(`dseek-repack:${REPACK_FORMAT_VERSION};`);
   for (const p of planned) {
     const d = p.tensor.data;
     h.update(`${p.tensor.dtype}[${p.tensor.shape.join(',')}]${d.byteLength}:${p.layout}:`);
@@ -109,11 +111,10 @@ export function openRepacked(
   addon: RepackAddon,
   dir: string,
   key: string,
-  level: string,
   planned: readonly PlannedTensor[],
   notice: (message: string) => void,
 ): CacheHit | null {
-  const file = join(dir, `${key}.${level}.dsrp`);
+  const file = join(dir, `${key}.dsrp`);
   let exists = false;
   try {
     exists = statSync(file).isFile();
@@ -129,7 +130,7 @@ export function openRepacked(
   const read = readHeader(file);
   if (!read) return bad('have an unreadable header');
   const { header, size } = read;
-  if (header.version !== REPACK_FORMAT_VERSION || header.level !== level || header.key !== key) return bad('are from another version or level');
+  if (header.version !== REPACK_FORMAT_VERSION || header.key !== key) return bad('are from another version');
   if (!Array.isArray(header.entries) || header.entries.length !== planned.length) return bad('list other tensors');
   for (let i = 0; i < planned.length; i++) {
     const e = header.entries[i]!;
@@ -200,7 +201,7 @@ export function buildRepacked(
   onProgress: (done: number, total: number) => void,
   notice: (message: string) => void,
 ): CacheHit | null {
-  const file = join(dir, `${key}.${level}.dsrp`);
+  const file = join(dir, `${key}.dsrp`);
   const total = planned.reduce((n, p) => n + p.bytes, 0);
   // Offsets depend only on sizes; the header has a fixed-width hash per entry, so its length is known up front.
   const entries: HeaderEntry[] = [];
@@ -265,5 +266,5 @@ export function buildRepacked(
     notice(`dseek: cannot write repacked weights to ${dir} (${err instanceof Error ? err.message : String(err)}); repacking in memory`);
     return null;
   }
-  return openRepacked(addon, dir, key, level, planned, notice);
+  return openRepacked(addon, dir, key, planned, notice);
 }
