@@ -30,9 +30,6 @@
 /* Calls with fewer tokens run the AVX-512 tiles: a one-token product streams weights from memory,
    and rebuilding its blocks for the tiles only adds work. */
 #define AMX_MIN_TOKENS 8
-/* Token tiles are walked in runs of this many tokens per row pair, so that the run's activations
-   stay in L2 while every pair of the call meets them. */
-#define TOKEN_RUN 64
 
 /* ---------- the tiles' state ---------- */
 
@@ -216,6 +213,16 @@ static void build_q6_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64
 
 /* ---------- token tiles × 16 rows ---------- */
 
+/* The next row pair's packed bytes of blocks [b0, b1) (`bb` bytes per block and group), asked for
+   while this pair computes: its rebuild would otherwise wait on DRAM with the tiles idle. */
+INLINE void prefetch_next(const uint8_t *na, const uint8_t *nb, int64_t bb, int64_t b0, int64_t b1) {
+  if (!na) return;
+  for (int64_t o = b0 * bb; o < b1 * bb; o += 64) {
+    _mm_prefetch((const char *)na + o, _MM_HINT_T0);
+    _mm_prefetch((const char *)nb + o, _MM_HINT_T0);
+  }
+}
+
 /* One scale block's product into C tile `c` (A tile `a`, B tile `bt`), stored to sums. */
 #define TILE_PRODUCT(a, bt, c, aptr, astride, bptr, sums) \
   do {                                                    \
@@ -227,7 +234,8 @@ static void build_q6_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64
   } while (0)
 
 /* 32-element formats: y[t·ys + n] for n < 16 rows, t < nt tokens. */
-INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) {
+INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, int64_t xs, int64_t blocks, const uint8_t *na,
+                     const uint8_t *nb, int64_t bb, const int nt) {
   __m512 acc[16];
   int32_t sums[2][16][16] __attribute__((aligned(64)));
   const size_t stride = (size_t)xs * sizeof(act_q8x);
@@ -236,6 +244,7 @@ INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, 
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
     const uint8_t *p0 = bp + b * Q8X_BLOCK, *p1 = p0 + Q8X_BLOCK;
+    prefetch_next(na, nb, bb, b, b + 2);
     TILE_PRODUCT(0, 1, 2, x[b].q, stride, p0, sums[0]);
     TILE_PRODUCT(3, 4, 5, x[b + 1].q, stride, p1, sums[1]);
     const __m512 d0 = _mm512_load_ps(p0 + 512), d1 = _mm512_load_ps(p1 + 512);
@@ -248,6 +257,7 @@ INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, 
   }
   if (b < blocks) {
     const uint8_t *p0 = bp + b * Q8X_BLOCK;
+    prefetch_next(na, nb, bb, b, b + 1);
     TILE_PRODUCT(0, 1, 2, x[b].q, stride, p0, sums[0]);
     const __m512 d0 = _mm512_load_ps(p0 + 512);
     _Pragma("GCC unroll 16")
@@ -258,13 +268,15 @@ INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, 
   for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
 
-INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const uint8_t *na,
+                      const uint8_t *nb, int64_t bb, const int nt) {
   float acc[16][16] __attribute__((aligned(64)));
   int32_t sums[2][16][16] __attribute__((aligned(64)));
   const size_t stride = (size_t)xs * sizeof(act_q8kx);
   _Pragma("GCC unroll 16")
   for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
   for (int64_t b = 0; b < blocks; b++, bp += Q4K_BLOCK) {
+    prefetch_next(na, nb, bb, b, b + 1);
     const uint8_t *sc = bp + 4096, *mn = sc + 512, *dd = mn + 256;
     __m512i isum[16];
     _Pragma("GCC unroll 16")
@@ -295,13 +307,15 @@ INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x
   for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, _mm512_load_ps(acc[t]));
 }
 
-INLINE void tile_q6_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+INLINE void tile_q6_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const uint8_t *na,
+                      const uint8_t *nb, int64_t bb, const int nt) {
   float acc[16][16] __attribute__((aligned(64)));
   int32_t sums[2][16][16] __attribute__((aligned(64)));
   const size_t stride = (size_t)xs * sizeof(act_q8kx);
   _Pragma("GCC unroll 16")
   for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
   for (int64_t b = 0; b < blocks; b++, bp += Q6K_BLOCK) {
+    prefetch_next(na, nb, bb, b, b + 1);
     const uint8_t *sc = bp + 4096;
     __m512i isum[16];
     _Pragma("GCC unroll 16")
@@ -360,45 +374,43 @@ PACKED_GEMM(rest_q6_kx8, rest_group_q6_kx8, act_q8kx)
     default: break;                         \
   }
 
-/* Row groups [g0, g1) × tokens: the pairs of groups on the tiles (B rebuilt once per call into
-   the scratch, then token runs × pairs × 16-token tiles, the tail tile last), an odd last group
-   and calls of few tokens on the AVX-512 tiles. */
-#define AMX_GEMM(NAME, ACT, BUILD, BLOCK_BYTES, KBYTES, TILE, REST)                                                             \
+/* Row groups [g0, g1) × tokens: pairs of groups on the tiles (each pair's blocks rebuilt into the
+   thread's scratch, then every 16-token tile and the tail tile over them, the next pair's bytes
+   prefetched meanwhile), an odd last group and calls of few tokens on the AVX-512 tiles. */
+#define AMX_GEMM(NAME, ACT, BUILD, BLOCK_BYTES, KBYTES, TILE, REST, PACKED_BYTES)                                             \
   static void NAME(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,            \
                    int64_t tokens, int64_t g0, int64_t g1) {                                                                     \
     const ACT *x = xv;                                                                                                           \
-    const int64_t pairs = (g1 - g0) / 2, per_pair = blocks * (BLOCK_BYTES);                                                     \
-    uint8_t *bs = tokens >= AMX_MIN_TOKENS && pairs > 0 ? scratch_for((size_t)(pairs * per_pair)) : NULL;                       \
+    const int64_t pairs = (g1 - g0) / 2;                                                                                         \
+    uint8_t *bs = tokens >= AMX_MIN_TOKENS && pairs > 0 ? scratch_for((size_t)(blocks * (BLOCK_BYTES))) : NULL;                  \
     if (!bs) {                                                                                                                   \
       REST(y, ys, w, gbytes, xv, xs, blocks, tokens, g0, g1);                                                                    \
       return;                                                                                                                    \
     }                                                                                                                            \
-    for (int64_t p = 0; p < pairs; p++)                                                                                          \
-      BUILD(bs + p * per_pair, w + (size_t)(g0 + 2 * p) * gbytes, w + (size_t)(g0 + 2 * p + 1) * gbytes, blocks);               \
     const int64_t full = tokens / 16 * 16, tail = tokens - full;                                                                 \
-    if (full) {                                                                                                                  \
-      configure_tiles(16, KBYTES);                                                                                               \
-      for (int64_t t0 = 0; t0 < full; t0 += TOKEN_RUN)                                                                           \
-        for (int64_t p = 0; p < pairs; p++)                                                                                      \
-          for (int64_t t = t0; t < t0 + TOKEN_RUN && t < full; t += 16)                                                          \
-            TILE(y + t * ys + 8 * (g0 + 2 * p), ys, bs + p * per_pair, x + t * xs, xs, blocks, 16);                              \
-    }                                                                                                                            \
-    if (tail) {                                                                                                                  \
-      configure_tiles((int)tail, KBYTES);                                                                                        \
-      for (int64_t p = 0; p < pairs; p++) {                                                                                      \
-        TAIL_TILE(TILE, tail, y + full * ys + 8 * (g0 + 2 * p), ys, bs + p * per_pair, x + full * xs, xs, blocks)                \
+    int rows = 0; /* the tiles' configured token rows */                                                                         \
+    BUILD(bs, w + (size_t)g0 * gbytes, w + (size_t)(g0 + 1) * gbytes, blocks);                                                   \
+    for (int64_t p = 0; p < pairs; p++) {                                                                                        \
+      const uint8_t *na = p + 1 < pairs ? w + (size_t)(g0 + 2 * p + 2) * gbytes : NULL, *nb = na ? na + gbytes : NULL;          \
+      float *yp = y + 8 * (g0 + 2 * p);                                                                                          \
+      if (full && rows != 16) configure_tiles(rows = 16, KBYTES);                                                               \
+      for (int64_t t = 0; t < full; t += 16)                                                                                     \
+        TILE(yp + t * ys, ys, bs, x + t * xs, xs, blocks, t == 0 ? na : NULL, nb, PACKED_BYTES, 16);                            \
+      if (tail) {                                                                                                                \
+        if (rows != (int)tail) configure_tiles(rows = (int)tail, KBYTES);                                                        \
+        TAIL_TILE(TILE, tail, yp + full * ys, ys, bs, x + full * xs, xs, blocks, full == 0 ? na : NULL, nb, PACKED_BYTES)        \
       }                                                                                                                          \
+      if (na) BUILD(bs, na, nb, blocks);                                                                                         \
     }                                                                                                                            \
     _tile_release();                                                                                                             \
     if (g0 + 2 * pairs < g1) REST(y, ys, w, gbytes, xv, xs, blocks, tokens, g0 + 2 * pairs, g1);                                \
   }
 
-AMX_GEMM(gemm_q4_0x8, act_q8x, build_q4_0, Q8X_BLOCK, 32, tile_q8x, rest_q4_0x8)
-AMX_GEMM(gemm_q8_0x8, act_q8x, build_q8_0, Q8X_BLOCK, 32, tile_q8x, rest_q8_0x8)
-AMX_GEMM(gemm_q5_0x8, act_q8x, build_q5_0, Q8X_BLOCK, 32, tile_q8x, rest_q5_0x8)
-AMX_GEMM(gemm_q4_kx8, act_q8kx, build_q4_k, Q4K_BLOCK, 32, tile_q4_k, rest_q4_kx8)
-AMX_GEMM(gemm_q6_kx8, act_q8kx, build_q6_k, Q6K_BLOCK, 16, tile_q6_k, rest_q6_kx8)
-
+AMX_GEMM(gemm_q4_0x8, act_q8x, build_q4_0, Q8X_BLOCK, 32, tile_q8x, rest_q4_0x8, 144)
+AMX_GEMM(gemm_q8_0x8, act_q8x, build_q8_0, Q8X_BLOCK, 32, tile_q8x, rest_q8_0x8, 272)
+AMX_GEMM(gemm_q5_0x8, act_q8x, build_q5_0, Q8X_BLOCK, 32, tile_q8x, rest_q5_0x8, 176)
+AMX_GEMM(gemm_q4_kx8, act_q8kx, build_q4_k, Q4K_BLOCK, 32, tile_q4_k, rest_q4_kx8, 1184)
+AMX_GEMM(gemm_q6_kx8, act_q8kx, build_q6_k, Q6K_BLOCK, 16, tile_q6_k, rest_q6_kx8, 2192)
 const kernel_ops ops_amx = {
     .name = "amx",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
