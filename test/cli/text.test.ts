@@ -10,7 +10,8 @@ import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 const model = textModel();
 const dseek = (args: string[], input?: string) => {
   const r = spawnSync(process.execPath, [join(repoRoot, 'bin/dseek.js'), ...args], { encoding: 'utf8', input, timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  // A process killed by a signal has no status: the signal goes into stderr, so an assertion on the code names it.
+  return { code: r.status, stdout: r.stdout, stderr: r.signal ? `killed by ${r.signal}\n${r.stderr}` : r.stderr };
 };
 
 test('generate --json: text is the decoded tokens; the same seed gives the same output', () => {
