@@ -115,11 +115,12 @@ test('a packed weight whose layout is not its type\'s, or whose bytes fall short
   const packed = pw.packed;
   assert.ok(packed, 'q6_k with a whole group is repacked at every level that runs here');
   const x = randomVec(512);
-  const Q4_0X8 = 1, Q6_KX8 = 4, Q6_K6X8 = 6; // ops.h
+  const Q4_0X8 = 1, RETIRED_Q6_K8 = 4, Q6_K6X8 = 6; // ops.h
   assert.throws(() => product(nb, { ...pw, packed: { ...packed, layout: Q4_0X8 } }, x, 1), /layout does not belong to this weight type/);
   assert.throws(() => product(nb, { ...pw, packed: { ...packed, bytes: packed.bytes.subarray(0, packed.bytes.length - 1) } }, x, 1), /shorter than the shape/);
-  // Sizes follow the layout named, not the level's own: 6-bit bytes read as the 8-bit layout are short.
-  if (packed.layout === Q6_K6X8) assert.throws(() => product(nb, { ...pw, packed: { ...packed, layout: Q6_KX8 } }, x, 1), /shorter than the shape/);
+  // Q6_K is packed at 6 bits; the retired 8-bit layout's id is refused, not read as it.
+  assert.equal(packed.layout, Q6_K6X8);
+  assert.throws(() => product(nb, { ...pw, packed: { ...packed, layout: RETIRED_Q6_K8 } }, x, 1), /layout does not belong to this weight type/);
 });
 
 test('DSEEK_SIMD names only levels this CPU runs', { skip: noAddon }, () => {

@@ -38,33 +38,31 @@ enum packed_layout {
        uint8  qs[4][4][8][8]       [c][k][r][i] = row r's byte 32c+8k+i: low nibble element
                                    32·2c+8k+i (sub-block 2c), high nibble sub-block 2c+1 */
   LAYOUT_Q4_KX8 = 3,
-  /* Q6_K, per group and super-block (2192 bytes):
-       uint16 d[8]
-       int8   sc[8][8][2]          [p][r][s] = row r's scale of 16-element group 2p+s
-       uint8  q[32][8][8]          [c][r][i] = row r's 6-bit quant (0..63) of element 8c+i
-     The 4 + 2 bits of each quant are joined at repack time: 8 bits per weight instead of 6.56
-     (+34 % bytes) buys a product without unpacking — one load per 64 weights, as Q8_0. Decoding
-     a 6-bit layout cost more instructions than the bytes it saved: a single core read Q6_K at
-     12–15 GB/s against 23 for Q4_0 (AMD EPYC Zen 4, 102,400 × 2,048, one token). */
-  LAYOUT_Q6_KX8 = 4,
+  /* 4: retired. Q6_K with its 4 + 2 bits joined into one byte per weight at repack (2,192 bytes
+     per group and super-block, +30 %): once the AVX-512 level's choice, since a single Zen 4 core
+     read it faster than it unpacked 6 bits; two cores decoding together are bound by DRAM instead,
+     and every level now reads LAYOUT_Q6_K6X8. The id stays unused so that cache files written
+     with it miss (their key names it) rather than alias another layout. */
   /* Q5_0, per group and block (176 bytes): uint16 d[8]; uint8 hb[4][8] = [p][r] byte p of row r's
      32 fifth bits (bit i of byte p: element 8p+i); uint8 qs[2][8][8] as Q4_0. The bytes of hb[p]
      taken as one 64-bit word are a byte mask over a 64-byte register of 8 rows × 8 elements.
      (Q4_K_M files store the experts' down products, 1,408 columns, in Q5_0: K blocks need 256.) */
   LAYOUT_Q5_0X8 = 5,
   /* Q6_K at the file's 6.56 bits per weight, per group and super-block (1680 bytes):
-       uint16 d[8]; int8 sc[8][8][2] as LAYOUT_Q6_KX8
+       uint16 d[8]
+       int8   sc[8][8][2]          [p][r][s] = row r's scale of 16-element group 2p+s
        uint8  ql[8][2][8][8]       [p][k][r][i] = row r's low 4 bits of element 32p+8k+i (low
                                    nibble) and of element 32p+16+8k+i (high nibble)
        uint8  qh[8][8][8]          [p][r][i] = row r's high 2 bits of element 32p+8j+i at bits
                                    2j, 2j+1 (j < 4)
      so three 32-byte loads (ql k = 0, 1 and qh) give, with masks and shifts, the four 8-element
-     chunks 4p … 4p+3 of 4 rows as bytes of LAYOUT_Q6_KX8. Two cores decoding together are bound
-     by DRAM, not by those instructions: the 102,400-row Q6_K head of V2-Lite read 172 MB a token
-     instead of 225 (AMD EPYC Zen 3, figures at the AVX2 kernel). Prompts pay a little for it: a
-     2,048 × 2,048 product at 8–64 tokens ran 1.0× the 8-bit layout's, at 512 tokens 0.83–0.89×
-     (joining a group once into an 8-bit buffer for all token tiles measured slower still). A
-     level that implements this layout is given it for Q6_K; the others keep LAYOUT_Q6_KX8. */
+     chunks 4p … 4p+3 of 4 rows as bytes 0..63 (64-byte loads: of 8 rows). Two cores decoding
+     together are bound by DRAM, not by those instructions: the 102,400-row Q6_K head of V2-Lite
+     read 172 MB a token instead of 225 (AMD EPYC Zen 3, figures at the AVX2 kernel). Prompts pay a
+     little for it: a 2,048 × 2,048 product at 8–64 tokens ran 1.0× the 8-bit layout's, at 512
+     tokens 0.83–0.89× (AVX2; 0.86–0.91× on AMX tiles); joining a group once into an 8-bit buffer
+     for all token tiles measured slower still. All levels read Q6_K in this layout only. Against the retired 8-bit layout, the 102,400-row head at
+     the AVX-512 level: 12.4–16.1 → 9.3–11.7 ms a token (Intel Xeon with AMX, 2 threads). */
   LAYOUT_Q6_K6X8 = 6,
   LAYOUT_COUNT = 7,
 };

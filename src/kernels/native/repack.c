@@ -142,14 +142,13 @@ static int layout_of(int wtype) {
     case QT_Q4_0: return LAYOUT_Q4_0X8;
     case QT_Q8_0: return LAYOUT_Q8_0X8;
     case QT_Q4_K: return LAYOUT_Q4_KX8;
-    case QT_Q6_K: return active_ops->gemm[LAYOUT_Q6_K6X8] ? LAYOUT_Q6_K6X8 : LAYOUT_Q6_KX8;
+    case QT_Q6_K: return LAYOUT_Q6_K6X8;
     case QT_Q5_0: return LAYOUT_Q5_0X8;
     default: return LAYOUT_ROWS;
   }
 }
 
 int packed_layout_fits(int layout, int wtype) {
-  if (layout == LAYOUT_Q6_KX8 || layout == LAYOUT_Q6_K6X8) return wtype == QT_Q6_K;
   return layout > LAYOUT_ROWS && layout < LAYOUT_COUNT && layout == layout_of(wtype);
 }
 
@@ -159,7 +158,6 @@ static size_t group_block_bytes(int layout) {
     case LAYOUT_Q4_0X8: return 144;
     case LAYOUT_Q8_0X8: return 272;
     case LAYOUT_Q4_KX8: return 1184;
-    case LAYOUT_Q6_KX8: return 2192;
     case LAYOUT_Q5_0X8: return 176;
     case LAYOUT_Q6_K6X8: return 1680;
     default: return 0;
@@ -182,8 +180,8 @@ int repack_layout(int wtype, int64_t rows, int64_t cols) {
 size_t repack_bytes(int wtype, int64_t rows, int64_t cols) { return packed_bytes(layout_of(wtype), wtype, rows, cols); }
 
 size_t packed_bytes(int layout, int wtype, int64_t rows, int64_t cols) {
-  /* Q4_K gains 4 bytes per row and super-block from unpacked 6-bit scales, LAYOUT_Q6_KX8 64 from
-     its 8-bit quants; the others are a permutation of the rows. */
+  /* Q4_K gains 4 bytes per row and super-block from unpacked 6-bit scales; the others are a
+     permutation of the rows. */
   int be = quant_block_elements(wtype), bb = quant_block_bytes(wtype);
   int64_t groups = rows / ROW_GROUP, blocks = cols / be;
   return (size_t)(groups * blocks) * group_block_bytes(layout) + (size_t)((rows - groups * ROW_GROUP) * blocks * bb);
@@ -244,14 +242,6 @@ static void pack_block(int layout, const uint8_t *const src[ROW_GROUP], uint8_t 
         }
         for (int c = 0; c < 4; c++)
           for (int k = 0; k < 4; k++) memcpy(o + 160 + (c * 4 + k) * 64 + r * 8, s + 16 + 32 * c + 8 * k, 8);
-      }
-      break;
-    case LAYOUT_Q6_KX8:
-      for (int r = 0; r < 8; r++) {
-        const uint8_t *s = src[r];
-        memcpy(o + 2 * r, s + 208, 2);
-        for (int g = 0; g < 16; g++) o[16 + (g >> 1) * 16 + r * 2 + (g & 1)] = s[192 + g];
-        for (int e = 0; e < 256; e++) o[144 + (e >> 3) * 64 + r * 8 + (e & 7)] = q6_k_quant(s, e);
       }
       break;
     case LAYOUT_Q6_K6X8:

@@ -118,10 +118,8 @@ static void gemm_q4_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
   }
 }
 
-/* Row r's 6-bit quant of element e in a group-block of LAYOUT_Q6_KX8 (8 bits each) or
-   LAYOUT_Q6_K6X8 (4 + 2 bits, ops.h). */
-static int q6_k_quant_of(const uint8_t *blk, int six, int r, int e) {
-  if (!six) return blk[144 + (e >> 3) * 64 + r * 8 + (e & 7)];
+/* Row r's 6-bit quant of element e in a group-block of LAYOUT_Q6_K6X8 (4 + 2 bits, ops.h). */
+static int q6_k_quant_of(const uint8_t *blk, int r, int e) {
   int p = e >> 5, j = (e >> 3) & 3, i = e & 7;
   uint8_t lo = blk[144 + p * 128 + (j & 1) * 64 + r * 8 + i], hi = blk[1168 + p * 64 + r * 8 + i];
   return (j < 2 ? lo & 15 : lo >> 4) | (((hi >> (2 * j)) & 3) << 4);
@@ -129,10 +127,10 @@ static int q6_k_quant_of(const uint8_t *blk, int six, int r, int e) {
 
 /* Q6_K: w = d·sc_g·(q − 32) per 16-element group g (dequantize_row_q6_K), so a super-block gives
    dx·d·(Σ_g sc_g·Σ q·qx − 32·Σ_g sc_g·Σ qx). */
-static void gemm_q6_k(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
-                      int64_t tokens, int64_t g0, int64_t g1, int six) {
+static void gemm_q6_k6x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *xv, int64_t xs, int64_t blocks,
+                         int64_t tokens, int64_t g0, int64_t g1) {
   const act_q8kx *x = xv;
-  const size_t block_bytes = six ? 1680 : 2192;
+  const size_t block_bytes = 1680;
   for (int64_t g = g0; g < g1; g++) {
     const uint8_t *wg = w + (size_t)g * gbytes;
     for (int64_t t = 0; t < tokens; t++) {
@@ -146,7 +144,7 @@ static void gemm_q6_k(float *y, int64_t ys, const uint8_t *w, size_t gbytes, con
             int sc = (int8_t)blk[16 + (gi >> 1) * 16 + r * 2 + (gi & 1)];
             corr += sc * a->bs16[gi];
             int32_t s = 0;
-            for (int e = 16 * gi; e < 16 * gi + 16; e++) s += q6_k_quant_of(blk, six, r, e) * a->q[e];
+            for (int e = 16 * gi; e < 16 * gi + 16; e++) s += q6_k_quant_of(blk, r, e) * a->q[e];
             isum += sc * s;
           }
           acc[r] += a->d * F16(blk, r) * (float)(isum - 32 * corr);
@@ -157,20 +155,10 @@ static void gemm_q6_k(float *y, int64_t ys, const uint8_t *w, size_t gbytes, con
   }
 }
 
-static void gemm_q6_kx8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *x, int64_t xs, int64_t blocks,
-                        int64_t tokens, int64_t g0, int64_t g1) {
-  gemm_q6_k(y, ys, w, gbytes, x, xs, blocks, tokens, g0, g1, 0);
-}
-
-static void gemm_q6_k6x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, const void *x, int64_t xs, int64_t blocks,
-                         int64_t tokens, int64_t g0, int64_t g1) {
-  gemm_q6_k(y, ys, w, gbytes, x, xs, blocks, tokens, g0, g1, 1);
-}
-
 const kernel_ops ops_scalar = {
     .name = "scalar",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
-             [LAYOUT_Q5_0X8] = gemm_q5_0x8, [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
+             [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .quantise_block = quantise_block_scalar,
     .silu_mul = silu_mul_scalar,
     .exp_shifted = exp_shifted_scalar,

@@ -192,17 +192,25 @@ static void build_q4_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64
   }
 }
 
-/* Q6_K (the 8-bit layout), per super-block: 16 groups × 256 bytes of B (quants − 32, K = 16), the
-   groups' scales as int32 [16][16], d [16]. */
+/* Q6_K, per super-block: 16 groups × 256 bytes of B (quants − 32, K = 16), the groups' scales as
+   int32 [16][16], d [16]. */
 #define Q6K_BLOCK (4096 + 1024 + 64)
 
-static void build_q6_k(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
+/* From LAYOUT_Q6_K6X8 (1,680 bytes per group and super-block), its chunks joined as the AVX-512
+   tile joins them. */
+static void build_q6_k6(uint8_t *dst, const uint8_t *wa, const uint8_t *wb, int64_t blocks) {
   const __m512i off = _mm512_set1_epi8(32);
   for (int64_t i = 0; i < blocks; i++, dst += Q6K_BLOCK) {
-    const uint8_t *a = wa + i * 2192, *b = wb + i * 2192;
-    for (int c = 0; c < 32; c++) /* chunk c: elements 8c..8c+7 of group c/2 */
-      put_rows(dst + (c / 2) * 256 + (c % 2) * 128, _mm512_sub_epi8(_mm512_loadu_si512(a + 144 + 64 * c), off),
-               _mm512_sub_epi8(_mm512_loadu_si512(b + 144 + 64 * c), off));
+    const uint8_t *a = wa + i * 1680, *b = wb + i * 1680;
+    for (int p = 0; p < 8; p++) {
+      __m512i ca[4], cb[4];
+      q6_k6_chunks(a, p, ca);
+      q6_k6_chunks(b, p, cb);
+      for (int j = 0; j < 4; j++) {
+        const int c = 4 * p + j;
+        put_rows(dst + (c / 2) * 256 + (c % 2) * 128, _mm512_sub_epi8(ca[j], off), _mm512_sub_epi8(cb[j], off));
+      }
+    }
     uint8_t *sc = dst + 4096;
     for (int p = 0; p < 8; p++)
       put_scale_pairs(sc + 2 * p * 64, sc + (2 * p + 1) * 64, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a + 16 + 16 * p))),
@@ -346,12 +354,12 @@ GROUP(rest_group_q4_0x8, q4_0_tile_whole, act_q8x, 8)
 GROUP(rest_group_q8_0x8, q8_0_tile_whole, act_q8x, 8)
 GROUP(rest_group_q5_0x8, q5_0_tile_whole, act_q8x, 8)
 GROUP(rest_group_q4_kx8, q4_k_tile, act_q8kx, 4)
-GROUP(rest_group_q6_kx8, q6_k_tile, act_q8kx, 4)
+GROUP(rest_group_q6_k6x8, q6_k6_tile, act_q8kx, 4)
 PACKED_GEMM(rest_q4_0x8, rest_group_q4_0x8, act_q8x)
 PACKED_GEMM(rest_q8_0x8, rest_group_q8_0x8, act_q8x)
 PACKED_GEMM(rest_q5_0x8, rest_group_q5_0x8, act_q8x)
 PACKED_GEMM(rest_q4_kx8, rest_group_q4_kx8, act_q8kx)
-PACKED_GEMM(rest_q6_kx8, rest_group_q6_kx8, act_q8kx)
+PACKED_GEMM(rest_q6_k6x8, rest_group_q6_k6x8, act_q8kx)
 
 /* The tail tile of `n` tokens (1..15) with a constant count, as GROUP does. */
 #define TAIL_TILE(TILE, n, ...)             \
@@ -410,11 +418,11 @@ AMX_GEMM(gemm_q4_0x8, act_q8x, build_q4_0, Q8X_BLOCK, 32, tile_q8x, rest_q4_0x8,
 AMX_GEMM(gemm_q8_0x8, act_q8x, build_q8_0, Q8X_BLOCK, 32, tile_q8x, rest_q8_0x8, 272)
 AMX_GEMM(gemm_q5_0x8, act_q8x, build_q5_0, Q8X_BLOCK, 32, tile_q8x, rest_q5_0x8, 176)
 AMX_GEMM(gemm_q4_kx8, act_q8kx, build_q4_k, Q4K_BLOCK, 32, tile_q4_k, rest_q4_kx8, 1184)
-AMX_GEMM(gemm_q6_kx8, act_q8kx, build_q6_k, Q6K_BLOCK, 16, tile_q6_k, rest_q6_kx8, 2192)
+AMX_GEMM(gemm_q6_k6x8, act_q8kx, build_q6_k6, Q6K_BLOCK, 16, tile_q6_k, rest_q6_k6x8, 1680)
 const kernel_ops ops_amx = {
     .name = "amx",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
-             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
+             [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,

@@ -211,11 +211,11 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 }
 
 /* LAYOUT_Q6_K6X8: each 16-element group's two chunks joined from their 4 low bits (ql) and 2
-   high bits (qh) into bytes 0..63, then as LAYOUT_Q6_KX8 was. The loads are repeated per group
+   high bits (qh) into bytes 0..63, then as the retired 8-bit layout (ops.h) was. The loads are repeated per group
    rather than kept, to leave registers to a 4-token tile. The block is prefetched a share per p
    rather than all at its start: 1.04–1.19× on a 16,384 × 2,048 product (AMD EPYC Zen 3, one
    token, both orders); the same spread measured within noise on Q4_K's 1,184-byte blocks. One
-   token against LAYOUT_Q6_KX8: 1.25–1.32× at 2 threads, 1.25× at one. */
+   token against that 8-bit layout: 1.25–1.32× at 2 threads, 1.25× at one. */
 INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int h0, const int nh,
                       const int nt, const int pf) {
   const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);

@@ -8,12 +8,12 @@ GROUP(group_q4_0x8, q4_0_tile, act_q8x, 8)
 GROUP(group_q8_0x8, q8_0_tile, act_q8x, 8)
 GROUP(group_q5_0x8, q5_0_tile, act_q8x, 8)
 GROUP(group_q4_kx8, q4_k_tile, act_q8kx, 4)
-GROUP(group_q6_kx8, q6_k_tile, act_q8kx, 4)
+GROUP(group_q6_k6x8, q6_k6_tile, act_q8kx, 4)
 PACKED_GEMM(gemm_q4_0x8, group_q4_0x8, act_q8x)
 PACKED_GEMM(gemm_q8_0x8, group_q8_0x8, act_q8x)
 PACKED_GEMM(gemm_q5_0x8, group_q5_0x8, act_q8x)
 PACKED_GEMM(gemm_q4_kx8, group_q4_kx8, act_q8kx)
-PACKED_GEMM(gemm_q6_kx8, group_q6_kx8, act_q8kx)
+PACKED_GEMM(gemm_q6_k6x8, group_q6_k6x8, act_q8kx)
 
 /* The same rounding as quantise_block_scalar, 16 values at a time: round-half-even from the
    conversion, then ties moved away from zero as roundf does. */
@@ -39,8 +39,8 @@ void quantise_block_avx512(const float *x, int n, float *d_out, int8_t *q) {
 
 const kernel_ops ops_avx512 = {
     .name = "avx512",
-    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_KX8] = gemm_q6_kx8,
-             [LAYOUT_Q5_0X8] = gemm_q5_0x8},
+    .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
+             [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,

@@ -229,12 +229,29 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
 
 /* ---------- Q6_K ---------- */
 
-INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+/* The four 8-element chunks 4p … 4p+3 of 8 rows as bytes 0..63 (8 bytes per row) from a
+   LAYOUT_Q6_K6X8 block: low nibbles of ql[p][k] are chunk 4p+k, high nibbles 4p+2+k, and qh[p]'s
+   bits 2j, 2j+1 chunk 4p+j's high bits (moved to bits 4, 5: 16-bit shifts by at most 4 bring no bit
+   of the neighbouring byte under the 0x30 mask). */
+INLINE void q6_k6_chunks(const uint8_t *blk, int p, __m512i q[4]) {
+  const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+  const __m512i L0 = _mm512_loadu_si512(blk + 144 + 128 * p), L1 = _mm512_loadu_si512(blk + 144 + 128 * p + 64);
+  const __m512i H = _mm512_loadu_si512(blk + 1168 + 64 * p);
+  q[0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+  q[1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
+  q[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
+  q[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4), _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+}
+
+/* LAYOUT_Q6_K6X8 (1,680 bytes per group and super-block, the file's 6.56 bits: fewer bytes for a
+   decode step that streams them from DRAM), joined to 8-bit chunks in registers. */
+INLINE void q6_k6_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
+  const int bytes = 1680;
   __m256 acc[4];
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
-    const uint8_t *blk = wg + b * 2192;
-    PREFETCH_AHEAD(blk, 2192);
+    const uint8_t *blk = wg + b * bytes;
+    PREFETCH_AHEAD(blk, bytes);
     __m512i isum[4];
     __m256i corr[4];
     for (int t = 0; t < nt; t++) {
@@ -245,9 +262,9 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
       /* groups 2p (chunks 4p, 4p+1) and 2p+1 (chunks 4p+2, 4p+3); their scales to lanes (2r, 2r+1) */
       const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
       const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
-      const uint8_t *q = blk + 144 + 4 * p * 64;
-      const __m512i q0 = _mm512_loadu_si512(q), q1 = _mm512_loadu_si512(q + 64), q2 = _mm512_loadu_si512(q + 128),
-                    q3 = _mm512_loadu_si512(q + 192);
+      __m512i c[4];
+      q6_k6_chunks(blk, p, c);
+      const __m512i q0 = c[0], q1 = c[1], q2 = c[2], q3 = c[3];
       for (int t = 0; t < nt; t++) {
         const int8_t *xq = x[t * xs + b].q + 32 * p;
         __m512i s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast8(xq)), q1, bcast8(xq + 8));
