@@ -276,10 +276,28 @@ INLINE void tile_q8x(float *y, int64_t ys, const uint8_t *bp, const act_q8x *x, 
   for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
 
+/* K formats: isum[t][n] = Σ_j sc_j[n]·C_j[t][n] over a super-block's `groups` scale groups of
+   `kbytes` elements each (B at bp + j·kbytes·16, the groups' int32 scales at sc + 64j), exact in
+   int32 as the AVX-512 tiles sum them. */
+INLINE void scaled_sums(__m512i isum[16], const int8_t *q, size_t stride, const uint8_t *bp, const uint8_t *sc, const int groups,
+                        const int kbytes, const int nt) {
+  int32_t sums[2][16][16] __attribute__((aligned(64)));
+  _Pragma("GCC unroll 16")
+  for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+  for (int j = 0; j < groups; j += 2) {
+    TILE_PRODUCT(0, 1, 2, q + kbytes * j, stride, bp + j * kbytes * 16, sums[0]);
+    TILE_PRODUCT(3, 4, 5, q + kbytes * (j + 1), stride, bp + (j + 1) * kbytes * 16, sums[1]);
+    const __m512i s0 = _mm512_load_si512(sc + 64 * j), s1 = _mm512_load_si512(sc + 64 * (j + 1));
+    _Pragma("GCC unroll 16")
+    for (int t = 0; t < nt; t++)
+      isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(sums[0][t]), s0),
+                                                           _mm512_mullo_epi32(_mm512_load_si512(sums[1][t]), s1)));
+  }
+}
+
 INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const uint8_t *na,
                       const uint8_t *nb, int64_t bb, const int nt) {
   float acc[16][16] __attribute__((aligned(64)));
-  int32_t sums[2][16][16] __attribute__((aligned(64)));
   const size_t stride = (size_t)xs * sizeof(act_q8kx);
   _Pragma("GCC unroll 16")
   for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
@@ -287,17 +305,7 @@ INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x
     prefetch_next(na, nb, bb, b, b + 1);
     const uint8_t *sc = bp + 4096, *mn = sc + 512, *dd = mn + 256;
     __m512i isum[16];
-    _Pragma("GCC unroll 16")
-    for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
-    for (int j = 0; j < 8; j += 2) {
-      TILE_PRODUCT(0, 1, 2, x[b].q + 32 * j, stride, bp + j * 512, sums[0]);
-      TILE_PRODUCT(3, 4, 5, x[b].q + 32 * (j + 1), stride, bp + (j + 1) * 512, sums[1]);
-      const __m512i s0 = _mm512_load_si512(sc + 64 * j), s1 = _mm512_load_si512(sc + 64 * (j + 1));
-      _Pragma("GCC unroll 16")
-      for (int t = 0; t < nt; t++)
-        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(sums[0][t]), s0),
-                                                             _mm512_mullo_epi32(_mm512_load_si512(sums[1][t]), s1)));
-    }
+    scaled_sums(isum, x[b].q, stride, bp, sc, 8, 32, nt);
     const __m512 d = _mm512_load_ps(dd), dmin = _mm512_load_ps(dd + 64);
     _Pragma("GCC unroll 16")
     for (int t = 0; t < nt; t++) {
@@ -318,7 +326,6 @@ INLINE void tile_q4_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x
 INLINE void tile_q6_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x, int64_t xs, int64_t blocks, const uint8_t *na,
                       const uint8_t *nb, int64_t bb, const int nt) {
   float acc[16][16] __attribute__((aligned(64)));
-  int32_t sums[2][16][16] __attribute__((aligned(64)));
   const size_t stride = (size_t)xs * sizeof(act_q8kx);
   _Pragma("GCC unroll 16")
   for (int t = 0; t < nt; t++) _mm512_store_ps(acc[t], _mm512_setzero_ps());
@@ -326,17 +333,7 @@ INLINE void tile_q6_k(float *y, int64_t ys, const uint8_t *bp, const act_q8kx *x
     prefetch_next(na, nb, bb, b, b + 1);
     const uint8_t *sc = bp + 4096;
     __m512i isum[16];
-    _Pragma("GCC unroll 16")
-    for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
-    for (int j = 0; j < 16; j += 2) {
-      TILE_PRODUCT(0, 1, 2, x[b].q + 16 * j, stride, bp + j * 256, sums[0]);
-      TILE_PRODUCT(3, 4, 5, x[b].q + 16 * (j + 1), stride, bp + (j + 1) * 256, sums[1]);
-      const __m512i s0 = _mm512_load_si512(sc + 64 * j), s1 = _mm512_load_si512(sc + 64 * (j + 1));
-      _Pragma("GCC unroll 16")
-      for (int t = 0; t < nt; t++)
-        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(sums[0][t]), s0),
-                                                             _mm512_mullo_epi32(_mm512_load_si512(sums[1][t]), s1)));
-    }
+    scaled_sums(isum, x[b].q, stride, bp, sc, 16, 16, nt);
     const __m512 d = _mm512_load_ps(sc + 1024);
     _Pragma("GCC unroll 16")
     for (int t = 0; t < nt; t++)
