@@ -46,8 +46,8 @@
           "target_name": "dseek_amx",
           "type": "static_library",
           "sources": ["src/kernels/native/arch/x86/amx.c"],
-          "cflags": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8"],
-          "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=gnu11", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8"] }
+          "cflags": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8", "-mamx-bf16"],
+          "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=gnu11", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8", "-mamx-bf16"] }
         }
       ]
     }],

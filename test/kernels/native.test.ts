@@ -156,6 +156,55 @@ test('shared-KV attention over several key chunks gives identical bits at 1, 2 a
   }
 });
 
+// Decode latent attention past one 128-key chunk runs each level's whole-chunk kernel (AVX-512: 8-row
+// and 8-head register tiles; AMX: bf16 tiles over split parts of f16 rows). Shapes cross its edges:
+// V2-Lite's 16 heads × 576 (a last chunk of 44 rows), 20 heads (a partial 16-head panel), 128
+// heads, a width and value width off the 32-column blocks (45, 37), a last chunk of 5 rows, pages
+// of 48 rows (a page boundary inside chunks), uneven contexts in one call.
+const chunkShapes = [
+  [1, 16, 576, 512, 300],
+  [2, 20, 72, 64, 261],
+  [1, 128, 64, 48, 140],
+  [3, 3, 45, 37, 133],
+  [2, 16, 576, 512, 129],
+] as const;
+
+for (const level of nativeLevels().filter((l) => l.supported)) {
+  test(`${level.name}: decode latent attention over key chunks (f32 and f16 rows, partial panels and tiles) agrees with the reference`, { skip }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const [queries, heads, width, va, rows] of chunkShapes) {
+      const contextLengths = Int32Array.from({ length: queries }, (_, t) => rows - 2 * (queries - 1 - t));
+      const shape = { queries, heads, contextLengths, scale: 0.13 };
+      const qa = randomVec(queries * heads * va);
+      const qb = randomVec(queries * heads * (width - va));
+      for (const kv of pagedRows(rows, width, 48, queries)) {
+        const ra = new Float32Array(queries * heads * va);
+        const na = new Float32Array(queries * heads * va);
+        ref.sharedKvAttention(ra, qa, qb, kv, va, shape);
+        nb.sharedKvAttention(na, qa, qb, kv, va, shape);
+        const diff = maxRelDiff(na, ra);
+        assert.ok(diff < 1e-5, `${level.name} ${kv.dtype} ${queries}/${heads}/${width}/${va}/${rows}: ${diff}`);
+      }
+    }
+  });
+
+  test(`${level.name}: decode latent attention gives identical bits at 1, 2 and 7 threads (f32 and f16 rows)`, { skip }, () => {
+    const [queries, heads, width, va, rows] = [2, 20, 72, 64, 420];
+    const shape = { queries, heads, contextLengths: Int32Array.from([rows - 77, rows]), scale: 0.11 };
+    const qa = randomVec(queries * heads * va);
+    const qb = randomVec(queries * heads * (width - va));
+    for (const kv of pagedRows(rows, width, 64, queries)) {
+      const outputs = [1, 2, 7].map((threads) => {
+        const out = new Float32Array(queries * heads * va);
+        createNativeBackend(threads, level.name)!.sharedKvAttention(out, qa, qb, kv, va, shape);
+        return out;
+      });
+      assert.deepEqual(outputs[1], outputs[0], kv.dtype);
+      assert.deepEqual(outputs[2], outputs[0], kv.dtype);
+    }
+  });
+}
+
 // Prompt attention runs as register-tiled products per (head, block of 48 queries); the tile is
 // 6 queries × 16 keys or values. Shapes cross every boundary: one query, a partial query block,
 // several blocks, a partial tile, 128 heads (V2/V3), contexts longer than the chunk's own queries.

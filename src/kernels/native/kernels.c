@@ -693,9 +693,11 @@ static void skv_prefetch_step(skv_prefetch *p) {
   }
 }
 
+static void skv_prefetch_tick(void *p) { skv_prefetch_step(p); }
+
 /* One chunk, rows [j0, j0 + m) of query t, into `part`; prefetches rows [next0, next1) meanwhile. */
 static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float *part, const float *queries,
-                      int64_t next0, int64_t next1) {
+                      int queries_new, int64_t next0, int64_t next1) {
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, W = c->width;
   /* q8 rows are dequantised once, into a chunk of f32 rows that the values read too */
@@ -709,9 +711,27 @@ static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float 
   if (!block || !st || !s || !edge || !value_rows || !acc) abort();
   int64_t groups = (m + GEMM_F32_MR - 1) / GEMM_F32_MR, panels = (va + GEMM_F32_NR - 1) / GEMM_F32_NR;
   skv_prefetch pf;
-  skv_prefetch_start(&pf, c, t, next0, next1, groups + panels);
   /* the stored rows, found through the block table once per page */
   skv_rows(c, t, j0, m, value_rows);
+  if (active_ops->latent_chunk) {
+    /* the level's whole-chunk kernel, over the stored rows (q8 ones dequantised first) */
+    skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, va));
+    if (c->kvtype == 2) {
+      for (int64_t j = 0; j < m; j++) {
+        skv_q8_row(block + j * W, (const uint8_t *)value_rows[j], W);
+        value_rows[j] = block + j * W;
+      }
+    }
+    active_ops->latent_chunk(acc, R, value_rows, c->kvtype == 1, m, W, va, queries, queries_new, H, c->scale,
+                             skv_prefetch_tick, &pf);
+    for (int64_t h = 0; h < H; h++) {
+      for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
+      for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
+    }
+    copy_streaming(part, acc, H * R);
+    return;
+  }
+  skv_prefetch_start(&pf, c, t, next0, next1, groups + panels);
   /* Sᵀ = rows · qᵀ, 6 rows at a time, each group converted to f32 as the A operand */
   for (int64_t g = 0; g < m; g += GEMM_F32_MR) {
     int64_t mg = m - g < GEMM_F32_MR ? m - g : GEMM_F32_MR;
@@ -771,7 +791,7 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
       int64_t j0 = ch * SKV_CHUNK, m = n - j0 < SKV_CHUNK ? n - j0 : SKV_CHUNK;
       int64_t next0 = ch + 1 < ch1 ? j0 + SKV_CHUNK : 0, next1 = ch + 1 < ch1 ? (n < j0 + 2 * SKV_CHUNK ? n : j0 + 2 * SKV_CHUNK) : 0;
       float *part = f->partial + (size_t)((f->first[i] + ch) * H) * (size_t)SKV_RECORD(va);
-      skv_chunk(f, t, j0, m, part, queries, next0, next1);
+      skv_chunk(f, t, j0, m, part, queries, ch == ch0, next0, next1);
     }
   }
 #ifdef DSEEK_X86

@@ -103,9 +103,27 @@ typedef void (*packed_gemm_fn)(float *y, int64_t ys, const uint8_t *w, size_t gr
     for (int64_t g = g0; g < g1; g++) GROUP(y + 8 * g, ys, w + (size_t)g * gbytes, (const ACT *)x, xs, blocks, tokens); \
   }
 
+/*
+ * One chunk of decode-time latent attention (kernels.c, skv_chunk), for levels whose registers
+ * hold a panel of 16 heads: rows[j] (j < m) are the chunk's latent rows of W values, f16 bits when
+ * rows_f16 and f32 otherwise; `queries` are the H heads' [q_lat | q_rope] rows packed as gemm_f32
+ * panels (gemm_f32.h: K = W, 16 heads a panel), new since this thread's previous call when
+ * queries_new. Writes, per head h, rec[h·R] = max_j s_j, rec[h·R + 1] = Σ_j e^(s_j − max) and
+ * rec[h·R + 8 + c] = Σ_j e^(s_j − max)·rows[j][c] for c < va, where s_j = scale·(rows_j · q_h);
+ * the other floats of the records may be overwritten (the caller sets them after). `step(arg)` is
+ * called LATENT_CHUNK_STEPS times, spread over the work (the caller prefetches its next rows).
+ * Every sum runs in a fixed order, whatever the thread count.
+ */
+typedef void (*latent_chunk_fn)(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W,
+                                int64_t va, const float *queries, int queries_new, int64_t H, float scale,
+                                void (*step)(void *), void *arg);
+#define LATENT_CHUNK_STEPS(m, H, va) ((((m) + 15) / 16) * (((H) + 15) / 16) + ((va) + 31) / 32)
+
 typedef struct {
   const char *name;
   packed_gemm_fn gemm[LAYOUT_COUNT];
+  /* NULL: kernels.c composes the chunk from its f32 panel products (gemm_f32.h). */
+  latent_chunk_fn latent_chunk;
   /* Quantise one block (32 or 256 values) as d = amax/127, q = round-half-away(x/d). */
   void (*quantise_block)(const float *x, int n, float *d, int8_t *q);
   /* y[i] = silu(gate[i]) · up[i] (y may alias gate): the experts' activation between products. */
@@ -138,6 +156,10 @@ float exp_shifted_scalar(float *s, int64_t n, float max);
 void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses these too */
 float exp_shifted_avx2(float *s, int64_t n, float max);
 void quantise_block_avx512(const float *x, int n, float *d, int8_t *q); /* and the AMX level this */
+void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
+                         const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg); /* and this */
+/* The chunk's softmax, s[j·16⌈H/16⌉ + h] = e^(scale·s − max_h) for j < m, max and sum into the records. */
+void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H, float scale);
 #endif
 float f16_bits_to_f32(uint16_t h);
 

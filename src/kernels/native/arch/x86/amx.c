@@ -1,7 +1,8 @@
 /*
- * The AMX level: the AVX-512 level plus Intel AMX-INT8 matrix tiles for prompts (built with the
- * AVX-512 flags and -mamx-tile -mamx-int8; chosen only when the CPU has the tiles and Linux grants
- * this process their state, see amx_usable).
+ * The AMX level: the AVX-512 level plus Intel AMX-INT8 matrix tiles for prompts and AMX-BF16 ones
+ * for decode latent attention (built with the AVX-512 flags and -mamx-tile -mamx-int8 -mamx-bf16;
+ * chosen only when the CPU has the INT8 tiles and Linux grants this process their state, see
+ * amx_usable; the BF16 kernel checks for its own feature).
  *
  * One `tdpbssd` multiplies a 16 × K int8 tile by a K × 16 one into 16 × 16 int32 sums (Intel
  * Architecture Instruction Set Extensions Programming Reference, ch. 3, "Intel AMX"). Here A is 16
@@ -416,10 +417,240 @@ AMX_GEMM(gemm_q8_0x8, act_q8x, build_q8_0, Q8X_BLOCK, 32, tile_q8x, rest_q8_0x8,
 AMX_GEMM(gemm_q5_0x8, act_q8x, build_q5_0, Q8X_BLOCK, 32, tile_q8x, rest_q5_0x8, 176)
 AMX_GEMM(gemm_q4_kx8, act_q8kx, build_q4_k, Q4K_BLOCK, 32, tile_q4_k, rest_q4_kx8, 1184)
 AMX_GEMM(gemm_q6_k6x8, act_q8kx, build_q6_k6, Q6K_BLOCK, 16, tile_q6_k, rest_q6_k6x8, 1680)
+/* ---------- decode latent attention on AMX-BF16 tiles ---------- */
+
+/*
+ * One `tdpbf16ps` adds a 16 × 32 by 32 × 16 product of bf16 values into 16 × 16 f32 sums. bf16
+ * keeps 8 significant bits, so every operand is split into bf16 parts whose sum is exactly the
+ * value: an f16 latent (11 bits) into two, t = t₁ + t₂ (t₁ its top 8 bits, t₂ the other 3), an f32
+ * query or weight (24 bits) into three. A product then takes the five part products whose weight
+ * reaches 2⁻¹⁶ of it, q₁t₁ + q₂t₁ + q₃t₁ + q₁t₂ + q₂t₂; the one left out, q₃t₂, is below
+ * 2⁻²⁴ of q·t, under f32 rounding. Each part product is exact in f32 (8 × 8 bits) and the tiles add
+ * them in f32 (rounding to nearest even, Intel's ISE reference, ch. 3 "TDPBF16PS"), so the result
+ * is an f32 sum like the AVX-512 one, in another order, at 5 tile products per block of 32.
+ *
+ * Per chunk: the rows' parts as A tiles of the scores (row-major, W values a row) and, for the
+ * first va columns, as B tiles of the values (pairs of rows interleaved, B[j/2][2c + j%2]); the
+ * queries' parts as B tiles of the scores, built once per query and thread; scores S[j][h] per 16
+ * rows, the softmax of latent_softmax_avx512, the weights transposed to P[h][j] and split as A
+ * tiles, then O[h][c] per 16 columns. Rows as f32 or q8 (more than 16 bits) go to the AVX-512
+ * kernel; so does a CPU without AMX-BF16.
+ */
+static int amx_bf16_usable(void) {
+  static int known = -1;
+  if (known < 0) {
+    unsigned a, b, c, d;
+    known = amx_usable() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 22) & 1); /* AMX-BF16 */
+  }
+  return known;
+}
+
+static void configure_bf16_tiles(void) {
+  tile_config c;
+  memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 8; i++) {
+    c.rows[i] = 16;
+    c.colsb[i] = 64;
+  }
+  __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+/* x with its mantissa cut to bf16's 7 bits: the top part of a split, exact as bf16. */
+INLINE __m512 bf16_top(__m512 x) {
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+/* Lane n: (b's bf16 << 16) | a's bf16, for a and b with their low 16 bits zero: a B tile's pair of
+   elements k = 2p (from a) and 2p + 1 (from b) of column n. */
+INLINE __m512i bf16_pairs(__m512 a, __m512 b) {
+  return _mm512_or_si512(_mm512_castps_si512(b), _mm512_srli_epi32(_mm512_castps_si512(a), 16));
+}
+
+/* 32 bf16: the high halves of lo's 16 lanes, then of hi's. */
+INLINE __m512i bf16_pack(__m512 lo, __m512 hi) {
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19, 17,
+                                       15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(_mm512_castps_si512(lo), odd, _mm512_castps_si512(hi));
+}
+
+/* out[r·ld + c] = (C0 + C1) + C2 for the 16 × 16 sums of tiles 0, 1, 2: three chains of tile
+   products, not one, so that each waits less on the one before (a product's latency is several
+   times its issue interval). */
+INLINE void tiles_sum3(float *out, int64_t ld, float *sums) {
+  _tile_stored(0, sums, 64);
+  _tile_stored(1, sums + 256, 64);
+  _tile_stored(2, sums + 512, 64);
+  for (int r = 0; r < 16; r++)
+    _mm512_storeu_ps(out + r * ld, _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sums + 16 * r), _mm512_load_ps(sums + 256 + 16 * r)),
+                                                 _mm512_load_ps(sums + 512 + 16 * r)));
+}
+
+/* A thread's buffers for the chunk, grown as needed. */
+typedef struct {
+  uint8_t *p;
+  size_t bytes;
+} lc_buf;
+static __thread lc_buf lc_q, lc_k, lc_v, lc_s, lc_p;
+
+static void *lc_grow(lc_buf *b, size_t bytes) {
+  if (b->bytes < bytes) {
+    free(b->p);
+    b->p = NULL;
+    b->bytes = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    b->p = p;
+    b->bytes = bytes;
+  }
+  return b->p;
+}
+
+static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
+                             const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg) {
+  if (!rows_f16 || m <= 0 || va > W || !amx_bf16_usable()) {
+    latent_chunk_avx512(rec, R, rows, rows_f16, m, W, va, queries, queries_new, H, scale, step, arg);
+    return;
+  }
+  static __thread int64_t q_w, q_h; /* the shape the query tiles were built for */
+  const int64_t panels = (H + 15) / 16, HS = 16 * panels, Wp = (W + 31) / 32 * 32, KB = Wp / 32;
+  const int64_t mp = (m + 31) / 32 * 32, CT = (va + 15) / 16;
+  uint8_t *qv = lc_grow(&lc_q, (size_t)(panels * KB * 3 * 1024));
+  uint16_t *ka = lc_grow(&lc_k, sizeof(uint16_t) * (size_t)(2 * mp * Wp));
+  uint8_t *vb = lc_grow(&lc_v, (size_t)((mp / 32) * CT * 2 * 1024));
+  float *s = lc_grow(&lc_s, sizeof(float) * (size_t)(mp * HS));
+  uint16_t *pa = lc_grow(&lc_p, sizeof(uint16_t) * (size_t)(panels * 3 * 16 * mp));
+  if (!qv || !ka || !vb || !s || !pa) abort();
+
+  /* the queries' three parts as B tiles: tile (panel, block, part) row p = q_h[32·block + 2p + i] */
+  if (queries_new || q_w != W || q_h != H) {
+    q_w = W;
+    q_h = H;
+    for (int64_t hp = 0; hp < panels; hp++)
+      for (int64_t kb = 0; kb < KB; kb++)
+        for (int64_t p = 0; p < 16; p++) {
+          int64_t k = 32 * kb + 2 * p;
+          const float *panel = queries + hp * W * 16;
+          __m512 a = k < W ? _mm512_loadu_ps(panel + k * 16) : _mm512_setzero_ps();
+          __m512 b = k + 1 < W ? _mm512_loadu_ps(panel + (k + 1) * 16) : _mm512_setzero_ps();
+          uint8_t *t = qv + (hp * KB + kb) * 3 * 1024 + p * 64;
+          for (int part = 0; part < 3; part++) {
+            __m512 ta = part < 2 ? bf16_top(a) : a, tb = part < 2 ? bf16_top(b) : b;
+            _mm512_store_si512(t + part * 1024, bf16_pairs(ta, tb));
+            a = _mm512_sub_ps(a, ta);
+            b = _mm512_sub_ps(b, tb);
+          }
+        }
+  }
+
+  /* the rows' two parts: K (plane 0 the tops, plane 1 the rests) and, for c < va, V's B tiles */
+  uint16_t *k1 = ka, *k2 = ka + mp * Wp;
+  for (int64_t j = 0; j < mp; j += 2) {
+    const uint16_t *ra = j < m ? rows[j] : NULL, *rb = j + 1 < m ? rows[j + 1] : NULL;
+    for (int64_t kb = 0; kb < KB; kb++) {
+      int64_t k = 32 * kb, n = W - k < 32 ? W - k : 32;
+      __mmask32 mask = n == 32 ? 0xFFFFFFFFu : (1u << n) - 1;
+      __m512i ha = ra ? _mm512_maskz_loadu_epi16(mask, ra + k) : _mm512_setzero_si512();
+      __m512i hb = rb ? _mm512_maskz_loadu_epi16(mask, rb + k) : _mm512_setzero_si512();
+      __m512 a0 = _mm512_cvtph_ps(_mm512_castsi512_si256(ha)), a1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(ha, 1));
+      __m512 b0 = _mm512_cvtph_ps(_mm512_castsi512_si256(hb)), b1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(hb, 1));
+      __m512 ta0 = bf16_top(a0), ta1 = bf16_top(a1), tb0 = bf16_top(b0), tb1 = bf16_top(b1);
+      __m512 ea0 = _mm512_sub_ps(a0, ta0), ea1 = _mm512_sub_ps(a1, ta1), eb0 = _mm512_sub_ps(b0, tb0), eb1 = _mm512_sub_ps(b1, tb1);
+      _mm512_store_si512(k1 + j * Wp + k, bf16_pack(ta0, ta1));
+      _mm512_store_si512(k2 + j * Wp + k, bf16_pack(ea0, ea1));
+      _mm512_store_si512(k1 + (j + 1) * Wp + k, bf16_pack(tb0, tb1));
+      _mm512_store_si512(k2 + (j + 1) * Wp + k, bf16_pack(eb0, eb1));
+      for (int64_t q = 0; q < 2 && k + 16 * q < va; q++) {
+        uint8_t *t = vb + (((j / 32) * CT + (k / 16 + q)) * 2) * 1024 + (j % 32) / 2 * 64;
+        _mm512_store_si512(t, q ? bf16_pairs(ta1, tb1) : bf16_pairs(ta0, tb0));
+        _mm512_store_si512(t + 1024, q ? bf16_pairs(ea1, eb1) : bf16_pairs(ea0, eb0));
+      }
+    }
+  }
+
+  float sums[3 * 256] __attribute__((aligned(64)));
+  configure_bf16_tiles();
+  /* scores S[j][h], 16 rows × 16 heads a tile */
+  for (int64_t hp = 0; hp < panels; hp++)
+    for (int64_t g = 0; g < m; g += 16) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      for (int64_t kb = 0; kb < KB; kb++) {
+        const uint8_t *t = qv + (hp * KB + kb) * 3 * 1024;
+        _tile_loadd(3, k1 + g * Wp + 32 * kb, Wp * 2);
+        _tile_loadd(4, k2 + g * Wp + 32 * kb, Wp * 2);
+        _tile_loadd(5, t, 64);
+        _tile_loadd(6, t + 1024, 64);
+        _tile_loadd(7, t + 2048, 64);
+        _tile_dpbf16ps(0, 3, 5);
+        _tile_dpbf16ps(1, 3, 6);
+        _tile_dpbf16ps(2, 3, 7);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 5);
+      }
+      tiles_sum3(s + g * HS + 16 * hp, HS, sums);
+      if (step) step(arg);
+    }
+  latent_softmax_avx512(rec, R, s, m, H, scale);
+
+  /* the weights as P[h][j] in three parts, rows past m zero */
+  const __m512i rowsHS = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)HS));
+  for (int64_t hp = 0; hp < panels; hp++)
+    for (int64_t h = 0; h < 16; h++)
+      for (int64_t j = 0; j < mp; j += 32) {
+        __mmask16 m0 = j >= m ? 0 : m - j >= 16 ? 0xFFFF : (__mmask16)((1u << (m - j)) - 1);
+        __mmask16 m1 = j + 16 >= m ? 0 : m - j - 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (m - j - 16)) - 1);
+        const float *at = s + j * HS + 16 * hp + h;
+        __m512 lo = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, rowsHS, at, 4);
+        __m512 hi = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, rowsHS, at + 16 * HS, 4);
+        for (int part = 0; part < 3; part++) {
+          __m512 tl = part < 2 ? bf16_top(lo) : lo, th = part < 2 ? bf16_top(hi) : hi;
+          _mm512_storeu_si512(pa + ((hp * 3 + part) * 16 + h) * mp + j, bf16_pack(tl, th));
+          lo = _mm512_sub_ps(lo, tl);
+          hi = _mm512_sub_ps(hi, th);
+        }
+      }
+
+  /* values O[h][c], 16 heads × 16 columns a tile, into the records */
+  float tail[16 * 16];
+  for (int64_t hp = 0; hp < panels; hp++)
+    for (int64_t ct = 0; ct < CT; ct++) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      for (int64_t jb = 0; jb < mp / 32; jb++) {
+        const uint8_t *t = vb + ((jb * CT + ct) * 2) * 1024;
+        const uint16_t *a = pa + hp * 3 * 16 * mp + 32 * jb;
+        _tile_loadd(3, a, mp * 2);
+        _tile_loadd(4, a + 16 * mp, mp * 2);
+        _tile_loadd(5, a + 32 * mp, mp * 2);
+        _tile_loadd(6, t, 64);
+        _tile_loadd(7, t + 1024, 64);
+        _tile_dpbf16ps(0, 3, 6);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(0, 4, 7);
+        _tile_dpbf16ps(1, 3, 7);
+      }
+      int64_t heads = H - 16 * hp < 16 ? H - 16 * hp : 16, cols = va - 16 * ct < 16 ? va - 16 * ct : 16;
+      float *o = rec + 16 * hp * R + 8 + 16 * ct;
+      if (heads == 16 && cols == 16) {
+        tiles_sum3(o, R, sums);
+      } else {
+        tiles_sum3(tail, 16, sums);
+        for (int64_t h = 0; h < heads; h++) memcpy(o + h * R, tail + 16 * h, sizeof(float) * (size_t)cols);
+      }
+      if (step && hp == 0 && (ct % 2 == 1 || ct == CT - 1)) step(arg);
+    }
+  _tile_release();
+}
+
 const kernel_ops ops_amx = {
     .name = "amx",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
+    .latent_chunk = latent_chunk_amx,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,

@@ -1,8 +1,12 @@
 /*
  * The AVX-512 level (F, BW, VL, VNNI; built with those flags alone, chosen only when the CPU has
- * them): the tiles of avx512_tiles.h over every packed layout, and the activation quantiser.
+ * them): the tiles of avx512_tiles.h over every packed layout, the activation quantiser and the decode
+ * latent-attention chunk.
  */
 #include "avx512_tiles.h"
+
+#include <math.h>
+#include <stdlib.h>
 
 GROUP(group_q4_0x8, q4_0_tile, act_q8x, 8)
 GROUP(group_q8_0x8, q8_0_tile, act_q8x, 8)
@@ -37,10 +41,173 @@ void quantise_block_avx512(const float *x, int n, float *d_out, int8_t *q) {
   }
 }
 
+/* exp(x) for 16 lanes: exp_avx2's clamp, Cody–Waite reduction and polynomial (avx2.c), so both
+   levels round alike. */
+static inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.7f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* The chunk's softmax (ops.h): 16 heads a zmm, lane-wise over the rows. */
+void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H, float scale) {
+  const int64_t panels = (H + 15) / 16, HS = 16 * panels;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int64_t p = 0; p < panels; p++) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < m; j++) {
+      __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + j * HS + 16 * p), vscale);
+      _mm512_storeu_ps(s + j * HS + 16 * p, x);
+      vmax = _mm512_max_ps(x, vmax);
+    }
+    for (int64_t j = 0; j < m; j++) {
+      __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j * HS + 16 * p), vmax));
+      _mm512_storeu_ps(s + j * HS + 16 * p, e);
+      vsum = _mm512_add_ps(vsum, e);
+    }
+    float mx[16], sm[16];
+    _mm512_storeu_ps(mx, vmax);
+    _mm512_storeu_ps(sm, vsum);
+    for (int64_t i = 0; i < 16 && 16 * p + i < H; i++) {
+      rec[(16 * p + i) * R] = mx[i];
+      rec[(16 * p + i) * R + 1] = sm[i];
+    }
+  }
+}
+
+/*
+ * Decode latent attention over one chunk (ops.h, latent_chunk_fn). A zmm holds one value for each
+ * of 16 heads, so the whole chunk stays in that shape:
+ * - scores as 8 rows × 16 heads tiles: per k one load of the packed queries and 8 FMAs with the
+ *   rows' values broadcast from memory (8 independent sums cover the FMA latency);
+ * - the softmax over the chunk's rows lane-wise, 16 heads at once (max, exp, sum), the scores
+ *   left in place as weights s[j][h];
+ * - values as 8 heads × 32 columns tiles: per row two loads and 8 broadcast weights meet 16
+ *   accumulators, so the FMAs, not the loads, bound the loop.
+ * 16 heads × 4,096 f16 keys: 1.3 ms a layer against 1.7–2.4 for the AVX2 composition (6 × 16
+ * tiles of 8-lane FMAs, a scalar softmax per head); Intel Xeon with AMX, 2 threads, rows of 27
+ * layers read in turn.
+ */
+#define LC_ROWS 8
+#define LC_HEADS 8
+
+#define LC_SCORE(i) c##i = _mm512_fmadd_ps(_mm512_set1_ps(r##i[k]), q, c##i);
+#define LC_SCORE_STORE(i) \
+  if (j0 + i < m) _mm512_storeu_ps(s + (j0 + i) * HS + 16 * p, c##i);
+#define LC_VALUE(i)                                   \
+  {                                                   \
+    __m512 w = _mm512_set1_ps(wj[w##i]);              \
+    a##i##0 = _mm512_fmadd_ps(w, v0, a##i##0);        \
+    a##i##1 = _mm512_fmadd_ps(w, v1, a##i##1);        \
+  }
+#define LC_VALUE_STORE(i)                                                     \
+  if (h0 + i < H) {                                                           \
+    _mm512_mask_storeu_ps(rec + (h0 + i) * R + 8 + c, m0, a##i##0);           \
+    _mm512_mask_storeu_ps(rec + (h0 + i) * R + 8 + c + 16, m1, a##i##1);      \
+  }
+
+static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, int64_t W, int64_t va, const float *queries,
+                         int64_t H, float scale, float *s, void (*step)(void *), void *arg) {
+  const int64_t panels = (H + 15) / 16, HS = 16 * panels;
+  for (int64_t p = 0; p < panels; p++) {
+    const float *qp = queries + p * W * 16;
+    for (int64_t j0 = 0; j0 < m; j0 += LC_ROWS) {
+      /* a short tile repeats the last row and drops its sums */
+#define LC_ROW(i) const float *r##i = rows + (j0 + i < m ? j0 + i : m - 1) * W;
+      LC_ROW(0) LC_ROW(1) LC_ROW(2) LC_ROW(3) LC_ROW(4) LC_ROW(5) LC_ROW(6) LC_ROW(7)
+#undef LC_ROW
+      __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+      for (int64_t k = 0; k < W; k++) {
+        __m512 q = _mm512_loadu_ps(qp + k * 16);
+        LC_SCORE(0) LC_SCORE(1) LC_SCORE(2) LC_SCORE(3) LC_SCORE(4) LC_SCORE(5) LC_SCORE(6) LC_SCORE(7)
+      }
+      LC_SCORE_STORE(0) LC_SCORE_STORE(1) LC_SCORE_STORE(2) LC_SCORE_STORE(3)
+      LC_SCORE_STORE(4) LC_SCORE_STORE(5) LC_SCORE_STORE(6) LC_SCORE_STORE(7)
+      if (step && (j0 % 16 == 8 || j0 + LC_ROWS >= m) && j0 % 16 + LC_ROWS <= 16) step(arg); /* once per 16 rows */
+    }
+  }
+  latent_softmax_avx512(rec, R, s, m, H, scale);
+  for (int64_t c = 0; c < va; c += 32) {
+    int64_t n = va - c < 32 ? va - c : 32;
+    __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1), m1 = (__mmask16)(n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0);
+    for (int64_t h0 = 0; h0 < H; h0 += LC_HEADS) {
+      /* a short tile repeats the last head and drops its sums */
+#define LC_HEAD(i) const int64_t w##i = h0 + i < H ? h0 + i : H - 1;
+      LC_HEAD(0) LC_HEAD(1) LC_HEAD(2) LC_HEAD(3) LC_HEAD(4) LC_HEAD(5) LC_HEAD(6) LC_HEAD(7)
+#undef LC_HEAD
+      __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+      __m512 a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
+      for (int64_t j = 0; j < m; j++) {
+        const float *row = rows + j * W + c, *wj = s + j * HS;
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, row), v1 = _mm512_maskz_loadu_ps(m1, row + 16);
+        LC_VALUE(0) LC_VALUE(1) LC_VALUE(2) LC_VALUE(3) LC_VALUE(4) LC_VALUE(5) LC_VALUE(6) LC_VALUE(7)
+      }
+      LC_VALUE_STORE(0) LC_VALUE_STORE(1) LC_VALUE_STORE(2) LC_VALUE_STORE(3)
+      LC_VALUE_STORE(4) LC_VALUE_STORE(5) LC_VALUE_STORE(6) LC_VALUE_STORE(7)
+    }
+    if (step) step(arg);
+  }
+}
+
+/* A thread's chunk of rows as f32 (rows_f16, or rows not one block) and its scores. */
+static __thread float *lc_block, *lc_scores;
+static __thread int64_t lc_block_floats, lc_scores_floats;
+
+static float *lc_buffer(float **buf, int64_t *have, int64_t floats) {
+  if (*have < floats) {
+    free(*buf);
+    *buf = NULL;
+    *have = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sizeof(float) * (size_t)floats) != 0) return NULL;
+    *buf = p;
+    *have = floats;
+  }
+  return *buf;
+}
+
+void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
+                         const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg) {
+  (void)queries_new;
+  if (m <= 0) return;
+  float *s = lc_buffer(&lc_scores, &lc_scores_floats, m * 16 * ((H + 15) / 16));
+  if (!s) abort();
+  const float *block = rows[0];
+  int contiguous = !rows_f16;
+  for (int64_t j = 1; j < m && contiguous; j++) contiguous = (const float *)rows[j] == block + j * W;
+  if (!contiguous) {
+    float *b = lc_buffer(&lc_block, &lc_block_floats, m * W);
+    if (!b) abort();
+    for (int64_t j = 0; j < m; j++) {
+      if (!rows_f16) {
+        memcpy(b + j * W, rows[j], sizeof(float) * (size_t)W);
+        continue;
+      }
+      const uint16_t *h = rows[j];
+      int64_t k = 0;
+      for (; k + 16 <= W; k += 16) _mm512_storeu_ps(b + j * W + k, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + k))));
+      for (; k < W; k++) b[j * W + k] = f16_bits_to_f32(h[k]);
+    }
+    block = b;
+  }
+  latent_block(rec, R, block, m, W, va, queries, H, scale, s, step, arg);
+}
+
 const kernel_ops ops_avx512 = {
     .name = "avx512",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
+    .latent_chunk = latent_chunk_avx512,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,
