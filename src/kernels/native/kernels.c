@@ -715,7 +715,7 @@ static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float 
   skv_rows(c, t, j0, m, value_rows);
   if (active_ops->latent_chunk) {
     /* the level's whole-chunk kernel, over the stored rows (q8 ones dequantised first) */
-    skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, va));
+    skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, W, va));
     if (c->kvtype == 2) {
       for (int64_t j = 0; j < m; j++) {
         skv_q8_row(block + j * W, (const uint8_t *)value_rows[j], W);

@@ -111,13 +111,15 @@ typedef void (*packed_gemm_fn)(float *y, int64_t ys, const uint8_t *w, size_t gr
  * queries_new. Writes, per head h, rec[h·R] = max_j s_j, rec[h·R + 1] = Σ_j e^(s_j − max) and
  * rec[h·R + 8 + c] = Σ_j e^(s_j − max)·rows[j][c] for c < va, where s_j = scale·(rows_j · q_h);
  * the other floats of the records may be overwritten (the caller sets them after). `step(arg)` is
- * called LATENT_CHUNK_STEPS times, spread over the work (the caller prefetches its next rows).
+ * called LATENT_CHUNK_STEPS times, once per 16 rows × 32 columns of scores and 32 rows × 16
+ * columns of values, spread over the work (the caller prefetches its next rows a slice a call).
  * Every sum runs in a fixed order, whatever the thread count.
  */
 typedef void (*latent_chunk_fn)(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W,
                                 int64_t va, const float *queries, int queries_new, int64_t H, float scale,
                                 void (*step)(void *), void *arg);
-#define LATENT_CHUNK_STEPS(m, H, va) ((((m) + 15) / 16) * (((H) + 15) / 16) + ((va) + 31) / 32)
+#define LATENT_CHUNK_STEPS(m, H, W, va) \
+  ((((H) + 15) / 16) * (((m) + 15) / 16) * (((W) + 31) / 32) + (((va) + 15) / 16) * (((m) + 31) / 32))
 
 typedef struct {
   const char *name;

@@ -588,9 +588,9 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
         _tile_dpbf16ps(2, 3, 7);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 5);
+        if (step) step(arg);
       }
       tiles_sum3(s + g * HS + 16 * hp, HS, sums);
-      if (step) step(arg);
     }
   latent_softmax_avx512(rec, R, s, m, H, scale);
 
@@ -632,6 +632,7 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(0, 4, 7);
         _tile_dpbf16ps(1, 3, 7);
+        if (step && hp == 0) step(arg);
       }
       int64_t heads = H - 16 * hp < 16 ? H - 16 * hp : 16, cols = va - 16 * ct < 16 ? va - 16 * ct : 16;
       float *o = rec + 16 * hp * R + 8 + 16 * ct;
@@ -641,7 +642,6 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
         tiles_sum3(tail, 16, sums);
         for (int64_t h = 0; h < heads; h++) memcpy(o + h * R, tail + 16 * h, sizeof(float) * (size_t)cols);
       }
-      if (step && hp == 0 && (ct % 2 == 1 || ct == CT - 1)) step(arg);
     }
   _tile_release();
 }

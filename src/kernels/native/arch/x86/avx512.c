@@ -133,7 +133,8 @@ static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, in
       }
       LC_SCORE_STORE(0) LC_SCORE_STORE(1) LC_SCORE_STORE(2) LC_SCORE_STORE(3)
       LC_SCORE_STORE(4) LC_SCORE_STORE(5) LC_SCORE_STORE(6) LC_SCORE_STORE(7)
-      if (step && (j0 % 16 == 8 || j0 + LC_ROWS >= m) && j0 % 16 + LC_ROWS <= 16) step(arg); /* once per 16 rows */
+      if (step && (j0 % 16 == 8 || j0 + LC_ROWS >= m) && j0 % 16 + LC_ROWS <= 16) /* per 16 rows, for each 32 columns */
+        for (int64_t k = 0; k < W; k += 32) step(arg);
     }
   }
   latent_softmax_avx512(rec, R, s, m, H, scale);
@@ -155,7 +156,8 @@ static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, in
       LC_VALUE_STORE(0) LC_VALUE_STORE(1) LC_VALUE_STORE(2) LC_VALUE_STORE(3)
       LC_VALUE_STORE(4) LC_VALUE_STORE(5) LC_VALUE_STORE(6) LC_VALUE_STORE(7)
     }
-    if (step) step(arg);
+    if (step) /* per 32 columns, for each 32 rows × 16 columns */
+      for (int64_t i = 0; i < (n + 15) / 16 * ((m + 31) / 32); i++) step(arg);
   }
 }
 
