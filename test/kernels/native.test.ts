@@ -139,23 +139,6 @@ test('attention and shared-KV attention agree with the reference', { skip }, () 
   }
 });
 
-test('shared-KV attention over several key chunks gives identical bits at 1, 2 and 7 threads (f16 and f32 rows)', { skip }, () => {
-  const [queries, heads, width, va, rows, pageRows] = [2, 8, 72, 64, 500, 64];
-  const contextLengths = Int32Array.from([rows - 77, rows]);
-  const shape = { queries, heads, contextLengths, scale: 0.11 };
-  const qa = randomVec(queries * heads * va);
-  const qb = randomVec(queries * heads * (width - va));
-  for (const kv of pagedRows(rows, width, pageRows, queries)) {
-    const outputs = [1, 2, 7].map((threads) => {
-      const out = new Float32Array(queries * heads * va);
-      createNativeBackend(threads)!.sharedKvAttention(out, qa, qb, kv, va, shape);
-      return out;
-    });
-    assert.deepEqual(outputs[1], outputs[0], kv.dtype);
-    assert.deepEqual(outputs[2], outputs[0], kv.dtype);
-  }
-});
-
 // Decode latent attention past one 128-key chunk runs each level's whole-chunk kernel (AVX-512: 8-row
 // and 8-head register tiles; AMX: bf16 tiles over split parts of f16 rows). Shapes cross its edges:
 // V2-Lite's 16 heads × 576 (a last chunk of 44 rows), 20 heads (a partial 16-head panel), 128
