@@ -32,8 +32,10 @@ after(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
+// A lookup timeout well past a loaded CI's Redis round trips: a lookup that times out is a miss,
+// and the corrupt-page test then never sees its pages to refuse them (seen at 1,000 ms).
 async function replica(modelPath = model): Promise<ServerProcess> {
-  const s = await startServe(['--model', modelPath, '--page-tokens', '16', '--context-store', redis!.url, '--context-store-timeout', '1000'], 60_000);
+  const s = await startServe(['--model', modelPath, '--page-tokens', '16', '--context-store', redis!.url, '--context-store-timeout', '5000'], 60_000);
   live.push(s);
   names.set(s, basename(modelPath));
   return s;
