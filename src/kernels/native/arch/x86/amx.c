@@ -420,21 +420,27 @@ AMX_GEMM(gemm_q6_k6x8, act_q8kx, build_q6_k6, Q6K_BLOCK, 16, tile_q6_k, rest_q6_
 /* ---------- decode latent attention on AMX-BF16 tiles ---------- */
 
 /*
- * One `tdpbf16ps` adds a 16 × 32 by 32 × 16 product of bf16 values into 16 × 16 f32 sums. bf16
- * keeps 8 significant bits, so every operand is split into bf16 parts whose sum is exactly the
- * value: an f16 latent (11 bits) into two, t = t₁ + t₂ (t₁ its top 8 bits, t₂ the other 3), an f32
- * query or weight (24 bits) into three. A product then takes the five part products whose weight
- * reaches 2⁻¹⁶ of it, q₁t₁ + q₂t₁ + q₃t₁ + q₁t₂ + q₂t₂; the one left out, q₃t₂, is below
- * 2⁻²⁴ of q·t, under f32 rounding. Each part product is exact in f32 (8 × 8 bits) and the tiles add
- * them in f32 (rounding to nearest even, Intel's ISE reference, ch. 3 "TDPBF16PS"), so the result
- * is an f32 sum like the AVX-512 one, in another order, at 5 tile products per block of 32.
+ * One `tdpbf16ps` adds to 16 × 16 f32 sums C[i][n] the products of a 16-row A and a 16-row B of
+ * bf16 pairs, Σ_p A[i][2p]·B[p][2n] + A[i][2p+1]·B[p][2n+1] (Intel ISE reference, ch. 3,
+ * "TDPBF16PS"). bf16 keeps 8 significant bits, so each operand is split into bf16 parts whose sum
+ * is exactly the value: an f16 latent (11 bits) into two, t = t₁ + t₂ (its top 8 bits and the
+ * other 3), an f32 query or softmax weight (24 bits) into three, q = q₁ + q₂ + q₃. The two parts of
+ * a latent go into one 32-bit word, t₂ in the low half and t₁ in the high, and a query part into
+ * both halves of its word; one pair of a tile product is then q_p·t₂ + q_p·t₁ = q_p·t, the whole
+ * latent. So the rows of a chunk, as these words (one f32-sized word per value, the same for the
+ * scores' A tiles and the values' B tiles, loaded straight with the row stride), meet three query
+ * or weight parts: three tile products per 16 × 16 × 16 block, every part product exact in f32 and
+ * added in f32 (round to nearest even), so the sums are f32 sums like the other levels', in another
+ * order. Two output tiles run side by side, so that each B (scores) or A (values) tile loaded is
+ * used twice: the loads from L2, not the products, bound these loops. Measured per 128-key chunk
+ * of 16 heads × 576 (one core, TSC at 2 GHz): ≈ 36–66 TSC per tile product against 14–16 for
+ * products on L1-resident tiles, and converting the rows to words about a quarter of the chunk;
+ * three output tiles a pass instead of two measured no faster.
  *
- * Per chunk: the rows' parts as A tiles of the scores (row-major, W values a row) and, for the
- * first va columns, as B tiles of the values (pairs of rows interleaved, B[j/2][2c + j%2]); the
- * queries' parts as B tiles of the scores, built once per query and thread; scores S[j][h] per 16
- * rows, the softmax of latent_softmax_avx512, the weights transposed to P[h][j] and split as A
- * tiles, then O[h][c] per 16 columns. Rows as f32 or q8 (more than 16 bits) go to the AVX-512
- * kernel; so does a CPU without AMX-BF16.
+ * Per chunk: the rows as words; the queries' parts as the scores' B tiles (once per query and
+ * thread); scores S[j][h] per 16 rows; the softmax of latent_softmax_avx512; the weights transposed
+ * to P[h][j] and split as the values' A tiles; O[h][c] per 16 columns into the records. Rows stored
+ * as f32 or q8 (more than 16 bits) go to the AVX-512 kernel, as does a CPU without AMX-BF16.
  */
 static int amx_bf16_usable(void) {
   static int known = -1;
@@ -461,29 +467,18 @@ INLINE __m512 bf16_top(__m512 x) {
   return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0xFFFF0000u)));
 }
 
-/* Lane n: (b's bf16 << 16) | a's bf16, for a and b with their low 16 bits zero: a B tile's pair of
-   elements k = 2p (from a) and 2p + 1 (from b) of column n. */
-INLINE __m512i bf16_pairs(__m512 a, __m512 b) {
-  return _mm512_or_si512(_mm512_castps_si512(b), _mm512_srli_epi32(_mm512_castps_si512(a), 16));
+/* A bf16 part (low 16 bits zero) in both halves of its word. */
+INLINE __m512i bf16_both(__m512 t) {
+  return _mm512_or_si512(_mm512_castps_si512(t), _mm512_srli_epi32(_mm512_castps_si512(t), 16));
 }
 
-/* 32 bf16: the high halves of lo's 16 lanes, then of hi's. */
-INLINE __m512i bf16_pack(__m512 lo, __m512 hi) {
-  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19, 17,
-                                       15, 13, 11, 9, 7, 5, 3, 1);
-  return _mm512_permutex2var_epi16(_mm512_castps_si512(lo), odd, _mm512_castps_si512(hi));
-}
-
-/* out[r·ld + c] = (C0 + C1) + C2 for the 16 × 16 sums of tiles 0, 1, 2: three chains of tile
-   products, not one, so that each waits less on the one before (a product's latency is several
-   times its issue interval). */
-INLINE void tiles_sum3(float *out, int64_t ld, float *sums) {
-  _tile_stored(0, sums, 64);
-  _tile_stored(1, sums + 256, 64);
-  _tile_stored(2, sums + 512, 64);
-  for (int r = 0; r < 16; r++)
-    _mm512_storeu_ps(out + r * ld, _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(sums + 16 * r), _mm512_load_ps(sums + 256 + 16 * r)),
-                                                 _mm512_load_ps(sums + 512 + 16 * r)));
+/* Three words a lane, the parts of x, into dst, dst + stride, dst + 2·stride (32-bit words). */
+INLINE void bf16_parts3(uint32_t *dst, int64_t stride, __m512 x) {
+  for (int part = 0; part < 3; part++) {
+    __m512 t = part < 2 ? bf16_top(x) : x;
+    _mm512_storeu_si512(dst + part * stride, bf16_both(t));
+    x = _mm512_sub_ps(x, t);
+  }
 }
 
 /* A thread's buffers for the chunk, grown as needed. */
@@ -491,7 +486,7 @@ typedef struct {
   uint8_t *p;
   size_t bytes;
 } lc_buf;
-static __thread lc_buf lc_q, lc_k, lc_v, lc_s, lc_p;
+static __thread lc_buf lc_q, lc_rows, lc_s, lc_p;
 
 static void *lc_grow(lc_buf *b, size_t bytes) {
   if (b->bytes < bytes) {
@@ -513,134 +508,113 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
     return;
   }
   static __thread int64_t q_w, q_h; /* the shape the query tiles were built for */
-  const int64_t panels = (H + 15) / 16, HS = 16 * panels, Wp = (W + 31) / 32 * 32, KB = Wp / 32;
-  const int64_t mp = (m + 31) / 32 * 32, CT = (va + 15) / 16;
-  uint8_t *qv = lc_grow(&lc_q, (size_t)(panels * KB * 3 * 1024));
-  uint16_t *ka = lc_grow(&lc_k, sizeof(uint16_t) * (size_t)(2 * mp * Wp));
-  uint8_t *vb = lc_grow(&lc_v, (size_t)((mp / 32) * CT * 2 * 1024));
-  float *s = lc_grow(&lc_s, sizeof(float) * (size_t)(mp * HS));
-  uint16_t *pa = lc_grow(&lc_p, sizeof(uint16_t) * (size_t)(panels * 3 * 16 * mp));
-  if (!qv || !ka || !vb || !s || !pa) abort();
+  const int64_t panels = (H + 15) / 16, HS = 16 * panels, KB = (W + 15) / 16, Wp = 16 * KB;
+  const int64_t mp = (m + 31) / 32 * 32, JB = mp / 16, CT = (va + 15) / 16;
+  uint32_t *qv = lc_grow(&lc_q, 4 * (size_t)(panels * KB * 3 * 256));
+  uint32_t *kw = lc_grow(&lc_rows, 4 * (size_t)(mp * Wp));
+  float *s = lc_grow(&lc_s, 4 * (size_t)(mp * HS));
+  uint32_t *pw = lc_grow(&lc_p, 4 * (size_t)(panels * 3 * 16 * mp));
+  if (!qv || !kw || !s || !pw) abort();
 
-  /* the queries' three parts as B tiles: tile (panel, block, part) row p = q_h[32·block + 2p + i] */
+  /* the queries' parts as B tiles: tile (panel, block of 16 k, part) row r = that part of the
+     panel's row k = 16·block + r (16 heads), in both halves of each word */
   if (queries_new || q_w != W || q_h != H) {
     q_w = W;
     q_h = H;
     for (int64_t hp = 0; hp < panels; hp++)
-      for (int64_t kb = 0; kb < KB; kb++)
-        for (int64_t p = 0; p < 16; p++) {
-          int64_t k = 32 * kb + 2 * p;
-          const float *panel = queries + hp * W * 16;
-          __m512 a = k < W ? _mm512_loadu_ps(panel + k * 16) : _mm512_setzero_ps();
-          __m512 b = k + 1 < W ? _mm512_loadu_ps(panel + (k + 1) * 16) : _mm512_setzero_ps();
-          uint8_t *t = qv + (hp * KB + kb) * 3 * 1024 + p * 64;
-          for (int part = 0; part < 3; part++) {
-            __m512 ta = part < 2 ? bf16_top(a) : a, tb = part < 2 ? bf16_top(b) : b;
-            _mm512_store_si512(t + part * 1024, bf16_pairs(ta, tb));
-            a = _mm512_sub_ps(a, ta);
-            b = _mm512_sub_ps(b, tb);
-          }
-        }
+      for (int64_t k = 0; k < Wp; k++) {
+        __m512 x = k < W ? _mm512_loadu_ps(queries + hp * W * 16 + k * 16) : _mm512_setzero_ps();
+        bf16_parts3(qv + (hp * KB + k / 16) * 3 * 256 + (k % 16) * 16, 256, x);
+      }
   }
 
-  /* the rows' two parts: K (plane 0 the tops, plane 1 the rests) and, for c < va, V's B tiles */
-  uint16_t *k1 = ka, *k2 = ka + mp * Wp;
-  for (int64_t j = 0; j < mp; j += 2) {
-    const uint16_t *ra = j < m ? rows[j] : NULL, *rb = j + 1 < m ? rows[j + 1] : NULL;
-    for (int64_t kb = 0; kb < KB; kb++) {
-      int64_t k = 32 * kb, n = W - k < 32 ? W - k : 32;
-      __mmask32 mask = n == 32 ? 0xFFFFFFFFu : (1u << n) - 1;
-      __m512i ha = ra ? _mm512_maskz_loadu_epi16(mask, ra + k) : _mm512_setzero_si512();
-      __m512i hb = rb ? _mm512_maskz_loadu_epi16(mask, rb + k) : _mm512_setzero_si512();
-      __m512 a0 = _mm512_cvtph_ps(_mm512_castsi512_si256(ha)), a1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(ha, 1));
-      __m512 b0 = _mm512_cvtph_ps(_mm512_castsi512_si256(hb)), b1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(hb, 1));
-      __m512 ta0 = bf16_top(a0), ta1 = bf16_top(a1), tb0 = bf16_top(b0), tb1 = bf16_top(b1);
-      __m512 ea0 = _mm512_sub_ps(a0, ta0), ea1 = _mm512_sub_ps(a1, ta1), eb0 = _mm512_sub_ps(b0, tb0), eb1 = _mm512_sub_ps(b1, tb1);
-      _mm512_store_si512(k1 + j * Wp + k, bf16_pack(ta0, ta1));
-      _mm512_store_si512(k2 + j * Wp + k, bf16_pack(ea0, ea1));
-      _mm512_store_si512(k1 + (j + 1) * Wp + k, bf16_pack(tb0, tb1));
-      _mm512_store_si512(k2 + (j + 1) * Wp + k, bf16_pack(eb0, eb1));
-      for (int64_t q = 0; q < 2 && k + 16 * q < va; q++) {
-        uint8_t *t = vb + (((j / 32) * CT + (k / 16 + q)) * 2) * 1024 + (j % 32) / 2 * 64;
-        _mm512_store_si512(t, q ? bf16_pairs(ta1, tb1) : bf16_pairs(ta0, tb0));
-        _mm512_store_si512(t + 1024, q ? bf16_pairs(ea1, eb1) : bf16_pairs(ea0, eb0));
-      }
+  /* the rows as words (t₁ << 16 | t₂), rows past m and columns past W zero */
+  for (int64_t j = 0; j < mp; j++) {
+    const uint16_t *row = j < m ? rows[j] : NULL;
+    for (int64_t k = 0; k < Wp; k += 16) {
+      __mmask16 mask = W - k >= 16 ? 0xFFFF : (__mmask16)((1u << (W - k)) - 1);
+      __m512 x = row ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, row + k)) : _mm512_setzero_ps();
+      __m512 t = bf16_top(x);
+      _mm512_store_si512(kw + j * Wp + k, _mm512_or_si512(_mm512_castps_si512(t), _mm512_srli_epi32(_mm512_castps_si512(_mm512_sub_ps(x, t)), 16)));
     }
   }
 
-  float sums[3 * 256] __attribute__((aligned(64)));
   configure_bf16_tiles();
-  /* scores S[j][h], 16 rows × 16 heads a tile */
+  /* scores S[j][h], two tiles of 16 rows × 16 heads at a time (each query part's B tile loaded
+     once for both) */
   for (int64_t hp = 0; hp < panels; hp++)
-    for (int64_t g = 0; g < m; g += 16) {
+    for (int64_t g = 0; g < mp; g += 32) {
       _tile_zero(0);
       _tile_zero(1);
-      _tile_zero(2);
       for (int64_t kb = 0; kb < KB; kb++) {
-        const uint8_t *t = qv + (hp * KB + kb) * 3 * 1024;
-        _tile_loadd(3, k1 + g * Wp + 32 * kb, Wp * 2);
-        _tile_loadd(4, k2 + g * Wp + 32 * kb, Wp * 2);
-        _tile_loadd(5, t, 64);
-        _tile_loadd(6, t + 1024, 64);
-        _tile_loadd(7, t + 2048, 64);
-        _tile_dpbf16ps(0, 3, 5);
+        const uint32_t *t = qv + (hp * KB + kb) * 3 * 256;
+        _tile_loadd(2, kw + g * Wp + 16 * kb, Wp * 4);
+        _tile_loadd(3, kw + (g + 16) * Wp + 16 * kb, Wp * 4);
+        _tile_loadd(4, t, 64);
+        _tile_loadd(5, t + 256, 64);
+        _tile_loadd(6, t + 512, 64);
+        _tile_dpbf16ps(0, 2, 4);
+        _tile_dpbf16ps(1, 3, 4);
+        _tile_dpbf16ps(0, 2, 5);
+        _tile_dpbf16ps(1, 3, 5);
+        _tile_dpbf16ps(0, 2, 6);
         _tile_dpbf16ps(1, 3, 6);
-        _tile_dpbf16ps(2, 3, 7);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 5);
-        if (step) step(arg);
+        if (step && (kb % 2 == 1 || kb == KB - 1)) step(arg);
+        if (step && (kb % 2 == 1 || kb == KB - 1) && g + 16 < m) step(arg);
       }
-      tiles_sum3(s + g * HS + 16 * hp, HS, sums);
+      _tile_stored(0, s + g * HS + 16 * hp, HS * 4);
+      _tile_stored(1, s + (g + 16) * HS + 16 * hp, HS * 4);
     }
   latent_softmax_avx512(rec, R, s, m, H, scale);
 
-  /* the weights as P[h][j] in three parts, rows past m zero */
+  /* the weights as P[h][j] in three parts (words), rows past m zero */
   const __m512i rowsHS = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)HS));
   for (int64_t hp = 0; hp < panels; hp++)
     for (int64_t h = 0; h < 16; h++)
-      for (int64_t j = 0; j < mp; j += 32) {
-        __mmask16 m0 = j >= m ? 0 : m - j >= 16 ? 0xFFFF : (__mmask16)((1u << (m - j)) - 1);
-        __mmask16 m1 = j + 16 >= m ? 0 : m - j - 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (m - j - 16)) - 1);
-        const float *at = s + j * HS + 16 * hp + h;
-        __m512 lo = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, rowsHS, at, 4);
-        __m512 hi = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, rowsHS, at + 16 * HS, 4);
-        for (int part = 0; part < 3; part++) {
-          __m512 tl = part < 2 ? bf16_top(lo) : lo, th = part < 2 ? bf16_top(hi) : hi;
-          _mm512_storeu_si512(pa + ((hp * 3 + part) * 16 + h) * mp + j, bf16_pack(tl, th));
-          lo = _mm512_sub_ps(lo, tl);
-          hi = _mm512_sub_ps(hi, th);
-        }
+      for (int64_t j = 0; j < mp; j += 16) {
+        __mmask16 mj = m - j >= 16 ? 0xFFFF : (__mmask16)((1u << (m - j)) - 1);
+        __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mj, rowsHS, s + j * HS + 16 * hp + h, 4);
+        bf16_parts3(pw + (hp * 3 * 16 + h) * mp + j, 16 * mp, x);
       }
 
-  /* values O[h][c], 16 heads × 16 columns a tile, into the records */
+  /* values O[h][c], two tiles of 16 heads × 16 columns at a time (the weights' A tiles loaded once
+     for both), into the records */
   float tail[16 * 16];
   for (int64_t hp = 0; hp < panels; hp++)
-    for (int64_t ct = 0; ct < CT; ct++) {
+    for (int64_t ct = 0; ct < CT; ct += 2) {
+      const int two = ct + 1 < CT;
       _tile_zero(0);
       _tile_zero(1);
-      _tile_zero(2);
-      for (int64_t jb = 0; jb < mp / 32; jb++) {
-        const uint8_t *t = vb + ((jb * CT + ct) * 2) * 1024;
-        const uint16_t *a = pa + hp * 3 * 16 * mp + 32 * jb;
-        _tile_loadd(3, a, mp * 2);
-        _tile_loadd(4, a + 16 * mp, mp * 2);
-        _tile_loadd(5, a + 32 * mp, mp * 2);
-        _tile_loadd(6, t, 64);
-        _tile_loadd(7, t + 1024, 64);
-        _tile_dpbf16ps(0, 3, 6);
-        _tile_dpbf16ps(1, 4, 6);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(0, 4, 7);
-        _tile_dpbf16ps(1, 3, 7);
-        if (step && hp == 0) step(arg);
+      const uint32_t *a = pw + hp * 3 * 16 * mp;
+      for (int64_t jb = 0; jb < JB; jb++) {
+        _tile_loadd(2, kw + jb * 16 * Wp + 16 * ct, Wp * 4);
+        if (two) _tile_loadd(3, kw + jb * 16 * Wp + 16 * ct + 16, Wp * 4);
+        _tile_loadd(4, a + 16 * jb, mp * 4);
+        _tile_loadd(5, a + 16 * mp + 16 * jb, mp * 4);
+        _tile_loadd(6, a + 32 * mp + 16 * jb, mp * 4);
+        _tile_dpbf16ps(0, 4, 2);
+        if (two) _tile_dpbf16ps(1, 4, 3);
+        _tile_dpbf16ps(0, 5, 2);
+        if (two) _tile_dpbf16ps(1, 5, 3);
+        _tile_dpbf16ps(0, 6, 2);
+        if (two) _tile_dpbf16ps(1, 6, 3);
+        if (step && hp == 0 && (jb % 2 == 1 || jb == JB - 1)) {
+          step(arg);
+          if (two) step(arg);
+        }
       }
-      int64_t heads = H - 16 * hp < 16 ? H - 16 * hp : 16, cols = va - 16 * ct < 16 ? va - 16 * ct : 16;
-      float *o = rec + 16 * hp * R + 8 + 16 * ct;
-      if (heads == 16 && cols == 16) {
-        tiles_sum3(o, R, sums);
-      } else {
-        tiles_sum3(tail, 16, sums);
-        for (int64_t h = 0; h < heads; h++) memcpy(o + h * R, tail + 16 * h, sizeof(float) * (size_t)cols);
+      for (int i = 0; i <= two; i++) {
+        int64_t c0 = 16 * (ct + i);
+        int64_t heads = H - 16 * hp < 16 ? H - 16 * hp : 16, cols = va - c0 < 16 ? va - c0 : 16;
+        float *o = rec + 16 * hp * R + 8 + c0;
+        if (heads == 16 && cols == 16) {
+          if (i == 0) _tile_stored(0, o, R * 4);
+          else _tile_stored(1, o, R * 4);
+        } else {
+          if (i == 0) _tile_stored(0, tail, 64);
+          else _tile_stored(1, tail, 64);
+          for (int64_t h = 0; h < heads; h++) memcpy(o + h * R, tail + 16 * h, sizeof(float) * (size_t)cols);
+        }
       }
     }
   _tile_release();
