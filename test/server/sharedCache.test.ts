@@ -32,8 +32,7 @@ after(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-// A lookup timeout well past a loaded CI's Redis round trips: a lookup that times out is a miss,
-// and the corrupt-page test then never sees its pages to refuse them (seen at 1,000 ms).
+// A lookup timeout well past a loaded CI's Redis round trips: a lookup that times out is a miss.
 async function replica(modelPath = model): Promise<ServerProcess> {
   const s = await startServe(['--model', modelPath, '--page-tokens', '16', '--context-store', redis!.url, '--context-store-timeout', '5000'], 60_000);
   live.push(s);
@@ -160,8 +159,9 @@ test('a page corrupted inside Redis is rejected (counted, logged) and recomputed
   assert.equal(r.status, 200);
   assert.equal(r.hit, 0, 'a corrupt page is never served');
   assert.equal(r.text, first.text);
-  assert.ok((await metric(copy.url, sample('pages_total', ',result="rejected"'))) > 0);
-  assert.match(copy.log(), /refused page .*checksum mismatch/);
+  // The worker publishes its counters between steps, after the reply's last token: wait for them.
+  await until('the refused pages in /metrics', async () => (await metric(copy.url, sample('pages_total', ',result="rejected"'))) > 0);
+  await until('the refusal in the log', async () => /refused page .*checksum mismatch/.test(copy.log()));
   // The replica that recomputed them wrote them back: another replica hits.
   await written(copy, since, pagesOf(r.promptTokens) / 16);
   const again = await ask(b, p);

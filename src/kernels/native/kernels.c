@@ -625,8 +625,8 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
  * 2018, as FlashAttention merges blocks). One long sequence then uses every thread.
  *
  * Inside a chunk the AVX-512 and AMX levels run their own whole-chunk kernel (ops.h, latent_chunk;
- * 4,096 keys of a decode step after 4,096 tokens: Q4_0 V2-Lite tg32 4.75 → 6.70 tok/s, Intel Xeon
- * with AMX, 2 threads). The composition below serves the others (measured on AMD EPYC Zen 3, 2
+ * a decode step after 4,096 tokens, Q4_0 V2-Lite: tg32 4.75 → 6.70–8.01 tok/s, Intel Xeon with AMX,
+ * 2 threads, the VM's speed varying; README, Performance). The composition below serves the others (measured on AMD EPYC Zen 3, 2
  * threads, 16 heads × 4,096 f16 keys of 27 layers read in turn, so the rows come from DRAM as in a
  * model):
  * - the scores are register tiles over 6 rows at a time, converted to f32 into an L1 block, and
