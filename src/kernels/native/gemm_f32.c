@@ -183,8 +183,13 @@ static void panel_rows(float *c, int64_t ldc, const float *a, int64_t lda, const
 }
 
 void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K) {
+  gemm_f32_prefix(c, ldc, a, lda, packed, K, M, N, K);
+}
+
+void gemm_f32_prefix(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t packed_k, int64_t M,
+                     int64_t N, int64_t K) {
   for (int64_t j0 = 0; j0 < N; j0 += NR)
-    panel_rows(c, ldc, a, lda, packed + (j0 / NR) * K * NR, NR, M, j0, N - j0 < NR ? N - j0 : NR, K);
+    panel_rows(c, ldc, a, lda, packed + (j0 / NR) * packed_k * NR, NR, M, j0, N - j0 < NR ? N - j0 : NR, K);
 }
 
 void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const void *const *b_rows, int b_f16, int64_t col0,

@@ -28,6 +28,11 @@ void gemm_f32_pack_transposed(float *packed, const float *bt, int64_t ldbt, int6
 /* C[i·ldc + j] = Σ_k A[i·lda + k] · B[k][j] for i < M, j < N, B packed as above. Single-threaded. */
 void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t M, int64_t N, int64_t K);
 
+/* The same over the first K of the packed_k rows B was packed with (K ≤ packed_k): one packing of
+   the longest context serves queries that see a prefix of it. */
+void gemm_f32_prefix(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t packed_k, int64_t M,
+                     int64_t N, int64_t K);
+
 /* C[i·ldc + j] = Σ_k A[i·lda + k] · B_k[col0 + j] for i < M, j < N, where row k of B lies at
    b_rows[k]: f32 values (b_f16 0) or f16 bits (b_f16 1). For rows that lie scattered in pages
    (the latent cache), read in place: no copy, and f16 converted in the register tile's loads.
