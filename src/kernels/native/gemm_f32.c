@@ -37,8 +37,7 @@ void gemm_f32_pack_transposed(float *packed, const float *bt, int64_t ldbt, int6
   }
 }
 
-/* One MR × NR tile: rows[r] are A's rows (a short tile repeats row 0 and drops the result). */
-typedef void (*tile_fn)(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K);
+typedef gemm_f32_tile_fn tile_fn;
 
 static void tile_scalar(float out[MR][NR], const float *const rows[MR], const float *panel, int64_t ld, int64_t K) {
   float acc[MR][NR] = {{0}};
@@ -152,7 +151,7 @@ static tile_fn tile = tile_scalar;
 /* [b_f16][the 4-row tile]: the scalar tile computes 6 rows either way */
 static gathered_fn gathered[2][2] = {{gathered_scalar_f32, gathered_scalar_f32}, {gathered_scalar_f16, gathered_scalar_f16}};
 
-void gemm_f32_select(int avx2) {
+void gemm_f32_select(int avx2, gemm_f32_tile_fn level_tile) {
   tile = tile_scalar;
   gathered[0][0] = gathered[0][1] = gathered_scalar_f32;
   gathered[1][0] = gathered[1][1] = gathered_scalar_f16;
@@ -167,6 +166,7 @@ void gemm_f32_select(int avx2) {
 #else
   (void)avx2;
 #endif
+  if (level_tile) tile = level_tile;
 }
 
 /* Rows [0, M) of C for one panel of NR columns starting at j0, of which nr are kept. */

@@ -40,7 +40,13 @@ void gemm_f32_prefix(float *c, int64_t ldc, const float *a, int64_t lda, const f
 void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const void *const *b_rows, int b_f16, int64_t col0,
                        int64_t M, int64_t N, int64_t K, float *edge);
 
-/* 1: the AVX2+FMA micro-kernel (x86 levels avx2 and avx512), 0: portable C. */
-void gemm_f32_select(int avx2);
+/* One MR × NR tile of C = A · B over a panel of B: rows[r] are A's rows (a short tile repeats row
+   0 and drops the result), the panel K rows of `ld` floats. */
+typedef void (*gemm_f32_tile_fn)(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel,
+                                 int64_t ld, int64_t K);
+
+/* 1: the AVX2+FMA micro-kernels, 0: portable C; `tile`, when not NULL, replaces the panel tile (a
+   level's own, e.g. AVX-512). */
+void gemm_f32_select(int avx2, gemm_f32_tile_fn tile);
 
 #endif

@@ -161,6 +161,30 @@ static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, in
   }
 }
 
+/* gemm_f32's 6 × 16 tile in one zmm a row: per k one panel load and six FMAs with A's values
+   broadcast from memory (AVX2 takes two loads and twelve 8-lane FMAs for the same tile). Each
+   element is one sum over k in order, as every level's tile. */
+void f32_tile_avx512(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel, int64_t ld,
+                     int64_t K) {
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+  const float *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3], *a4 = rows[4], *a5 = rows[5];
+  for (int64_t k = 0; k < K; k++) {
+    __m512 b = _mm512_loadu_ps(panel + k * ld);
+    c0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[k]), b, c0);
+    c1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[k]), b, c1);
+    c2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[k]), b, c2);
+    c3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[k]), b, c3);
+    c4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[k]), b, c4);
+    c5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[k]), b, c5);
+  }
+  _mm512_storeu_ps(out[0], c0);
+  _mm512_storeu_ps(out[1], c1);
+  _mm512_storeu_ps(out[2], c2);
+  _mm512_storeu_ps(out[3], c3);
+  _mm512_storeu_ps(out[4], c4);
+  _mm512_storeu_ps(out[5], c5);
+}
+
 /* A thread's chunk of rows as f32 (rows_f16, or rows not one block) and its scores. */
 static __thread float *lc_block, *lc_scores;
 static __thread int64_t lc_block_floats, lc_scores_floats;
@@ -210,6 +234,7 @@ const kernel_ops ops_avx512 = {
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .latent_chunk = latent_chunk_avx512,
+    .f32_tile = f32_tile_avx512,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,
