@@ -148,11 +148,13 @@ TARGET_AVX2 static void gathered4_f16_avx2(float out[MR][NR], const float *const
 #endif
 
 static tile_fn tile = tile_scalar;
+static gemm_f32_tile2_fn tile2 = NULL;
 /* [b_f16][the 4-row tile]: the scalar tile computes 6 rows either way */
 static gathered_fn gathered[2][2] = {{gathered_scalar_f32, gathered_scalar_f32}, {gathered_scalar_f16, gathered_scalar_f16}};
 
-void gemm_f32_select(int avx2, gemm_f32_tile_fn level_tile) {
+void gemm_f32_select(int avx2, gemm_f32_tile_fn level_tile, gemm_f32_tile2_fn level_tile2) {
   tile = tile_scalar;
+  tile2 = level_tile2;
   gathered[0][0] = gathered[0][1] = gathered_scalar_f32;
   gathered[1][0] = gathered[1][1] = gathered_scalar_f16;
 #if defined(__x86_64__) || defined(_M_X64)
@@ -186,9 +188,25 @@ void gemm_f32(float *c, int64_t ldc, const float *a, int64_t lda, const float *p
   gemm_f32_prefix(c, ldc, a, lda, packed, K, M, N, K);
 }
 
+/* Rows [0, M) of C for the two whole panels at j0 and j0 + NR. */
+static void panel_rows2(float *c, int64_t ldc, const float *a, int64_t lda, const float *panel, int64_t panel_floats,
+                        int64_t M, int64_t j0, int64_t K) {
+  float out[MR][2 * NR];
+  for (int64_t i0 = 0; i0 < M; i0 += MR) {
+    int64_t mr = M - i0 < MR ? M - i0 : MR;
+    const float *rows[MR];
+    for (int r = 0; r < MR; r++) rows[r] = a + (i0 + (r < mr ? r : 0)) * lda;
+    tile2(out, rows, panel, panel + panel_floats, NR, K);
+    for (int64_t r = 0; r < mr; r++) memcpy(c + (i0 + r) * ldc + j0, out[r], 2 * NR * sizeof(float));
+  }
+}
+
 void gemm_f32_prefix(float *c, int64_t ldc, const float *a, int64_t lda, const float *packed, int64_t packed_k, int64_t M,
                      int64_t N, int64_t K) {
-  for (int64_t j0 = 0; j0 < N; j0 += NR)
+  int64_t j0 = 0;
+  if (tile2)
+    for (; j0 + 2 * NR <= N; j0 += 2 * NR) panel_rows2(c, ldc, a, lda, packed + (j0 / NR) * packed_k * NR, packed_k * NR, M, j0, K);
+  for (; j0 < N; j0 += NR)
     panel_rows(c, ldc, a, lda, packed + (j0 / NR) * packed_k * NR, NR, M, j0, N - j0 < NR ? N - j0 : NR, K);
 }
 

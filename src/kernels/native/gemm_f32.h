@@ -45,8 +45,13 @@ void gemm_f32_gathered(float *c, int64_t ldc, const float *a, int64_t lda, const
 typedef void (*gemm_f32_tile_fn)(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel,
                                  int64_t ld, int64_t K);
 
-/* 1: the AVX2+FMA micro-kernels, 0: portable C; `tile`, when not NULL, replaces the panel tile (a
-   level's own, e.g. AVX-512). */
-void gemm_f32_select(int avx2, gemm_f32_tile_fn tile);
+/* The same over two adjacent panels at once (panel1 = panel0 + one panel's floats), into an
+   MR × 2·NR tile: where a level's registers hold both, each A value broadcast serves 2·NR columns. */
+typedef void (*gemm_f32_tile2_fn)(float out[GEMM_F32_MR][2 * GEMM_F32_NR], const float *const rows[GEMM_F32_MR],
+                                  const float *panel0, const float *panel1, int64_t ld, int64_t K);
+
+/* 1: the AVX2+FMA micro-kernels, 0: portable C; `tile` and `tile2`, when not NULL, are a level's
+   own (AVX-512), the second used for each pair of whole panels. */
+void gemm_f32_select(int avx2, gemm_f32_tile_fn tile, gemm_f32_tile2_fn tile2);
 
 #endif

@@ -203,7 +203,7 @@ int kernels_set_level(const char *name) {
   axpy_f16 = axpy_f16_scalar;
   f16_row = f16_row_scalar;
   quant_init(0);
-  gemm_f32_select(0, NULL);
+  gemm_f32_select(0, NULL, NULL);
   simd_name = level;
 #ifdef DSEEK_X86
   if (x86_level(level)) {
@@ -214,7 +214,7 @@ int kernels_set_level(const char *name) {
     axpy_f16 = axpy_f16_avx2;
     f16_row = f16_row_avx2;
     quant_init(1);
-    gemm_f32_select(1, active_ops->f32_tile);
+    gemm_f32_select(1, active_ops->f32_tile, active_ops->f32_tile2);
   }
 #endif
 #ifdef DSEEK_NEON

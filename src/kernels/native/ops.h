@@ -128,8 +128,9 @@ typedef struct {
   packed_gemm_fn gemm[LAYOUT_COUNT];
   /* NULL: kernels.c composes the chunk from its f32 panel products (gemm_f32.h). */
   latent_chunk_fn latent_chunk;
-  /* NULL: gemm_f32.c's own panel tile (AVX2 on x86). */
+  /* NULL: gemm_f32.c's own panel tile (AVX2 on x86), and no two-panel tile. */
   gemm_f32_tile_fn f32_tile;
+  gemm_f32_tile2_fn f32_tile2;
   /* Quantise one block (32 or 256 values) as d = amax/127, q = round-half-away(x/d). */
   void (*quantise_block)(const float *x, int n, float *d, int8_t *q);
   /* y[i] = silu(gate[i]) · up[i] (y may alias gate): the experts' activation between products. */
@@ -165,7 +166,9 @@ void quantise_block_avx512(const float *x, int n, float *d, int8_t *q); /* and t
 void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
                          const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg); /* and this */
 void f32_tile_avx512(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel, int64_t ld,
-                     int64_t K); /* and this */
+                     int64_t K); /* and these */
+void f32_tile2_avx512(float out[GEMM_F32_MR][2 * GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel0,
+                      const float *panel1, int64_t ld, int64_t K);
 /* The chunk's softmax, s[j·16⌈H/16⌉ + h] = e^(scale·s − max_h) for j < m, max and sum into the records. */
 void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H, float scale);
 #endif

@@ -626,6 +626,7 @@ const kernel_ops ops_amx = {
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .latent_chunk = latent_chunk_amx,
     .f32_tile = f32_tile_avx512,
+    .f32_tile2 = f32_tile2_avx512,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,
