@@ -188,8 +188,9 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
   });
 }
 
-// Prompt attention runs as register-tiled products per (head, block of 48 queries); the tile is
-// 6 queries × 16 keys or values. Shapes cross every boundary: one query, a partial query block,
+// Prompt attention runs as register-tiled products per (head, block of 48 queries), each head's
+// keys and values packed once over the longest context; the tile is 6 queries × 16 keys or values
+// (AVX-512 and AMX: also 6 × 32 over two whole panels). Shapes cross every boundary: one query, a partial query block,
 // several blocks, a partial tile, 128 heads (V2/V3), contexts longer than the chunk's own queries.
 const promptShapes = [
   [1, 1, 1, 1, 1],
