@@ -20,6 +20,7 @@
  * AMX level equals its AVX-512 tiles bit for bit, whatever the batch, tiling or thread count.
  */
 #include "avx512_tiles.h"
+#include "../../threadpool.h"
 
 #include <stdlib.h>
 #if defined(__linux__)
@@ -78,22 +79,9 @@ static void configure_tiles(int tokens, int kbytes) {
   __asm__ volatile("ldtilecfg %0" : : "m"(c));
 }
 
-/* A thread's scratch for the rebuilt blocks, grown as needed. */
-static __thread uint8_t *scratch;
-static __thread size_t scratch_size;
-
-static uint8_t *scratch_for(size_t bytes) {
-  if (scratch_size < bytes) {
-    free(scratch);
-    scratch = NULL;
-    scratch_size = 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    scratch = p;
-    scratch_size = bytes;
-  }
-  return scratch;
-}
+/* The pool scratch slot of a thread's rebuilt blocks (the latent chunk below takes the four
+   before it). */
+#define AMX_SLOT_BLOCKS (POOL_SCRATCH_LEVEL + 4)
 
 /* ---------- blocks of two row groups in the tiles' B order ---------- */
 
@@ -388,7 +376,7 @@ PACKED_GEMM(rest_q6_k6x8, rest_group_q6_k6x8, act_q8kx)
                    int64_t tokens, int64_t g0, int64_t g1) {                                                                     \
     const ACT *x = xv;                                                                                                           \
     const int64_t pairs = (g1 - g0) / 2;                                                                                         \
-    uint8_t *bs = tokens >= AMX_MIN_TOKENS && pairs > 0 ? scratch_for((size_t)(blocks * (BLOCK_BYTES))) : NULL;                  \
+    uint8_t *bs = tokens >= AMX_MIN_TOKENS && pairs > 0 ? (uint8_t *)pool_scratch(AMX_SLOT_BLOCKS, (size_t)(blocks * (BLOCK_BYTES))) : NULL;                  \
     if (!bs) {                                                                                                                   \
       REST(y, ys, w, gbytes, xv, xs, blocks, tokens, g0, g1);                                                                    \
       return;                                                                                                                    \
@@ -481,25 +469,13 @@ INLINE void bf16_parts3(uint32_t *dst, int64_t stride, __m512 x) {
   }
 }
 
-/* A thread's buffers for the chunk, grown as needed. */
-typedef struct {
-  uint8_t *p;
-  size_t bytes;
-} lc_buf;
-static __thread lc_buf lc_q, lc_rows, lc_s, lc_p;
-
-static void *lc_grow(lc_buf *b, size_t bytes) {
-  if (b->bytes < bytes) {
-    free(b->p);
-    b->p = NULL;
-    b->bytes = 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    b->p = p;
-    b->bytes = bytes;
-  }
-  return b->p;
-}
+/* Pool scratch slots of the chunk's row words and scores (those of the AVX-512 kernel, which runs
+   instead of this one or not at all in a call), its weights' parts and its query tiles (kept from
+   call to call while queries_new is 0). */
+#define LCA_SLOT_ROWS (POOL_SCRATCH_LEVEL + 0)
+#define LCA_SLOT_SCORES (POOL_SCRATCH_LEVEL + 1)
+#define LCA_SLOT_WEIGHTS (POOL_SCRATCH_LEVEL + 2)
+#define LCA_SLOT_QUERIES (POOL_SCRATCH_LEVEL + 3)
 
 static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
                              const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg) {
@@ -510,10 +486,10 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
   static __thread int64_t q_w, q_h; /* the shape the query tiles were built for */
   const int64_t panels = (H + 15) / 16, HS = 16 * panels, KB = (W + 15) / 16, Wp = 16 * KB;
   const int64_t mp = (m + 31) / 32 * 32, JB = mp / 16, CT = (va + 15) / 16;
-  uint32_t *qv = lc_grow(&lc_q, 4 * (size_t)(panels * KB * 3 * 256));
-  uint32_t *kw = lc_grow(&lc_rows, 4 * (size_t)(mp * Wp));
-  float *s = lc_grow(&lc_s, 4 * (size_t)(mp * HS));
-  uint32_t *pw = lc_grow(&lc_p, 4 * (size_t)(panels * 3 * 16 * mp));
+  uint32_t *qv = pool_scratch(LCA_SLOT_QUERIES, 4 * (size_t)(panels * KB * 3 * 256));
+  uint32_t *kw = pool_scratch(LCA_SLOT_ROWS, 4 * (size_t)(mp * Wp));
+  float *s = pool_scratch(LCA_SLOT_SCORES, 4 * (size_t)(mp * HS));
+  uint32_t *pw = pool_scratch(LCA_SLOT_WEIGHTS, 4 * (size_t)(panels * 3 * 16 * mp));
   if (!qv || !kw || !s || !pw) abort();
 
   /* the queries' parts as B tiles: tile (panel, block of 16 k, part) row r = that part of the
@@ -559,8 +535,10 @@ static void latent_chunk_amx(float *rec, int64_t R, const void *const *rows, int
         _tile_dpbf16ps(1, 3, 5);
         _tile_dpbf16ps(0, 2, 6);
         _tile_dpbf16ps(1, 3, 6);
-        if (step && (kb % 2 == 1 || kb == KB - 1)) step(arg);
-        if (step && (kb % 2 == 1 || kb == KB - 1) && g + 16 < m) step(arg);
+        if (step && (kb % 2 == 1 || kb == KB - 1)) { /* once per 32 columns of each 16 rows */
+          step(arg);
+          if (g + 16 < m) step(arg);
+        }
       }
       _tile_stored(0, s + g * HS + 16 * hp, HS * 4);
       _tile_stored(1, s + (g + 16) * HS + 16 * hp, HS * 4);

@@ -4,6 +4,7 @@
  * latent-attention chunk.
  */
 #include "avx512_tiles.h"
+#include "../../threadpool.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -209,34 +210,22 @@ void f32_tile2_avx512(float out[GEMM_F32_MR][2 * GEMM_F32_NR], const float *cons
   _mm512_storeu_ps(out[5], c50); _mm512_storeu_ps(out[5] + 16, c51);
 }
 
-/* A thread's chunk of rows as f32 (rows_f16, or rows not one block) and its scores. */
-static __thread float *lc_block, *lc_scores;
-static __thread int64_t lc_block_floats, lc_scores_floats;
-
-static float *lc_buffer(float **buf, int64_t *have, int64_t floats) {
-  if (*have < floats) {
-    free(*buf);
-    *buf = NULL;
-    *have = 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, sizeof(float) * (size_t)floats) != 0) return NULL;
-    *buf = p;
-    *have = floats;
-  }
-  return *buf;
-}
+/* Pool scratch slots of the chunk's rows as f32 (rows_f16, or rows not one block) and its scores;
+   the AMX kernel (amx.c) uses these two for its own rows and scores. */
+#define LC_SLOT_BLOCK (POOL_SCRATCH_LEVEL + 0)
+#define LC_SLOT_SCORES (POOL_SCRATCH_LEVEL + 1)
 
 void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
                          const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg) {
   (void)queries_new;
   if (m <= 0) return;
-  float *s = lc_buffer(&lc_scores, &lc_scores_floats, m * 16 * ((H + 15) / 16));
+  float *s = pool_scratch(LC_SLOT_SCORES, sizeof(float) * (size_t)(m * 16 * ((H + 15) / 16)));
   if (!s) abort();
   const float *block = rows[0];
   int contiguous = !rows_f16;
   for (int64_t j = 1; j < m && contiguous; j++) contiguous = (const float *)rows[j] == block + j * W;
   if (!contiguous) {
-    float *b = lc_buffer(&lc_block, &lc_block_floats, m * W);
+    float *b = pool_scratch(LC_SLOT_BLOCK, sizeof(float) * (size_t)(m * W));
     if (!b) abort();
     for (int64_t j = 0; j < m; j++) {
       if (!rows_f16) {
