@@ -22,3 +22,16 @@ export function maxRelDiff(a: Float32Array, b: Float32Array): number {
   for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
   return max / scale;
 }
+
+/**
+ * max |a − b| over max Σ|wᵢ·xᵢ| (the terms' absolute sum, at least 1e-6). A dot product's rounding error
+ * is bounded by the sum of its terms' magnitudes, not its result (Higham, "Accuracy and Stability of
+ * Numerical Algorithms", §3.1), so this is the fair measure where a result may cancel to near zero.
+ */
+export function maxDiffOverTermSums(a: Float32Array, b: Float32Array, termSums: Float32Array): number {
+  let max = 0;
+  let scale = 1e-6;
+  for (let i = 0; i < termSums.length; i++) scale = Math.max(scale, termSums[i]!);
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max / scale;
+}
