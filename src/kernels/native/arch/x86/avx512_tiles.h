@@ -251,7 +251,6 @@ INLINE void q6_k6_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
     const uint8_t *blk = wg + b * bytes;
-    PREFETCH_AHEAD(blk, bytes);
     __m512i isum[4];
     __m256i corr[4];
     for (int t = 0; t < nt; t++) {
@@ -260,6 +259,8 @@ INLINE void q6_k6_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *
     }
     for (int p = 0; p < 8; p++) {
       /* groups 2p (chunks 4p, 4p+1) and 2p+1 (chunks 4p+2, 4p+3); their scales to lanes (2r, 2r+1) */
+      /* a share of the block 4 KB ahead per step, not 27 lines at once: bursts stall the prefetcher */
+      PREFETCH_AHEAD(blk + 210 * p, 256);
       const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 16 + 16 * p)));
       const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
       __m512i c[4];

@@ -9,7 +9,9 @@
  */
 #include <immintrin.h>
 
+#ifndef PREFETCH_DISTANCE /* a build may try another: CFLAGS=-DPREFETCH_DISTANCE=8192 npm run build:native */
 #define PREFETCH_DISTANCE 4096
+#endif
 
 /* Asks for the `bytes` bytes PREFETCH_DISTANCE past p, a cache line at a time. */
 #define PREFETCH_AHEAD(p, bytes)                                                                                      \
