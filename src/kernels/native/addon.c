@@ -3,6 +3,7 @@
  * shapes) so that a wrong call from JavaScript is a thrown error, never a read out of bounds.
  */
 #include <node_api.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -763,7 +764,23 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* Node environments (the main thread, worker threads) that loaded the addon and have not exited.
+   Node unloads the shared object when the last one exits (a model run in a worker thread alone:
+   `dseek chat`, the server); the pool's threads and the SIGBUS handler are this object's code, so
+   the last one out stops them first, or a spinning pool thread faults on unmapped code. */
+static atomic_int live_envs = 0;
+
+static void on_env_exit(void *arg) {
+  (void)arg;
+  if (atomic_fetch_sub(&live_envs, 1) == 1) {
+    pool_shutdown();
+    guard_uninstall();
+  }
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  if (napi_add_env_cleanup_hook(env, on_env_exit, NULL) != napi_ok) return NULL;
+  atomic_fetch_add(&live_envs, 1);
   kernels_init();
   napi_property_descriptor props[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},

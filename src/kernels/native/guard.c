@@ -26,7 +26,8 @@ typedef struct {
 static span_t spans[MAX_WATCHED];
 static atomic_long faults;
 static struct sigaction previous;
-static pthread_once_t installed = PTHREAD_ONCE_INIT;
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static int installed = 0;
 static uintptr_t page_size;
 
 static void on_sigbus(int sig, siginfo_t *si, void *context) {
@@ -69,8 +70,18 @@ static void install(void) {
   sigaction(SIGBUS, &sa, &previous);
 }
 
+void guard_uninstall(void) {
+  pthread_mutex_lock(&install_lock);
+  if (installed) sigaction(SIGBUS, &previous, NULL);
+  installed = 0;
+  pthread_mutex_unlock(&install_lock);
+}
+
 void guard_watch(void *base, size_t length) {
-  pthread_once(&installed, install);
+  pthread_mutex_lock(&install_lock);
+  if (!installed) install();
+  installed = 1;
+  pthread_mutex_unlock(&install_lock);
   uintptr_t start = (uintptr_t)base;
   uintptr_t end = (start + length + page_size - 1) & ~(page_size - 1);
   for (int i = 0; i < MAX_WATCHED; i++) {

@@ -16,5 +16,8 @@ void guard_watch(void *base, size_t length);
 void guard_forget(void *base);
 /* Faults repaired since the process started. */
 long guard_faults(void);
+/* Puts back the SIGBUS handler found at install: the handler is this addon's code, which is
+   unmapped when its last Node environment exits. */
+void guard_uninstall(void);
 
 #endif

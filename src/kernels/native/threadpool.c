@@ -105,6 +105,11 @@ static void *worker_main(void *arg) {
 
 int pool_threads(void) { return worker_count + 1; }
 
+void pool_shutdown(void) {
+  pool_set_threads(1);
+  scratch_release();
+}
+
 int pool_set_threads(int threads) {
   const char *spin = getenv("DSEEK_SPIN");
   if (spin) SPIN_ITERATIONS = atoi(spin);

@@ -11,6 +11,9 @@ void pool_run(pool_task_fn fn, void *ctx, int64_t n, int64_t grain);
 /* Sets the total thread count (the caller included). Returns 0 on success. */
 int pool_set_threads(int threads);
 int pool_threads(void);
+/* Stops and joins the workers and frees the calling thread's scratch: before the addon's code is
+   unmapped (its last Node environment exits), no pool thread may still run it. */
+void pool_shutdown(void);
 /* Jobs handed to the workers since start (jobs small enough for the caller alone are not counted). */
 int64_t pool_jobs(void);
 /*
