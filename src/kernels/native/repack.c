@@ -295,7 +295,12 @@ int repack_weight(const uint8_t *src, int wtype, int64_t rows, int64_t cols, uin
 
 /* ---------- activations ---------- */
 
-static void quantise_q8x(const float *x, int64_t n, act_q8x *out) {
+/* The offset act_q8x.bias is built for: what a packed weight's stored value exceeds its value by. */
+static int32_t stored_offset(int wtype) {
+  return wtype == QT_Q4_0 ? 8 : wtype == QT_Q5_0 ? 16 : wtype == QT_Q8_0 ? 128 : 0;
+}
+
+static void quantise_q8x(const float *x, int64_t n, int32_t offset, act_q8x *out) {
   for (int64_t b = 0; b < n / 32; b++) {
     act_q8x *a = out + b;
     active_ops->quantise_block(x + 32 * b, 32, &a->d, a->q);
@@ -304,8 +309,8 @@ static void quantise_q8x(const float *x, int64_t n, act_q8x *out) {
       if ((i & 7) < 4) s0 += a->q[i];
       else s1 += a->q[i];
     }
-    a->s[0] = s0;
-    a->s[1] = s1;
+    a->bias[0] = -offset * s0;
+    a->bias[1] = -offset * s1;
     a->pad = 0;
   }
 }
@@ -335,7 +340,7 @@ packed_gemm_fn packed_gemm_for(int layout) {
 
 void packed_quantise_row(int wtype, const float *x, int64_t cols, void *out) {
   if (quant_block_elements(wtype) == 256) quantise_q8kx(x, cols, out);
-  else quantise_q8x(x, cols, out);
+  else quantise_q8x(x, cols, stored_offset(wtype), out);
 }
 
 /* ---------- products ---------- */
@@ -377,13 +382,14 @@ typedef struct {
   void *xq;
   int64_t cols, blocks;
   int be;
+  int32_t offset;
 } quantise_ctx;
 
 static void quantise_task(void *p, int64_t start, int64_t end) {
   quantise_ctx *c = p;
   for (int64_t t = start; t < end; t++) {
     if (c->be == 256) quantise_q8kx(c->x + t * c->cols, c->cols, (act_q8kx *)c->xq + t * c->blocks);
-    else quantise_q8x(c->x + t * c->cols, c->cols, (act_q8x *)c->xq + t * c->blocks);
+    else quantise_q8x(c->x + t * c->cols, c->cols, c->offset, (act_q8x *)c->xq + t * c->blocks);
   }
 }
 
@@ -410,7 +416,7 @@ int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wt
   void *xq = NULL;
   if (posix_memalign(&xq, 64, packed_act_bytes(wtype, cols) * (size_t)tokens + 64) != 0) return -2;
   /* Quantising a prompt chunk's activations is serial work the other threads would wait out. */
-  quantise_ctx qc = {x, xq, cols, blocks, be};
+  quantise_ctx qc = {x, xq, cols, blocks, be, stored_offset(wtype)};
   pool_run(quantise_task, &qc, tokens, tokens >= 16 ? 4 : tokens);
   size_t gb = (size_t)blocks * group_block_bytes(layout);
   packed_ctx c = {y, rows, w, gb, xq, blocks, blocks, tokens, fn};

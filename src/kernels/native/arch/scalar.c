@@ -25,7 +25,7 @@ static void gemm_q4_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
               uint8_t byte = blk[16 + h * 64 + r * 8 + i];
               s += (int32_t)(byte & 15) * a->q[8 * h + i] + (int32_t)(byte >> 4) * a->q[16 + 8 * h + i];
             }
-          s -= 8 * (a->s[0] + a->s[1]);
+          s += a->bias[0] + a->bias[1]; /* −8·Σq */
           acc[r] += F16(blk, r) * a->d * (float)s;
         }
       }
@@ -54,7 +54,7 @@ static void gemm_q5_0x8(float *y, int64_t ys, const uint8_t *w, size_t gbytes, c
               int hi = (byte >> 4) | (((blk[16 + (2 + h) * 8 + r] >> i) & 1) << 4);
               s += lo * a->q[8 * h + i] + hi * a->q[16 + 8 * h + i];
             }
-          s -= 16 * (a->s[0] + a->s[1]);
+          s += a->bias[0] + a->bias[1]; /* −16·Σq */
           acc[r] += F16(blk, r) * a->d * (float)s;
         }
       }

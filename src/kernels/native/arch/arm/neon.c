@@ -92,8 +92,7 @@ INLINE void nibble_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *
         s = vdotq_s32(s, vreinterpretq_s8_u8(b0), bcast8(a->q + 8));
         s = vdotq_s32(s, vreinterpretq_s8_u8(a1), bcast8(a->q + 16));
         s = vdotq_s32(s, vreinterpretq_s8_u8(b1), bcast8(a->q + 24));
-        int32x4_t corr = vcombine_s32(vld1_s32(a->s), vld1_s32(a->s));
-        s = vsubq_s32(s, five ? vshlq_n_s32(corr, 4) : vshlq_n_s32(corr, 3)); /* (q − 16)·x or (q − 8)·x */
+        s = vaddq_s32(s, vcombine_s32(vld1_s32(a->bias), vld1_s32(a->bias))); /* (q − 16)·x or (q − 8)·x */
         acc[t][i] = vfmaq_f32(acc[t][i], vmulq_n_f32(dw, a->d), vcvtq_f32_s32(s));
       }
     }

@@ -61,7 +61,7 @@ INLINE void q4_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
         /* four int16 pair sums of nibble·q stay within ±15,360: add them before widening */
         __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
         p = _mm256_add_epi16(p, _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24))));
-        __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), _mm256_slli_epi32(bcast8(a->s), 3));
+        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(p, ones), bcast8(a->bias)); /* −8·Σq per lane */
         acc[hh][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[hh][t]);
       }
     }
@@ -104,7 +104,7 @@ INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
         __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
         __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24)));
         __m256i s = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
-        s = _mm256_sub_epi32(s, _mm256_slli_epi32(bcast8(a->s), 4));
+        s = _mm256_add_epi32(s, bcast8(a->bias)); /* −16·Σq per lane */
         acc[hh][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[hh][t]);
       }
     }

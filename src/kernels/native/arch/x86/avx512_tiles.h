@@ -84,11 +84,10 @@ INLINE void q4_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x
     const __m512i b0 = _mm512_and_si512(B, m4), b1 = _mm512_and_si512(_mm512_srli_epi16(B, 4), m4);
     for (int t = 0; t < nt; t++) {
       const act_q8x *a = x + t * xs + b;
-      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      __m512i s = _mm512_dpbusd_epi32(bcast8(a->bias), a0, bcast8(a->q)); /* from −8·Σq: the −8 offset */
       s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
       s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
       s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
-      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 3)); /* the −8 offset: 8·Σq per lane */
       if (whole) s = pair_whole(s);
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
     }
@@ -126,11 +125,10 @@ INLINE void q5_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x
     const __m512i b1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(B, 4), m4), bits_mask(blk + 40));
     for (int t = 0; t < nt; t++) {
       const act_q8x *a = x + t * xs + b;
-      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a0, bcast8(a->q));
+      __m512i s = _mm512_dpbusd_epi32(bcast8(a->bias), a0, bcast8(a->q)); /* from −16·Σq: the −16 offset */
       s = _mm512_dpbusd_epi32(s, b0, bcast8(a->q + 8));
       s = _mm512_dpbusd_epi32(s, a1, bcast8(a->q + 16));
       s = _mm512_dpbusd_epi32(s, b1, bcast8(a->q + 24));
-      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 4)); /* the −16 offset */
       if (whole) s = pair_whole(s);
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
     }
@@ -158,11 +156,10 @@ INLINE void q8_0_tile_any(float *y, int64_t ys, const uint8_t *wg, const act_q8x
     const __m512i w2 = _mm512_loadu_si512(blk + 144), w3 = _mm512_loadu_si512(blk + 208);
     for (int t = 0; t < nt; t++) {
       const act_q8x *a = x + t * xs + b;
-      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast8(a->q));
+      __m512i s = _mm512_dpbusd_epi32(bcast8(a->bias), w0, bcast8(a->q)); /* from −128·Σq: the +128 bias */
       s = _mm512_dpbusd_epi32(s, w1, bcast8(a->q + 8));
       s = _mm512_dpbusd_epi32(s, w2, bcast8(a->q + 16));
       s = _mm512_dpbusd_epi32(s, w3, bcast8(a->q + 24));
-      s = _mm512_sub_epi32(s, _mm512_slli_epi32(bcast8(a->s), 7)); /* the +128 bias: 128·Σq */
       if (whole) s = pair_whole(s);
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
     }
