@@ -175,8 +175,27 @@ INLINE void q8_0_tile_whole(float *y, int64_t ys, const uint8_t *wg, const act_q
 
 /* ---------- Q4_K ---------- */
 
+/* The 8 rows' sums of a packed quad-lane vector (lanes 4L … 4L+3: rows 2L, 2L+1, 2L, 2L+1). */
+INLINE __m256i quad_sums_i32(__m512i acc) {
+  const __m512i rows = _mm512_set_epi32(13, 12, 9, 8, 5, 4, 1, 0, 13, 12, 9, 8, 5, 4, 1, 0);
+  __m512i p = _mm512_add_epi32(acc, _mm512_shuffle_epi32(acc, _MM_PERM_BADC));
+  return _mm512_castsi512_si256(_mm512_permutexvar_epi32(rows, p));
+}
+
+/*
+ * Per 64-element step p, each token's two sub-block sums s0 (sub-block 2p) and s1 (2p+1) are
+ * packed to int16 (16 products of a nibble and a q8 value: |s| ≤ 16·15·128 < 2^15, exact) and
+ * scaled by one `vpdpwssd`, instead of two 32-bit multiplies and two adds per token: `packs`
+ * puts, in each 128-bit lane L, (row 2L, 2p), (2L+1, 2p), (2L, 2p+1), (2L+1, 2p+1) as the word
+ * pairs of dwords 0 … 3 (both words of a pair are one row's two lane halves), and the step's
+ * scale words are permuted to match once per block for all tokens.
+ */
 INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int nt) {
   const __m512i m4 = _mm512_set1_epi8(15);
+  /* word 8L + w ← scale byte 2r + s (the [r][s] bytes of a step): w 0,1 → (2L, 0); 2,3 → (2L+1, 0);
+     4,5 → (2L, 1); 6,7 → (2L+1, 1) */
+  const __m512i scale_words = _mm512_set_epi16(15, 15, 13, 13, 14, 14, 12, 12, 11, 11, 9, 9, 10, 10, 8, 8,
+                                               7, 7, 5, 5, 6, 6, 4, 4, 3, 3, 1, 1, 2, 2, 0, 0);
   __m256 acc[4];
   for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
@@ -189,9 +208,8 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
       msum[t] = _mm256_setzero_si256();
     }
     for (int p = 0; p < 4; p++) {
-      /* scales of sub-blocks 2p and 2p+1, [r][s] as int32, then each to lanes (2r, 2r+1) */
-      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * p)));
-      const __m512i sc0 = _mm512_shuffle_epi32(sc, _MM_PERM_CCAA), sc1 = _mm512_shuffle_epi32(sc, _MM_PERM_DDBB);
+      const __m512i sc = _mm512_permutexvar_epi16(
+          scale_words, _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * p)))));
       const __m256i mn = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 96 + 16 * p)));
       __m512i lo[4], hi[4];
       for (int k = 0; k < 4; k++) {
@@ -208,7 +226,7 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
           s0 = _mm512_dpbusd_epi32(s0, lo[k], bcast8(q0 + 8 * k));
           s1 = _mm512_dpbusd_epi32(s1, hi[k], bcast8(q1 + 8 * k));
         }
-        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0), _mm512_mullo_epi32(s1, sc1)));
+        isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_packs_epi32(s0, s1), sc);
         msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mn, _mm256_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] |
                                                                                   ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
       }
@@ -217,7 +235,7 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
     for (int t = 0; t < nt; t++) {
       const __m256 dx = _mm256_set1_ps(x[t * xs + b].d);
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(pair_sums_i32(isum[t])), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(quad_sums_i32(isum[t])), acc[t]);
       acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[t]), acc[t]);
     }
   }
