@@ -82,7 +82,7 @@ enum packed_layout {
 typedef struct {
   float d;
   int32_t bias[2];
-  int32_t pad;
+  int32_t bias_sum; /* bias[0] + bias[1]: a lane that holds a whole row's block */
   int8_t q[32];
 } act_q8x;
 

@@ -311,7 +311,7 @@ static void quantise_q8x(const float *x, int64_t n, int32_t offset, act_q8x *out
     }
     a->bias[0] = -offset * s0;
     a->bias[1] = -offset * s1;
-    a->pad = 0;
+    a->bias_sum = a->bias[0] + a->bias[1];
   }
 }
 
