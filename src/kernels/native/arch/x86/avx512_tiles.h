@@ -142,11 +142,11 @@ INLINE __m512i dpbusd_bcast4(__m512i s, __m512i w, const int8_t *p) {
 /*
  * Two groups (16 rows: wg's then wh's) × nt tokens, one row per lane. Each block's registers of
  * the two groups are permuted once so that lane n holds row n's 4 elements 4m … 4m+3 (Z[m]); every
- * token then takes 8 `vpdpbusd` against 4-byte broadcasts and one conversion, scale and add for
- * all 16 rows, where two 8-row tiles take those three twice: about 11 vector operations per block
- * and token instead of 14, which is what bounds a Zen 4 core here (two 512-bit operations a cycle
- * whatever they are). A row's sums are those of x32_tile with `whole`, in the same order, so a
- * group gives the same bits alone or paired.
+ * token then takes 8 `vpdpbusd` whose 4-byte broadcasts the instruction makes itself, and one
+ * conversion, scale and add for all 16 rows, where two 8-row tiles take 8 separate 8-byte
+ * broadcasts and those three operations twice (a Zen 4 core issues about two 512-bit operations
+ * a cycle, and a separate broadcast costs like one). A row's sums are those of x32_tile with
+ * `whole`, in the same order, so a group gives the same bits alone or paired.
  */
 INLINE void x32_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t *wh, const act_q8x *x, int64_t xs,
                           int64_t blocks, const int nt, const regs32_fn regs, const int bytes) {
