@@ -9,15 +9,14 @@
 #include <math.h>
 #include <stdlib.h>
 
-GROUP(group_q4_kx8, q4_k_tile, act_q8kx, 4)
 GROUP(group_q6_k6x8, q6_k6_tile, act_q8kx, 4)
 #ifndef PAIR_MIN_TOKENS
 #define PAIR_MIN_TOKENS 4 /* 2–3 tokens still stream the weights: one stream per thread reads them faster */
 #endif
-PAIRED_GEMM(gemm_q4_0x8, q4_0, PAIR_MIN_TOKENS)
-PAIRED_GEMM(gemm_q8_0x8, q8_0, PAIR_MIN_TOKENS)
-PAIRED_GEMM(gemm_q5_0x8, q5_0, PAIR_MIN_TOKENS)
-PACKED_GEMM(gemm_q4_kx8, group_q4_kx8, act_q8kx)
+PAIRED_GEMM(gemm_q4_0x8, q4_0_tile_whole, 8, q4_0_pair_tile, act_q8x, PAIR_MIN_TOKENS)
+PAIRED_GEMM(gemm_q8_0x8, q8_0_tile_whole, 8, q8_0_pair_tile, act_q8x, PAIR_MIN_TOKENS)
+PAIRED_GEMM(gemm_q5_0x8, q5_0_tile_whole, 8, q5_0_pair_tile, act_q8x, PAIR_MIN_TOKENS)
+PAIRED_GEMM(gemm_q4_kx8, q4_k_tile, 4, q4_k_pair_tile, act_q8kx, PAIR_MIN_TOKENS)
 PACKED_GEMM(gemm_q6_k6x8, group_q6_k6x8, act_q8kx)
 
 /* The same rounding as quantise_block_scalar, 16 values at a time: round-half-even from the

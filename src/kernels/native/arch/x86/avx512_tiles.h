@@ -262,6 +262,79 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
   for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
 }
 
+/* s + the lane sums of w's int16 pairs times the 2 int16 at p, broadcast by the instruction. */
+INLINE __m512i dpwssd_bcast4(__m512i s, __m512i w, const int16_t *p) {
+  __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(s) : "v"(w), "m"(*(const int32_t *)p));
+  return s;
+}
+
+/*
+ * Two groups (16 rows) × up to 8 tokens, one row per lane, as x32_pair_tile: per 32-element
+ * sub-block j the two groups' nibbles are permuted once into Z[m] (row n's elements 4m … 4m+3 of
+ * the sub-block), and each token takes 8 `vpdpbusd` with embedded broadcasts and one `vpdpwssd`
+ * that scales the sub-block sum (an int32 within ±2^15: its low word times the scale, its sign
+ * word times the scale's zero high word). The mins take one `vpdpwssd` per 64 elements against
+ * the activations' two Σq. A row's integer sums and float steps are q4_k_tile's: the same bits.
+ */
+INLINE void q4_k_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t *wh, const act_q8kx *x, int64_t xs,
+                           int64_t blocks, const int nt) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __m512 acc[8];
+  for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint8_t *bg = wg + b * 1184, *bh = wh + b * 1184;
+    PREFETCH_AHEAD(bg, 1184);
+    PREFETCH_AHEAD(bh, 1184);
+    __m512i isum[8];
+    for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j++) {
+      const int p = j >> 1, hi = j & 1;
+      /* scales [r][s] of sub-blocks 2p, 2p+1 as int32 lanes 2r+s; lane n ← row n's scale of j */
+      const __m512i sc = _mm512_permutex2var_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bg + 32 + 16 * p))),
+                                                   hi ? odd : even,
+                                                   _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bh + 32 + 16 * p))));
+      __m512i Z[8];
+      for (int k = 0; k < 4; k++) {
+        __m512i G = _mm512_loadu_si512(bg + 160 + (4 * p + k) * 64), H = _mm512_loadu_si512(bh + 160 + (4 * p + k) * 64);
+        if (hi) {
+          G = _mm512_srli_epi16(G, 4);
+          H = _mm512_srli_epi16(H, 4);
+        }
+        G = _mm512_and_si512(G, m4);
+        H = _mm512_and_si512(H, m4);
+        Z[2 * k] = _mm512_permutex2var_epi32(G, even, H);
+        Z[2 * k + 1] = _mm512_permutex2var_epi32(G, odd, H);
+      }
+      for (int t = 0; t < nt; t++) {
+        const int8_t *q = x[t * xs + b].q + 32 * j;
+        __m512i s = _mm512_setzero_si512();
+        for (int m = 0; m < 8; m++) s = dpbusd_bcast4(s, Z[m], q + 4 * m);
+        isum[t] = _mm512_dpwssd_epi32(isum[t], s, sc);
+      }
+    }
+    /* mins [r][s] as int16 pairs (min of 2p, min of 2p+1) per row lane */
+    __m512i mw[4];
+    for (int p = 0; p < 4; p++)
+      mw[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bg + 96 + 16 * p)))),
+                                 _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bh + 96 + 16 * p))), 1);
+    const __m512 d = _mm512_cvtph_ps(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bg)), _mm_loadu_si128((const __m128i *)bh), 1));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(bg + 16))),
+                                                                _mm_loadu_si128((const __m128i *)(bh + 16)), 1));
+    for (int t = 0; t < nt; t++) {
+      const act_q8kx *a = x + t * xs + b;
+      __m512i msum = _mm512_setzero_si512();
+      for (int p = 0; p < 4; p++) msum = dpwssd_bcast4(msum, mw[p], a->bs32 + 2 * p);
+      const __m512 dx = _mm512_set1_ps(a->d);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum), acc[t]);
+    }
+  }
+  for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+
 /* ---------- Q6_K ---------- */
 
 /* The four 8-element chunks 4p … 4p+3 of 8 rows as bytes 0..63 (8 bytes per row) from a
@@ -342,22 +415,22 @@ INLINE void q6_k6_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *
     }                                                                                                                    \
   }
 
-/* Row groups [g0, g1): pairs on the 16-row tile while at least PAIR_MIN_TOKENS tokens share the
-   weights, the rest one group at a time on the `whole` tile (the same bits). */
-#define PAIRED_GEMM(NAME, FMT, PAIR_MIN_TOKENS)                                                                        \
-  GROUP(NAME##_single, FMT##_tile_whole, act_q8x, 8)                                                                    \
-  INLINE void NAME##_pair(float *yg, int64_t ys, const uint8_t *wg, size_t gbytes, const act_q8x *x, int64_t xs,         \
+/* Row groups [g0, g1): pairs on PAIR (16 rows × up to 8 tokens) while at least PAIR_MIN_TOKENS
+   tokens share the weights, the rest one group at a time on SINGLE (the same bits). */
+#define PAIRED_GEMM(NAME, SINGLE, SINGLE_MAX, PAIR, ACT, PAIR_MIN_TOKENS)                                               \
+  GROUP(NAME##_single, SINGLE, ACT, SINGLE_MAX)                                                                         \
+  INLINE void NAME##_pair(float *yg, int64_t ys, const uint8_t *wg, size_t gbytes, const ACT *x, int64_t xs,             \
                           int64_t blocks, int64_t tokens) {                                                             \
     int64_t t = 0;                                                                                                      \
-    for (; t + 8 <= tokens; t += 8) FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 8);        \
+    for (; t + 8 <= tokens; t += 8) PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 8);                   \
     switch (tokens - t) {                                                                                               \
-      case 7: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 7); break;                      \
-      case 6: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 6); break;                      \
-      case 5: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 5); break;                      \
-      case 4: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 4); break;                      \
-      case 3: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 3); break;                      \
-      case 2: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 2); break;                      \
-      case 1: FMT##_pair_tile(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 1); break;                      \
+      case 7: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 7); break;                                 \
+      case 6: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 6); break;                                 \
+      case 5: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 5); break;                                 \
+      case 4: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 4); break;                                 \
+      case 3: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 3); break;                                 \
+      case 2: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 2); break;                                 \
+      case 1: PAIR(yg + t * ys, ys, wg, wg + gbytes, x + t * xs, xs, blocks, 1); break;                                 \
       default: break;                                                                                                   \
     }                                                                                                                   \
   }                                                                                                                     \
@@ -366,7 +439,7 @@ INLINE void q6_k6_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *
     int64_t g = g0;                                                                                                     \
     if (tokens >= PAIR_MIN_TOKENS)                                                                                      \
       for (; g + 2 <= g1; g += 2) NAME##_pair(y + 8 * g, ys, w + (size_t)g * gbytes, gbytes, x, xs, blocks, tokens);      \
-    for (; g < g1; g++) NAME##_single(y + 8 * g, ys, w + (size_t)g * gbytes, (const act_q8x *)x, xs, blocks, tokens);   \
+    for (; g < g1; g++) NAME##_single(y + 8 * g, ys, w + (size_t)g * gbytes, (const ACT *)x, xs, blocks, tokens);       \
   }
 
 #endif
