@@ -14,11 +14,10 @@
  * per tile and used for every token of it; a token's sums are accumulated in the same order
  * whatever the tile, the batch or the thread count.
  *
- * The 32-element formats take `whole`: 0 keeps a row's two lane halves (elements 4k..4k+3 of each
- * chunk, k = 0, 1) as two float sums added when the tile ends; 1 adds them as integers per block
- * first (two more instructions per block and token), so that a row's float sum is
- * Σ_b (d_w·d_x)·Σq_w·q_x block by block, exactly the order of an AMX tile (amx.c). The K formats sum
- * a super-block in integers either way.
+ * The 32-element formats add a row's two lane halves (elements 4k..4k+3 of each chunk, k = 0, 1)
+ * as integers per block, so that a row's float sum is Σ_b (d_w·d_x)·Σq_w·q_x block by block,
+ * exactly the order of an AMX tile (amx.c) and of the 16-row pair tiles. The K formats sum a
+ * super-block in integers.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -44,13 +43,6 @@ INLINE __m512i bcast_pair16(int16_t lo, int16_t hi) {
 INLINE __m512 scales_x2(const uint8_t *p) {
   const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
   return _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p))));
-}
-
-/* Lanes (2r, 2r+1) summed: the 8 row results. */
-INLINE __m256 pair_sums(__m512 acc) {
-  const __m512i even = _mm512_set_epi32(14, 12, 10, 8, 6, 4, 2, 0, 14, 12, 10, 8, 6, 4, 2, 0);
-  __m512 p = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
-  return _mm512_castps512_ps256(_mm512_permutexvar_ps(even, p));
 }
 
 /* Lanes 2r (a whole-block tile keeps each row's sum in both lanes of its pair). */
@@ -107,7 +99,7 @@ INLINE void q8_0_regs(const uint8_t *blk, __m512i R[4]) {
 
 /* One group (8 rows) × nt tokens. Each lane's sum starts at the activations' bias (act_q8x). */
 INLINE void x32_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt,
-                     const int whole, const regs32_fn regs, const int bytes) {
+                     const regs32_fn regs, const int bytes) {
   __m512 acc[8];
   for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; b++) {
@@ -122,11 +114,17 @@ INLINE void x32_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, 
       s = _mm512_dpbusd_epi32(s, R[1], bcast8(a->q + 8));
       s = _mm512_dpbusd_epi32(s, R[2], bcast8(a->q + 16));
       s = _mm512_dpbusd_epi32(s, R[3], bcast8(a->q + 24));
-      if (whole) s = pair_whole(s);
+      s = pair_whole(s);
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d)), _mm512_cvtepi32_ps(s), acc[t]);
     }
   }
-  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, whole ? even_lanes(acc[t]) : pair_sums(acc[t]));
+  for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ys, even_lanes(acc[t]));
+}
+
+/* The 8 f16 scales at bg and the 8 at bh as 16 floats (rows of two groups, one per lane). */
+INLINE __m512 scales_two_groups(const uint8_t *bg, const uint8_t *bh) {
+  return _mm512_cvtph_ps(
+      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bg)), _mm_loadu_si128((const __m128i *)bh), 1));
 }
 
 /* s + the lane sums of w's unsigned bytes times the 4 signed bytes at p, which the instruction
@@ -146,7 +144,7 @@ INLINE __m512i dpbusd_bcast4(__m512i s, __m512i w, const int8_t *p) {
  * conversion, scale and add for all 16 rows, where two 8-row tiles take 8 separate 8-byte
  * broadcasts and those three operations twice (a Zen 4 core issues about two 512-bit operations
  * a cycle, and a separate broadcast costs like one). A row's sums are those of x32_tile with
- * `whole`, in the same order, so a group gives the same bits alone or paired.
+ * its pair sums added per block, in the same order, so a group gives the same bits alone or paired.
  */
 INLINE void x32_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t *wh, const act_q8x *x, int64_t xs,
                           int64_t blocks, const int nt, const regs32_fn regs, const int bytes) {
@@ -158,8 +156,7 @@ INLINE void x32_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t
     const uint8_t *bg = wg + b * bytes, *bh = wh + b * bytes;
     PREFETCH_AHEAD(bg, bytes);
     PREFETCH_AHEAD(bh, bytes);
-    const __m512 dw = _mm512_cvtph_ps(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bg)), _mm_loadu_si128((const __m128i *)bh), 1));
+    const __m512 dw = scales_two_groups(bg, bh);
     __m512i G[4], H[4], Z[8];
     regs(bg, G);
     regs(bh, H);
@@ -178,12 +175,9 @@ INLINE void x32_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t
 }
 
 #define X32_TILES(FMT, BYTES)                                                                                           \
-  INLINE void FMT##_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks, const int nt) { \
-    x32_tile(y, ys, wg, x, xs, blocks, nt, 0, FMT##_regs, BYTES);                                                       \
-  }                                                                                                                     \
   INLINE void FMT##_tile_whole(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x, int64_t xs, int64_t blocks,   \
                                const int nt) {                                                                          \
-    x32_tile(y, ys, wg, x, xs, blocks, nt, 1, FMT##_regs, BYTES);                                                       \
+    x32_tile(y, ys, wg, x, xs, blocks, nt, FMT##_regs, BYTES);                                                       \
   }                                                                                                                     \
   INLINE void FMT##_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_t *wh, const act_q8x *x, int64_t xs, \
                               int64_t blocks, const int nt) {                                                           \
@@ -319,10 +313,7 @@ INLINE void q4_k_pair_tile(float *y, int64_t ys, const uint8_t *wg, const uint8_
     for (int p = 0; p < 4; p++)
       mw[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bg + 96 + 16 * p)))),
                                  _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bh + 96 + 16 * p))), 1);
-    const __m512 d = _mm512_cvtph_ps(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bg)), _mm_loadu_si128((const __m128i *)bh), 1));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(bg + 16))),
-                                                                _mm_loadu_si128((const __m128i *)(bh + 16)), 1));
+    const __m512 d = scales_two_groups(bg, bh), dmin = scales_two_groups(bg + 16, bh + 16);
     for (int t = 0; t < nt; t++) {
       const act_q8kx *a = x + t * xs + b;
       __m512i msum = _mm512_setzero_si512();
