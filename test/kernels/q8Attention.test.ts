@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { maxRelDiff, randomVec as randomVecOf, seededRandom } from './helpers.js';
 import { createNativeBackend, nativeLevels, nativeLoadError } from '../../src/kernels/native/index.js';
-import { referenceBackend as ref } from '../../src/kernels/reference/index.js';
+import { quantizeQ8Query, referenceBackend as ref } from '../../src/kernels/reference/index.js';
 import { sequenceRows, type Backend, type SharedKvRows } from '../../src/kernels/backend.js';
 import { LatentCache } from '../../src/cache/latentCache.js';
 
@@ -27,6 +27,21 @@ function q8Rows(rows: number, width: number, pageRows: number, queries: number):
   return { kv: cache.rows(0, queries), cache };
 }
 
+/** Each (query, head)'s [qa | qb] row rounded to 8 bits per block of 32, as the q8 path rounds it. */
+function roundedQueries(qa: Float32Array, qb: Float32Array, rows: number, width: number, va: number): [Float32Array, Float32Array] {
+  const a = new Float32Array(qa.length);
+  const b = new Float32Array(qb.length);
+  const row = new Float64Array(width);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < va; i++) row[i] = qa[r * va + i]!;
+    for (let i = va; i < width; i++) row[i] = qb[r * (width - va) + i - va]!;
+    quantizeQ8Query(row, width);
+    for (let i = 0; i < va; i++) a[r * va + i] = row[i]!;
+    for (let i = va; i < width; i++) b[r * (width - va) + i - va] = row[i]!;
+  }
+  return [a, b];
+}
+
 test('q8 shared-KV attention: native agrees with the reference (128 heads, page boundaries, one token, uneven contexts)', { skip }, () => {
   const nb = native as Backend;
   // [queries, heads, width, valueWidth, rows, pageRows, contexts (default: the last `queries` lengths)]
@@ -38,6 +53,7 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
     [4, 3, 40, 32, 9, 4, [9, 2, 7, 5]], // width not a multiple of 32: a short last block (8 values)
     [2, 5, 72, 64, 300, 64, [300, 129]], // uneven lengths across chunks
     [5, 2, 33, 31, 50, 16, [50, 1, 17, 16, 33]], // value width not a multiple of 32; pages of 16
+    [2, 17, 33, 31, 260, 16, [260, 131]], // a one-value last block and a second panel of one head, over chunks
   ];
   for (const [queries, heads, width, va, rows, pageRows, ctx] of cases) {
     const contextLengths = Int32Array.from(ctx ?? Array.from({ length: queries }, (_, t) => rows - queries + t + 1));
@@ -51,7 +67,9 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
     nb.sharedKvAttention(na, qa, qb, kv, va, shape);
     const diff = maxRelDiff(na, ra);
     assert.ok(diff < 1e-5, `q8 shared-kv ${queries}/${heads}/${width}/${va} over ${rows} rows: ${diff}`);
-    // And the same as f32 rows holding the dequantised values: q8 changes the rows, not the operation.
+    // And the same as f32 rows holding the dequantised values, given the queries rounded to 8 bits
+    // as the q8 path rounds them: q8 changes the rows and the queries, not the operation.
+    const [qa8, qb8] = roundedQueries(qa, qb, queries * heads, width, va);
     const f32 = new LatentCache({ layers: 1, width, maxTokens: rows, pageTokens: pageRows, dtype: 'f32' });
     const deq = new Float32Array(rows * width);
     cache.readRows(0, 0, rows, deq);
@@ -59,8 +77,8 @@ test('q8 shared-KV attention: native agrees with the reference (128 heads, page 
     for (let pos = 0; pos < rows; pos++) f32.writeRow(0, pos, deq, pos * width);
     f32.commit(rows);
     const fa = new Float32Array(queries * heads * va);
-    nb.sharedKvAttention(fa, qa, qb, f32.rows(0, queries), va, shape);
-    assert.ok(maxRelDiff(na, fa) < 1e-6, `q8 equals f32 over the dequantised rows (${queries}/${heads}/${width})`);
+    nb.sharedKvAttention(fa, qa8, qb8, f32.rows(0, queries), va, shape);
+    assert.ok(maxRelDiff(na, fa) < 1e-5, `q8 equals f32 over the dequantised rows and rounded queries (${queries}/${heads}/${width})`);
   }
 });
 

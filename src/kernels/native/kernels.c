@@ -553,6 +553,29 @@ static void skv_q8_row(float *out, const uint8_t *row, int64_t n) {
   }
 }
 
+/* A query row against q8 rows, rounded as the rows' blocks are: per block of 32 (the last one
+   short), d = amax/127 and q = round-half-away(x/d) (quantise_block_scalar), q zero past W; as ggml
+   quantises a query to the K cache's vec_dot type. The reference rounds alike (reference/index.ts,
+   quantizeQ8Query), so over q8 rows every level computes the scores of the same 8-bit queries. */
+static void skv_query_q8(const float *x, int64_t W, int8_t *q, float *d) {
+  for (int64_t b = 0; b * SKV_Q8_BLOCK < W; b++) {
+    int64_t first = b * SKV_Q8_BLOCK, n = W - first < SKV_Q8_BLOCK ? W - first : SKV_Q8_BLOCK;
+    quantise_block_scalar(x + first, (int)n, d + b, q + first);
+    for (int64_t i = n; i < SKV_Q8_BLOCK; i++) q[first + i] = 0;
+  }
+}
+
+/* x (W values) replaced by its 8-bit rounding d·q, for the levels that score in f32. */
+static void skv_query_q8_values(float *x, int64_t W) {
+  int8_t q[SKV_Q8_BLOCK];
+  float d;
+  for (int64_t first = 0; first < W; first += SKV_Q8_BLOCK) {
+    int64_t n = W - first < SKV_Q8_BLOCK ? W - first : SKV_Q8_BLOCK;
+    skv_query_q8(x + first, n, q, &d);
+    for (int64_t i = 0; i < n; i++) x[first + i] = d * (float)q[i];
+  }
+}
+
 /* Row r of the latent pages, as stored (f32, f16 bits or q8 blocks). */
 static int64_t skv_row_bytes(const shared_kv_ctx *c) {
   return c->kvtype == 0 ? 4 * c->width : c->kvtype == 1 ? 2 * c->width : skv_q8_row_bytes(c->width);
@@ -586,12 +609,18 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
   const void **rows = malloc(sizeof(void *) * (size_t)longest);
   /* q8: one row dequantised at a time (a reread costs less than a buffer of the whole context). */
   float *q8 = c->kvtype == 2 ? malloc(sizeof(float) * (size_t)c->width) : NULL;
-  if (!s || !rows || (c->kvtype == 2 && !q8)) abort();
+  float *query = c->kvtype == 2 ? malloc(sizeof(float) * (size_t)c->width) : NULL; /* [qa | qb], rounded to 8 bits */
+  if (!s || !rows || (c->kvtype == 2 && (!q8 || !query))) abort();
   for (int64_t item = start; item < end; item++) {
     int64_t t = c->list[item / H], th = t * H + item % H, n = c->ctx[t];
     if (item == start || item % H == 0) skv_rows(c, t, 0, n, rows);
     const float *qa = c->qa + th * c->va;
     const float *qb = c->qb + th * vb;
+    if (query) {
+      memcpy(query, qa, sizeof(float) * (size_t)c->va);
+      memcpy(query + c->va, qb, sizeof(float) * (size_t)vb);
+      skv_query_q8_values(query, c->width);
+    }
     float max = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
       float dot;
@@ -602,7 +631,7 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
         dot = dot_f16((const uint16_t *)row, qa, c->va) + dot_f16((const uint16_t *)row + c->va, qb, vb);
       } else {
         skv_q8_row(q8, row, c->width);
-        dot = dot_f32(q8, qa, c->va) + dot_f32(q8 + c->va, qb, vb);
+        dot = dot_f32(q8, query, c->width);
       }
       s[j] = dot * c->scale;
       if (s[j] > max) max = s[j];
@@ -622,6 +651,7 @@ static void shared_kv_task(void *p, int64_t start, int64_t end) {
     float inv = 1.0f / sum;
     for (int64_t i = 0; i < c->va; i++) o[i] *= inv;
   }
+  free(query);
   free(q8);
   free(rows);
   free(s);
@@ -711,7 +741,7 @@ static void skv_prefetch_tick(void *p) { skv_prefetch_step(p); }
 
 /* One chunk, rows [j0, j0 + m) of query t, into `part`; prefetches rows [next0, next1) meanwhile. */
 static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float *part, const float *queries,
-                      int queries_new, int64_t next0, int64_t next1) {
+                      const latent_queries_q8 *q8, int queries_new, int64_t next0, int64_t next1) {
   shared_kv_ctx *c = &f->base;
   int64_t H = c->heads, va = c->va, W = c->width;
   /* q8 rows are dequantised once, into a chunk of f32 rows that the values read too */
@@ -727,6 +757,17 @@ static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float 
   skv_prefetch pf;
   /* the stored rows, found through the block table once per page */
   skv_rows(c, t, j0, m, value_rows);
+  if (q8) {
+    /* the level's whole-chunk kernel on the q8 rows as stored, with 8-bit queries */
+    skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, W, va));
+    active_ops->latent_chunk_q8(acc, R, (const uint8_t *const *)value_rows, m, W, va, q8, H, c->scale, skv_prefetch_tick, &pf);
+    for (int64_t h = 0; h < H; h++) {
+      for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
+      for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
+    }
+    copy_streaming(part, acc, H * R);
+    return;
+  }
   if (active_ops->latent_chunk) {
     /* the level's whole-chunk kernel, over the stored rows (q8 ones dequantised first) */
     skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, W, va));
@@ -790,6 +831,19 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
   float *q = pool_scratch(1, sizeof(float) * (size_t)(H * W));
   float *queries = pool_scratch(3, sizeof(float) * (size_t)gemm_f32_panel_floats(W, H));
   if (!q || !queries) abort();
+  /* q8 rows on a level with 8-bit chunks: the queries in its panels (ops.h, latent_queries_q8) */
+  const int64_t nb = (W + SKV_Q8_BLOCK - 1) / SKV_Q8_BLOCK, panels = (H + 15) / 16;
+  latent_queries_q8 q8 = {0};
+  int8_t *q8_row = NULL;
+  if (c->kvtype == 2 && active_ops->latent_chunk_q8) {
+    size_t qs_bytes = (size_t)(panels * nb * 512), scale_bytes = sizeof(float) * (size_t)(panels * nb * 16);
+    uint8_t *buf = pool_scratch(9, qs_bytes + 2 * scale_bytes + (size_t)(nb * SKV_Q8_BLOCK) + sizeof(float) * (size_t)nb);
+    if (!buf) abort();
+    q8.qs = (const int8_t *)buf;
+    q8.d = (const float *)(buf + qs_bytes);
+    q8.sum = (const int32_t *)(buf + qs_bytes + scale_bytes);
+    q8_row = (int8_t *)(buf + qs_bytes + 2 * scale_bytes);
+  }
   for (int64_t item = start; item < end; item++) {
     int64_t i = item / f->spans, t = c->list[i], span = item % f->spans, n = c->ctx[t];
     int64_t own = (n + SKV_CHUNK - 1) / SKV_CHUNK; /* this query's chunks */
@@ -800,12 +854,36 @@ static void skv_chunk_task(void *p, int64_t start, int64_t end) {
       memcpy(q + h * W, c->qa + (t * H + h) * va, sizeof(float) * (size_t)va);
       memcpy(q + h * W + va, c->qb + (t * H + h) * vb, sizeof(float) * (size_t)vb);
     }
-    gemm_f32_pack_transposed(queries, q, W, W, H);
+    if (q8_row) {
+      int8_t *qs = (int8_t *)q8.qs;
+      float *qd = (float *)q8.d, *row_d = (float *)(q8_row + nb * SKV_Q8_BLOCK);
+      int32_t *qsum = (int32_t *)q8.sum;
+      memset(qs, 0, (size_t)(panels * nb * 512));
+      memset(qd, 0, sizeof(float) * (size_t)(panels * nb * 16));
+      memset(qsum, 0, sizeof(int32_t) * (size_t)(panels * nb * 16));
+      for (int64_t h = 0; h < H; h++) {
+        skv_query_q8(q + h * W, W, q8_row, row_d);
+        int64_t p = h / 16, l = h % 16;
+        for (int64_t b = 0; b < nb; b++) {
+          int32_t sum = 0;
+          for (int64_t k = 0; k < SKV_Q8_BLOCK; k++) {
+            qs[(p * nb + b) * 512 + 64 * (k / 4) + 4 * l + k % 4] = q8_row[b * SKV_Q8_BLOCK + k];
+            sum += q8_row[b * SKV_Q8_BLOCK + k];
+          }
+          qd[(p * nb + b) * 16 + l] = row_d[b];
+          qsum[(p * nb + b) * 16 + l] = sum;
+        }
+      }
+    } else {
+      if (c->kvtype == 2)
+        for (int64_t h = 0; h < H; h++) skv_query_q8_values(q + h * W, W);
+      gemm_f32_pack_transposed(queries, q, W, W, H);
+    }
     for (int64_t ch = ch0; ch < ch1; ch++) {
       int64_t j0 = ch * SKV_CHUNK, m = n - j0 < SKV_CHUNK ? n - j0 : SKV_CHUNK;
       int64_t next0 = ch + 1 < ch1 ? j0 + SKV_CHUNK : 0, next1 = ch + 1 < ch1 ? (n < j0 + 2 * SKV_CHUNK ? n : j0 + 2 * SKV_CHUNK) : 0;
       float *part = f->partial + (size_t)((f->first[i] + ch) * H) * (size_t)SKV_RECORD(va);
-      skv_chunk(f, t, j0, m, part, queries, ch == ch0, next0, next1);
+      skv_chunk(f, t, j0, m, part, queries, q8_row ? &q8 : NULL, ch == ch0, next0, next1);
     }
   }
 #ifdef DSEEK_X86

@@ -130,11 +130,30 @@ typedef void (*latent_chunk_fn)(float *rec, int64_t R, const void *const *rows, 
 #define LATENT_CHUNK_STEPS(m, H, W, va) \
   ((((H) + 15) / 16) * (((m) + 15) / 16) * (((W) + 31) / 32) + (((va) + 15) / 16) * (((m) + 31) / 32))
 
+/*
+ * The same chunk over q8 rows (kernels.c, kvtype 2: ggml block_q8_0, 34 bytes a block of 32, the
+ * last block short when W mod 32 ≠ 0), for levels with 8-bit dot products. The queries come
+ * rounded to 8 bits per block of 32 (kernels.c, skv_query_q8), in panels of 16 heads: for panel p
+ * and block b (nb = ⌈W/32⌉ blocks), q.qs[(p·nb + b)·512 + 64·kk + 4·l + i] is head 16p + l's value
+ * k = 32b + 4kk + i (0 past W or H), q.d[(p·nb + b)·16 + l] its block's scale and
+ * q.sum[(p·nb + b)·16 + l] the sum of its block's values. s_j = scale·Σ_b d_jb·d_qb·Σ_k q_jk·q_qk;
+ * the records and steps as latent_chunk_fn's.
+ */
+typedef struct {
+  const int8_t *qs;
+  const float *d;
+  const int32_t *sum;
+} latent_queries_q8;
+typedef void (*latent_chunk_q8_fn)(float *rec, int64_t R, const uint8_t *const *rows, int64_t m, int64_t W, int64_t va,
+                                   const latent_queries_q8 *queries, int64_t H, float scale, void (*step)(void *), void *arg);
+
 typedef struct {
   const char *name;
   packed_gemm_fn gemm[LAYOUT_COUNT];
   /* NULL: kernels.c composes the chunk from its f32 panel products (gemm_f32.h). */
   latent_chunk_fn latent_chunk;
+  /* NULL: q8 rows dequantised for latent_chunk (or the composition), the queries rounded alike. */
+  latent_chunk_q8_fn latent_chunk_q8;
   /* NULL: gemm_f32.c's own panel tile (AVX2 on x86), and no two-panel tile. */
   gemm_f32_tile_fn f32_tile;
   gemm_f32_tile2_fn f32_tile2;
@@ -176,6 +195,8 @@ void f32_tile_avx512(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const row
                      int64_t K); /* and these */
 void f32_tile2_avx512(float out[GEMM_F32_MR][2 * GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel0,
                       const float *panel1, int64_t ld, int64_t K);
+void latent_chunk_q8_avx512(float *rec, int64_t R, const uint8_t *const *rows, int64_t m, int64_t W, int64_t va,
+                            const latent_queries_q8 *queries, int64_t H, float scale, void (*step)(void *), void *arg); /* and this */
 /* The chunk's softmax, s[j·16⌈H/16⌉ + h] = e^(scale·s − max_h) for j < m, max and sum into the records. */
 void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H, float scale);
 #endif

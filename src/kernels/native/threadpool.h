@@ -23,11 +23,11 @@ int64_t pool_jobs(void);
  * otherwise get fresh zeroed pages on every call (glibc serves blocks above 128 KB with mmap):
  * a page fault per 4 KB, measured as 30 % of a long-context attention call.
  */
-#define POOL_SCRATCH_SLOTS 14
+#define POOL_SCRATCH_SLOTS 16
 void *pool_scratch(int slot, size_t bytes);
-/* Slots 0 … 8 are kernels.c's; from POOL_SCRATCH_LEVEL on, an instruction level's own kernels
+/* Slots 0 … 9 are kernels.c's; from POOL_SCRATCH_LEVEL on, an instruction level's own kernels
    (arch/), which kernels.c calls from inside its work items, so they never share a slot with it. */
-#define POOL_SCRATCH_LEVEL 9
+#define POOL_SCRATCH_LEVEL 10
 
 /* Mean µs of a job with no work on all threads: the wake-up and barrier a job costs. */
 double pool_overhead_us(int iterations);

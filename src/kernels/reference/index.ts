@@ -56,6 +56,27 @@ export function quantizeActivations(x: Vec, n: number, block: 32 | 256 = 32): Fl
   return out;
 }
 
+/**
+ * A query row against q8 latent rows, rounded as the rows' blocks are (32 values, the last one
+ * short): d = amax/127 in f32 and q = round-half-away(x/d), in place as d·q. Over q8 rows the
+ * scores are then sums of int8 products per block, as ggml quantises a query to the K cache's
+ * vec_dot type (q8_0) and as the native kernels compute them with 8-bit dot-product instructions.
+ */
+export function quantizeQ8Query(x: Float64Array, width: number): void {
+  const f = Math.fround;
+  for (let b = 0; b < width; b += 32) {
+    const end = Math.min(width, b + 32);
+    let amax = 0;
+    for (let i = b; i < end; i++) amax = Math.max(amax, Math.abs(f(x[i]!)));
+    const d = f(amax / 127);
+    const id = d !== 0 ? f(1 / d) : 0;
+    for (let i = b; i < end; i++) {
+      const v = f(f(x[i]!) * id);
+      x[i] = (v < 0 ? -Math.round(-v) : Math.round(v)) * d;
+    }
+  }
+}
+
 /** p[j] = exp(p[j] − max) for j < n (stable softmax numerators); returns their sum. */
 function expShifted(p: Float64Array, n: number, max: number): number {
   let sum = 0;
@@ -198,6 +219,7 @@ export const referenceBackend: Backend = {
     const ropeWidth = width - valueWidth;
     const readRow = kvRowReader(kv);
     const row = new Float64Array(width);
+    const query = new Float64Array(width);
     const acc = new Float64Array(valueWidth);
     const p = new Float64Array(Math.max(0, ...contextLengths));
     for (let t = 0; t < queries; t++) {
@@ -205,12 +227,14 @@ export const referenceBackend: Backend = {
       for (let h = 0; h < heads; h++) {
         const ao = (t * heads + h) * valueWidth;
         const bo = (t * heads + h) * ropeWidth;
+        for (let i = 0; i < valueWidth; i++) query[i] = qa[ao + i]!;
+        for (let i = 0; i < ropeWidth; i++) query[valueWidth + i] = qb[bo + i]!;
+        if (kv.dtype === 'q8') quantizeQ8Query(query, width);
         let max = -Infinity;
         for (let j = 0; j < n; j++) {
           readRow(t, j, row);
           let dot = 0;
-          for (let i = 0; i < valueWidth; i++) dot += qa[ao + i]! * row[i]!;
-          for (let i = 0; i < ropeWidth; i++) dot += qb[bo + i]! * row[valueWidth + i]!;
+          for (let i = 0; i < width; i++) dot += query[i]! * row[i]!;
           p[j] = dot * scale;
           if (p[j]! > max) max = p[j]!;
         }

@@ -603,6 +603,7 @@ const kernel_ops ops_amx = {
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .latent_chunk = latent_chunk_amx,
+    .latent_chunk_q8 = latent_chunk_q8_avx512,
     .f32_tile = f32_tile_avx512,
     .f32_tile2 = f32_tile2_avx512,
     .quantise_block = quantise_block_avx512,

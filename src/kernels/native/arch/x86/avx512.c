@@ -116,6 +116,9 @@ void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H
     _mm512_mask_storeu_ps(rec + (h0 + i) * R + 8 + c + 16, m1, a##i##1);      \
   }
 
+static void latent_values(float *rec, int64_t R, const float *rows, int64_t rs, int64_t m, int64_t va, int64_t H, const float *s,
+                          void (*step)(void *), void *arg);
+
 static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, int64_t W, int64_t va, const float *queries,
                          int64_t H, float scale, float *s, void (*step)(void *), void *arg) {
   const int64_t panels = (H + 15) / 16, HS = 16 * panels;
@@ -138,6 +141,14 @@ static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, in
     }
   }
   latent_softmax_avx512(rec, R, s, m, H, scale);
+  latent_values(rec, R, rows, W, m, va, H, s, step, arg);
+}
+
+/* The values of a chunk, rows[j·rs + c] for c < va, weighted by s[j·16⌈H/16⌉ + h] into the records:
+   8 heads × 32 columns tiles (see latent_block). */
+static void latent_values(float *rec, int64_t R, const float *rows, int64_t rs, int64_t m, int64_t va, int64_t H, const float *s,
+                          void (*step)(void *), void *arg) {
+  const int64_t HS = 16 * ((H + 15) / 16);
   for (int64_t c = 0; c < va; c += 32) {
     int64_t n = va - c < 32 ? va - c : 32;
     __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1), m1 = (__mmask16)(n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0);
@@ -149,7 +160,7 @@ static void latent_block(float *rec, int64_t R, const float *rows, int64_t m, in
       __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
       __m512 a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
       for (int64_t j = 0; j < m; j++) {
-        const float *row = rows + j * W + c, *wj = s + j * HS;
+        const float *row = rows + j * rs + c, *wj = s + j * HS;
         __m512 v0 = _mm512_maskz_loadu_ps(m0, row), v1 = _mm512_maskz_loadu_ps(m1, row + 16);
         LC_VALUE(0) LC_VALUE(1) LC_VALUE(2) LC_VALUE(3) LC_VALUE(4) LC_VALUE(5) LC_VALUE(6) LC_VALUE(7)
       }
@@ -241,11 +252,117 @@ void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int row
   latent_block(rec, R, block, m, W, va, queries, H, scale, s, step, arg);
 }
 
+/*
+ * Decode latent attention over one chunk of q8 rows (ops.h, latent_chunk_q8_fn): the scores as
+ * 8-bit dot products, the rows once converted for every head.
+ * - Per chunk, each row's bytes offset to unsigned (q + 128, vpdpbusd's first operand), its block
+ *   scales as f32, and its first va values dequantised to f32 for the values product.
+ * - Scores as 8 rows × 16 heads tiles, per block of 32 values: the panel's 8 query vectors (16
+ *   heads × 4 values) in registers, per row 8 vpdpbusd with the row's 4 bytes broadcast, started
+ *   from −128·Σq (the offset's share), then converted and scaled by the row's and the queries'
+ *   block scales. Every block sum is exact in int32, so the scores differ from the reference's
+ *   only in the f32 products and sums over the blocks.
+ * - The softmax and the values as latent_block's, over the dequantised rows.
+ * A 32-value block of 16 heads takes 8 vpdpbusd a row against 32 FMAs in f32.
+ */
+#define LQ_SLOT_BYTES (POOL_SCRATCH_LEVEL + 2)
+#define LQ_SLOT_SCALES (POOL_SCRATCH_LEVEL + 5)
+
+#define LQ_ROW_SCORE(i)                                                                                   \
+  {                                                                                                       \
+    const uint8_t *rb = r##i + 32 * b;                                                                    \
+    __m512i a = bias;                                                                                     \
+    int32_t w0, w1, w2, w3, w4, w5, w6, w7;                                                               \
+    memcpy(&w0, rb, 4); memcpy(&w1, rb + 4, 4); memcpy(&w2, rb + 8, 4); memcpy(&w3, rb + 12, 4);         \
+    memcpy(&w4, rb + 16, 4); memcpy(&w5, rb + 20, 4); memcpy(&w6, rb + 24, 4); memcpy(&w7, rb + 28, 4);   \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w0), q0);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w1), q1);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w2), q2);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w3), q3);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w4), q4);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w5), q5);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w6), q6);                                                \
+    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(w7), q7);                                                \
+    c##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(dq, _mm512_set1_ps(d##i[b])), c##i);      \
+  }
+
+void latent_chunk_q8_avx512(float *rec, int64_t R, const uint8_t *const *rows, int64_t m, int64_t W, int64_t va,
+                            const latent_queries_q8 *queries, int64_t H, float scale, void (*step)(void *), void *arg) {
+  if (m <= 0) return;
+  const int64_t nb = (W + 31) / 32, Wp = 32 * nb, panels = (H + 15) / 16, HS = 16 * panels;
+  uint8_t *ru = pool_scratch(LQ_SLOT_BYTES, (size_t)(m * Wp));
+  float *dr = pool_scratch(LQ_SLOT_SCALES, sizeof(float) * (size_t)(m * nb));
+  float *vr = pool_scratch(LC_SLOT_BLOCK, sizeof(float) * (size_t)(m * va + 16));
+  float *s = pool_scratch(LC_SLOT_SCORES, sizeof(float) * (size_t)(m * HS));
+  if (!ru || !dr || !vr || !s) abort();
+  const __m256i offset = _mm256_set1_epi8((char)0x80);
+  for (int64_t j = 0; j < m; j++) {
+    const uint8_t *row = rows[j];
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *block = row + 34 * b + 2;
+      int64_t n = W - 32 * b < 32 ? W - 32 * b : 32;
+      uint16_t bits;
+      memcpy(&bits, block - 2, 2);
+      const float d = _cvtsh_ss(bits);
+      dr[j * nb + b] = d;
+      /* a short last block's other bytes are the next row's: not read, and 0x80 (zero) here */
+      __m256i q = n == 32 ? _mm256_loadu_si256((const __m256i *)block) : _mm256_maskz_loadu_epi8((__mmask32)((1u << n) - 1), block);
+      _mm256_storeu_si256((__m256i *)(ru + j * Wp + 32 * b), _mm256_xor_si256(q, offset));
+      int64_t nv = va - 32 * b < n ? va - 32 * b : n; /* the values' share of the block */
+      if (nv <= 0) continue;
+      __m512 vd = _mm512_set1_ps(d);
+      __m512 lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))), vd);
+      __m512 hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))), vd);
+      float *v = vr + j * va + 32 * b;
+      if (nv == 32) {
+        _mm512_storeu_ps(v, lo);
+        _mm512_storeu_ps(v + 16, hi);
+      } else {
+        _mm512_mask_storeu_ps(v, (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1), lo);
+        if (nv > 16) _mm512_mask_storeu_ps(v + 16, (__mmask16)((1u << (nv - 16)) - 1), hi);
+      }
+    }
+  }
+
+  for (int64_t p = 0; p < panels; p++) {
+    const int8_t *qp = queries->qs + p * nb * 512;
+    const float *qd = queries->d + p * nb * 16;
+    const int32_t *qsum = queries->sum + p * nb * 16;
+    for (int64_t j0 = 0; j0 < m; j0 += LC_ROWS) {
+      /* a short tile repeats the last row and drops its sums */
+#define LQ_ROW(i)                                                    \
+  const int64_t row##i = j0 + i < m ? j0 + i : m - 1;                \
+  const uint8_t *r##i = ru + row##i * Wp;                            \
+  const float *d##i = dr + row##i * nb;
+      LQ_ROW(0) LQ_ROW(1) LQ_ROW(2) LQ_ROW(3) LQ_ROW(4) LQ_ROW(5) LQ_ROW(6) LQ_ROW(7)
+#undef LQ_ROW
+      __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+      for (int64_t b = 0; b < nb; b++) {
+        const int8_t *qb = qp + b * 512;
+        const __m512i q0 = _mm512_loadu_si512(qb), q1 = _mm512_loadu_si512(qb + 64), q2 = _mm512_loadu_si512(qb + 128),
+                      q3 = _mm512_loadu_si512(qb + 192), q4 = _mm512_loadu_si512(qb + 256), q5 = _mm512_loadu_si512(qb + 320),
+                      q6 = _mm512_loadu_si512(qb + 384), q7 = _mm512_loadu_si512(qb + 448);
+        const __m512i bias = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(qsum + b * 16), 7));
+        const __m512 dq = _mm512_loadu_ps(qd + b * 16);
+        LQ_ROW_SCORE(0) LQ_ROW_SCORE(1) LQ_ROW_SCORE(2) LQ_ROW_SCORE(3)
+        LQ_ROW_SCORE(4) LQ_ROW_SCORE(5) LQ_ROW_SCORE(6) LQ_ROW_SCORE(7)
+      }
+      LC_SCORE_STORE(0) LC_SCORE_STORE(1) LC_SCORE_STORE(2) LC_SCORE_STORE(3)
+      LC_SCORE_STORE(4) LC_SCORE_STORE(5) LC_SCORE_STORE(6) LC_SCORE_STORE(7)
+      if (step && (j0 % 16 == 8 || j0 + LC_ROWS >= m) && j0 % 16 + LC_ROWS <= 16) /* per 16 rows, for each block */
+        for (int64_t b = 0; b < nb; b++) step(arg);
+    }
+  }
+  latent_softmax_avx512(rec, R, s, m, H, scale);
+  latent_values(rec, R, vr, va, m, va, H, s, step, arg);
+}
+
 const kernel_ops ops_avx512 = {
     .name = "avx512",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q5_0X8] = gemm_q5_0x8,
              [LAYOUT_Q6_K6X8] = gemm_q6_k6x8},
     .latent_chunk = latent_chunk_avx512,
+    .latent_chunk_q8 = latent_chunk_q8_avx512,
     .f32_tile = f32_tile_avx512,
     .f32_tile2 = f32_tile2_avx512,
     .quantise_block = quantise_block_avx512,
