@@ -739,6 +739,16 @@ static void skv_prefetch_step(skv_prefetch *p) {
 
 static void skv_prefetch_tick(void *p) { skv_prefetch_step(p); }
 
+/* A level kernel's records (ops.h: it sets [0], [1] and [8, 8 + va)) with their other floats
+   zeroed, streamed out to `part`. */
+static void skv_records_out(float *part, float *acc, int64_t H, int64_t R, int64_t va) {
+  for (int64_t h = 0; h < H; h++) {
+    for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
+    for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
+  }
+  copy_streaming(part, acc, H * R);
+}
+
 /* One chunk, rows [j0, j0 + m) of query t, into `part`; prefetches rows [next0, next1) meanwhile. */
 static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float *part, const float *queries,
                       const latent_queries_q8 *q8, int queries_new, int64_t next0, int64_t next1) {
@@ -761,11 +771,7 @@ static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float 
     /* the level's whole-chunk kernel on the q8 rows as stored, with 8-bit queries */
     skv_prefetch_start(&pf, c, t, next0, next1, LATENT_CHUNK_STEPS(m, H, W, va));
     active_ops->latent_chunk_q8(acc, R, (const uint8_t *const *)value_rows, m, W, va, q8, H, c->scale, skv_prefetch_tick, &pf);
-    for (int64_t h = 0; h < H; h++) {
-      for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
-      for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
-    }
-    copy_streaming(part, acc, H * R);
+    skv_records_out(part, acc, H, R, va);
     return;
   }
   if (active_ops->latent_chunk) {
@@ -779,11 +785,7 @@ static void skv_chunk(skv_flash_ctx *f, int64_t t, int64_t j0, int64_t m, float 
     }
     active_ops->latent_chunk(acc, R, value_rows, c->kvtype == 1, m, W, va, queries, queries_new, H, c->scale,
                              skv_prefetch_tick, &pf);
-    for (int64_t h = 0; h < H; h++) {
-      for (int64_t i = 2; i < 8; i++) acc[h * R + i] = 0;
-      for (int64_t i = 8 + va; i < R; i++) acc[h * R + i] = 0;
-    }
-    copy_streaming(part, acc, H * R);
+    skv_records_out(part, acc, H, R, va);
     return;
   }
   skv_prefetch_start(&pf, c, t, next0, next1, groups + panels);
