@@ -160,13 +160,22 @@ export interface Backend {
 
   /**
    * y[(t·H + h)·R + r] = Σ_c W_h[r, c] · x[(t·H + h)·xStride + c] for t < tokens, h < H: one
-   * product per head, every head in one call (absorbed MLA's W^UK and W^UV). Equal to `matmul`
-   * of each head's gathered rows.
+   * product per head, every head in one call (absorbed MLA's W^UK and W^UV). With `shared`,
+   * every head reads token t's one row x[t·xStride + c] (prefill decompressing a latent row into
+   * every head's values). Equal to `matmul` of each head's gathered rows.
    */
-  matmulHeads?(y: Vec, x: Vec, tokens: number, xStride: number, group: HeadGroup): void;
+  matmulHeads?(y: Vec, x: Vec, tokens: number, xStride: number, group: HeadGroup, shared?: boolean): void;
 
   /** y[t·C + c] = Σ_r W[r, c] · x[t·R + r] for t < tokens (the product with Wᵀ). */
   matmulTransposed(y: Vec, x: Vec, w: Tensor, tokens: number): void;
+
+  /**
+   * Optional: y[(t·H + h)·yStride + c] = Σ_r W_h[r, c] · x[t·R + r] for t < tokens, h < H, where
+   * W_h is rows [h·R, (h+1)·R) of w ([H·R, C]): `matmulTransposed` of every head's rows over the
+   * same tokens, each written at a stride (prefill decompressing latent rows into every head's
+   * keys through a transposed W^UK). Equal to `matmulTransposed` per head.
+   */
+  matmulTransposedHeads?(y: Vec, x: Vec, w: Tensor, heads: number, tokens: number, yStride: number): void;
 
   /** y[t·D + i] = x[t·D + i] / sqrt(mean_i(x²) + eps) · weight[i], D = weight length. y may alias x. */
   rmsNorm(y: Vec, x: Vec, weight: Tensor, eps: number, tokens: number): void;

@@ -173,10 +173,21 @@ function expandedAttention(
   // k_h(j) = [k^C_h(j) | k^R(j)] (the RoPE key is shared by every head); v_h(j) = v^C_h(j).
   const k = ws.get('attn.k', N * H * dq);
   const v = ws.get('attn.v', N * H * dv);
+  const dr = dq - dn;
   for (let j = 0; j < N; j++) {
-    for (let h = 0; h < H; h++) k.set(rows.subarray(j * width + dc, (j + 1) * width), (j * H + h) * dq + dn);
+    // element loops: a subarray per (token, head) cost more than the copy (V2-Lite at 4,096: 74 K a layer)
+    const from = j * width + dc;
+    for (let h = 0; h < H; h++) {
+      const to = (j * H + h) * dq + dn;
+      for (let i = 0; i < dr; i++) k[to + i] = rows[from + i]!;
+    }
   }
-  if (w.kvB) {
+  if (!w.kvB && backend.matmulTransposedHeads && backend.matmulHeads && w.uvGroup) {
+    // Split layout, every head in one call each: W^UK_h's transposed product written at its place
+    // in k (the first dn of each head's dq), W^UV_h's straight into v, one latent row for all heads.
+    backend.matmulTransposedHeads(k, latents, w.kB!, H, N, dq);
+    backend.matmulHeads(v, latents, N, dc, w.uvGroup, true);
+  } else if (w.kvB) {
     // One product for all heads: kv_b_proj rows are [W^UK_h; W^UV_h] head after head.
     const kvb = ws.get('attn.kvb', N * H * (dn + dv));
     backend.matmul(kvb, latents, w.kvB, N);

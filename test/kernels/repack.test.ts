@@ -164,6 +164,19 @@ for (const level of levels.filter((l) => l.supported)) {
           const key = `${tokens}`;
           if (threads === 1) firstRun.set(key, y);
           else assert.deepEqual(y, firstRun.get(key), `${dtype} ${tokens} tokens: ${threads} threads differ from 1`);
+          // shared: every head reads token t's one row at t·stride
+          const ys = new Float32Array(tokens * heads * rows);
+          nb.matmulHeads!(ys, x, tokens, stride, group, true);
+          const xt = new Float32Array(tokens * cols);
+          for (let t = 0; t < tokens; t++) xt.set(x.subarray(t * stride, t * stride + cols), t * cols);
+          const sharedComposed = new Float32Array(tokens * heads * rows);
+          for (let h = 0; h < heads; h++) {
+            const yh = product(nb, weights[h]!, xt, tokens);
+            for (let t = 0; t < tokens; t++) sharedComposed.set(yh.subarray(t * rows, (t + 1) * rows), (t * heads + h) * rows);
+          }
+          assert.deepEqual(ys, sharedComposed, `${level.name} ${dtype} shared input, ${tokens} tokens, ${threads} threads`);
+          if (threads === 1) firstRun.set(`shared ${key}`, ys);
+          else assert.deepEqual(ys, firstRun.get(`shared ${key}`), `${dtype} shared, ${tokens} tokens: ${threads} threads differ from 1`);
         }
       }
     }
@@ -172,6 +185,51 @@ for (const level of levels.filter((l) => l.supported)) {
     assert.equal(nb.prepareHeads!(mixed), null, 'heads of two types are refused');
     const shapes = nb.prepareAll([quantised('q4_0', 16, 64), quantised('q4_0', 24, 64)]).weights;
     assert.equal(nb.prepareHeads!(shapes), null, 'heads of two shapes are refused');
+  });
+}
+// Wᵀx per head over the same tokens in one call (prefill's decompression of latent rows into every
+// head's keys), each head's result at a stride: the bits of matmulTransposed on that head's rows
+// at every level and thread count (across the few-token path, one 48-token block and past it),
+// within 1e-5 of the reference, and the stride's gaps untouched.
+for (const level of levels.filter((l) => l.supported)) {
+  test(`${level.name}: matmulTransposedHeads equals matmulTransposed per head at a stride (1–97 tokens, 1, 2 and 7 threads)`, { skip: noAddon }, () => {
+    const f32 = (rows: number, cols: number): Tensor => ({ dtype: 'f32', shape: [rows, cols], data: new Uint8Array(randomVec(rows * cols).buffer) });
+    for (const [dtype, heads, rows, cols, stride] of [
+      ['q4_0', 16, 37, 128, 192],
+      ['q8_0', 3, 20, 64, 64],
+      ['q4_k', 2, 9, 256, 300],
+      ['q5_0', 5, 12, 32, 40],
+      ['f32', 4, 11, 24, 30],
+    ] as const) {
+      const w = dtype === 'f32' ? f32(heads * rows, cols) : quantised(dtype, heads * rows, cols);
+      const firstRun = new Map<number, Float32Array>();
+      const inputs = new Map([1, 5, 6, 49, 97].map((tokens) => [tokens, randomVec(tokens * rows)]));
+      for (const threads of [1, 2, 7]) {
+        const nb = createNativeBackend(threads, level.name)!;
+        for (const [tokens, x] of inputs) {
+          const y = new Float32Array(tokens * heads * stride).fill(7.5);
+          nb.matmulTransposedHeads!(y, x, w, heads, tokens, stride);
+          const composed = new Float32Array(tokens * heads * stride).fill(7.5);
+          const reference = new Float32Array(tokens * heads * stride).fill(7.5);
+          const one = new Float32Array(tokens * cols);
+          for (let h = 0; h < heads; h++) {
+            const wh: Tensor = { dtype: w.dtype, shape: [rows, cols], data: w.data.subarray(h * rowBytes(dtype, cols) * rows, (h + 1) * rowBytes(dtype, cols) * rows) };
+            nb.matmulTransposed(one, x, wh, tokens);
+            for (let t = 0; t < tokens; t++) composed.set(one.subarray(t * cols, (t + 1) * cols), (t * heads + h) * stride);
+            ref.matmulTransposed(one, x, wh, tokens);
+            for (let t = 0; t < tokens; t++) reference.set(one.subarray(t * cols, (t + 1) * cols), (t * heads + h) * stride);
+          }
+          const label = `${level.name} ${dtype} ${heads} heads of ${rows}×${cols}, ${tokens} tokens, ${threads} threads`;
+          assert.deepEqual(y, composed, label);
+          assert.ok(maxRelDiff(y, reference) < 1e-5, `${label}: ${maxRelDiff(y, reference)} from the reference`);
+          if (threads === 1) firstRun.set(tokens, y);
+          else assert.deepEqual(y, firstRun.get(tokens), `${label}: differs from 1 thread`);
+        }
+      }
+    }
+    const nb = createNativeBackend(2, level.name)!;
+    assert.throws(() => nb.matmulTransposedHeads!(new Float32Array(64), new Float32Array(64), quantised('q4_0', 10, 32), 3, 1, 32), /do not split into 3 heads/);
+    assert.throws(() => nb.matmulTransposedHeads!(new Float32Array(10), new Float32Array(64), quantised('q4_0', 8, 32), 2, 1, 32), /shorter than the shape/);
   });
 }
 createNativeBackend(2);

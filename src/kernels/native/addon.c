@@ -718,21 +718,49 @@ static napi_value js_head_group(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* matmulHeads(y, x, tokens, xStride, group) */
+/* matmulHeads(y, x, tokens, xStride, group, shared) */
 static napi_value js_matmul_heads(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value a[5];
+  size_t argc = 6;
+  napi_value a[6];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
   view_t y, x;
-  int64_t T, xs;
+  int64_t T, xs, shared;
   head_group *g = NULL;
-  if (argc < 5 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_i64(env, a[2], &T) || !get_i64(env, a[3], &xs) ||
-      napi_get_value_external(env, a[4], (void **)&g) != napi_ok || !g)
-    return fail(env, "matmulHeads(y, x, tokens, xStride, group): bad arguments");
+  if (argc < 6 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_i64(env, a[2], &T) || !get_i64(env, a[3], &xs) ||
+      napi_get_value_external(env, a[4], (void **)&g) != napi_ok || !g || !get_i64(env, a[5], &shared))
+    return fail(env, "matmulHeads(y, x, tokens, xStride, group, shared): bad arguments");
   if (y.type != napi_float32_array || x.type != napi_float32_array) return fail(env, "matmulHeads: y and x must be Float32Array");
-  if (T < 1 || xs < g->cols || y.length < (size_t)(T * g->H * g->rows) || x.length < (size_t)((T * g->H - 1) * xs + g->cols))
+  int64_t x_rows = shared ? T : T * g->H;
+  if (T < 1 || xs < g->cols || y.length < (size_t)(T * g->H * g->rows) || x.length < (size_t)((x_rows - 1) * xs + g->cols))
     return fail(env, "matmulHeads: arrays shorter than the shape, or a stride below the columns");
-  if (packed_matmul_heads(y.data, x.data, T, xs, g->H, g->m, g->rows, g->cols) != 0) return fail(env, "matmulHeads: out of memory");
+  if (packed_matmul_heads(y.data, x.data, T, xs, shared != 0, g->H, g->m, g->rows, g->cols) != 0)
+    return fail(env, "matmulHeads: out of memory");
+  return NULL;
+}
+
+/* matmulTransposedHeads(y, x, w, wtype, heads, rows, cols, tokens, yStride) */
+static napi_value js_matmul_t_heads(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value a[9];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x, w;
+  int64_t wtype, H, rows, cols, T, ys;
+  if (argc < 9 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_view(env, a[2], &w) || !get_i64(env, a[3], &wtype) ||
+      !get_i64(env, a[4], &H) || !get_i64(env, a[5], &rows) || !get_i64(env, a[6], &cols) || !get_i64(env, a[7], &T) ||
+      !get_i64(env, a[8], &ys))
+    return fail(env, "matmulTransposedHeads(y, x, w, wtype, heads, rows, cols, tokens, yStride): bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array || w.type != napi_uint8_array)
+    return fail(env, "matmulTransposedHeads: y and x must be Float32Array, w Uint8Array");
+  if (!kernels_supports((int)wtype)) return fail(env, "matmulTransposedHeads: unsupported weight type");
+  if (H < 1 || rows < 1 || cols < 1 || T < 1 || ys < cols) return fail(env, "matmulTransposedHeads: empty shape, or a stride below the columns");
+  {
+    int be = quant_block_elements((int)wtype);
+    if (be > 0 && cols % be != 0) return fail(env, "matmulTransposedHeads: row length is not a whole number of blocks");
+  }
+  if (w.length < weight_bytes((int)wtype, H * rows * cols) || x.length < (size_t)(T * rows) ||
+      y.length < (size_t)((T * H - 1) * ys + cols))
+    return fail(env, "matmulTransposedHeads: array shorter than the shape");
+  kernel_matmul_t_heads(y.data, ys, x.data, w.data, (int)wtype, H, rows, cols, T);
   return NULL;
 }
 
@@ -784,6 +812,7 @@ static napi_value init(napi_env env, napi_value exports) {
   kernels_init();
   napi_property_descriptor props[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},
+      {"matmulTransposedHeads", NULL, js_matmul_t_heads, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
       {"siluMul", NULL, js_silu_mul, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},

@@ -13,7 +13,7 @@ import type { Backend, ExpertGroup, HeadGroup, PrepareOptions, PrepareReport, Sh
 import { InvalidInputError } from '../../errors.js';
 import { buildRepacked, openRepacked, repackKey, type PlannedTensor, type RepackAddon } from './repackCache.js';
 import { referenceBackend } from '../reference/index.js';
-import { elementCount, type Tensor, type Vec } from '../tensor.js';
+import { elementCount, rowSlice, type Tensor, type Vec } from '../tensor.js';
 import { GGML_TYPE_ID } from '../../formats/quant/index.js';
 
 interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
@@ -34,7 +34,10 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   expertGroup(matrices: Array<[Uint8Array, number, number, number, number]>, experts: number, shared: boolean): object | null;
   expertsForward(out: Float32Array, x: Float32Array, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: object): void;
   headGroup(matrices: Array<[Uint8Array, number, number, number, number]>): object | null;
-  matmulHeads(y: Float32Array, x: Float32Array, tokens: number, xStride: number, group: object): void;
+  matmulHeads(y: Float32Array, x: Float32Array, tokens: number, xStride: number, group: object, shared: number): void;
+  matmulTransposedHeads(
+    y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, heads: number, rows: number, cols: number, tokens: number, yStride: number,
+  ): void;
   packedMatmul(y: Float32Array, x: Float32Array, w: Uint8Array, layout: number, wtype: number, rows: number, cols: number, tokens: number): void;
 }
 
@@ -356,12 +359,12 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
     prepareExperts,
     prepareHeads,
 
-    matmulHeads(y, x, tokens, xStride, group) {
+    matmulHeads(y, x, tokens, xStride, group, shared = false) {
       if (!headGroups.has(group) || !isF32(y) || !isF32(x)) {
         throw new InvalidInputError('matmulHeads', "needs a group from this backend's prepareHeads and f32 vectors");
       }
       useLevel();
-      n.matmulHeads(y, x, tokens, xStride, (group as NativeHeadGroup).handle);
+      n.matmulHeads(y, x, tokens, xStride, (group as NativeHeadGroup).handle, shared ? 1 : 0);
     },
 
     expertsForward(out, x, tokens, k, expertOf, weightOf, group) {
@@ -390,6 +393,25 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
       if (wtype === undefined || !isF32(y) || !isF32(x)) return ref.matmulTransposed(y, x, w, tokens);
       const [rows, cols] = dims(w);
       n.matmul(y, x, w.data, wtype, rows, cols, tokens, 1);
+    },
+
+    matmulTransposedHeads(y, x, w, heads, tokens, yStride) {
+      const [allRows, cols] = dims(w);
+      if (!Number.isInteger(heads) || heads < 1 || allRows % heads !== 0) {
+        throw new InvalidInputError('matmulTransposedHeads', `${allRows} rows do not split into ${heads} heads`);
+      }
+      const rows = allRows / heads;
+      const wtype = WEIGHT_TYPE[w.dtype];
+      if (wtype === undefined || !isF32(y) || !isF32(x)) {
+        // Per head through the reference, written at the stride.
+        const one = new Float32Array(tokens * cols);
+        for (let h = 0; h < heads; h++) {
+          ref.matmulTransposed(one, x, rowSlice(w, h * rows, rows), tokens);
+          for (let t = 0; t < tokens; t++) y.set(one.subarray(t * cols, (t + 1) * cols), (t * heads + h) * yStride);
+        }
+        return;
+      }
+      n.matmulTransposedHeads(y, x, w.data, wtype, heads, rows, cols, tokens, yStride);
     },
 
     rmsNorm(y, x, weight, eps, tokens) {

@@ -403,6 +403,65 @@ void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int6
   }
 }
 
+/* Wᵀx for H matrices over the same tokens, y[(t·H + h)·ys + c] (prefill's decompression of the
+   latent rows into every head's keys through the transposed W^UK): each head's rows decoded and
+   packed once per call on the pool (a head an item), then items of (token block, head) with the
+   heads inner, so a block's x rows stay in cache across heads, and each result lands at its
+   stride (no copy after). A head's values are the bits kernel_matmul_t gives it alone. */
+typedef struct {
+  float *y;
+  int64_t ys;
+  const float *x;
+  const uint8_t *w;
+  int wtype;
+  int64_t H, rows, cols, tokens, panel_floats, block_tokens;
+  float *panels;
+} matmul_t_heads_ctx;
+
+static void matmul_t_heads_pack_task(void *p, int64_t start, int64_t end) {
+  matmul_t_heads_ctx *c = p;
+  size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
+  float *decoded = malloc((size_t)(c->rows * c->cols) * sizeof(float));
+  if (!decoded) abort();
+  for (int64_t h = start; h < end; h++) {
+    const uint8_t *w = c->w + (size_t)(h * c->rows) * row_bytes;
+    for (int64_t r = 0; r < c->rows; r++) decode_row(w + (size_t)r * row_bytes, c->wtype, c->cols, decoded + r * c->cols);
+    gemm_f32_pack(c->panels + h * c->panel_floats, decoded, c->cols, c->rows, c->cols);
+  }
+  free(decoded);
+}
+
+static void matmul_t_heads_gemm_task(void *p, int64_t start, int64_t end) {
+  matmul_t_heads_ctx *c = p;
+  for (int64_t i = start; i < end; i++) {
+    int64_t b = i / c->H, h = i % c->H;
+    int64_t t0 = b * c->block_tokens, t1 = t0 + c->block_tokens < c->tokens ? t0 + c->block_tokens : c->tokens;
+    gemm_f32(c->y + (t0 * c->H + h) * c->ys, c->H * c->ys, c->x + t0 * c->rows, c->rows, c->panels + h * c->panel_floats, t1 - t0,
+             c->cols, c->rows);
+  }
+}
+
+void kernel_matmul_t_heads(float *y, int64_t ys, const float *x, const uint8_t *w, int wtype, int64_t H, int64_t rows, int64_t cols,
+                           int64_t tokens) {
+  size_t head_bytes = (size_t)rows * kernels_span_bytes(wtype, cols);
+  if (tokens < GEMM_F32_MR) { /* a few tokens: kernel_matmul_t's own paths per head, copied out at the stride */
+    float *one = malloc((size_t)(tokens * cols) * sizeof(float));
+    if (!one) abort();
+    for (int64_t h = 0; h < H; h++) {
+      kernel_matmul_t(one, x, w + h * head_bytes, wtype, rows, cols, tokens);
+      for (int64_t t = 0; t < tokens; t++) memcpy(y + (t * H + h) * ys, one + t * cols, (size_t)cols * sizeof(float));
+    }
+    free(one);
+    return;
+  }
+  matmul_t_heads_ctx c = {y, ys, x, w, wtype, H, rows, cols, tokens, gemm_f32_panel_floats(rows, cols), 8 * GEMM_F32_MR, NULL};
+  c.panels = pool_scratch(7, (size_t)(H * c.panel_floats) * sizeof(float));
+  if (!c.panels) abort();
+  pool_run(matmul_t_heads_pack_task, &c, H, 1);
+  int64_t blocks = (tokens + c.block_tokens - 1) / c.block_tokens;
+  pool_run(matmul_t_heads_gemm_task, &c, blocks * H, 1);
+}
+
 /* ---------- elementwise ---------- */
 
 void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps) {

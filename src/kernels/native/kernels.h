@@ -25,6 +25,9 @@ int kernels_supports(int wtype);
 void kernel_matmul(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens);
 /* y[t*cols + c] = sum_r W[r, c] * x[t*rows + r]. */
 void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens);
+/* For h < H: y[(t*H + h)*ys + c] = sum_r W_h[r, c] * x[t*rows + r], W_h rows [h*rows, (h+1)*rows) of w. */
+void kernel_matmul_t_heads(float *y, int64_t ys, const float *x, const uint8_t *w, int wtype, int64_t H, int64_t rows, int64_t cols,
+                           int64_t tokens);
 void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps);
 void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n);
 /* q [T][H][dk], k [N][H][dk], v [N][H][dv] -> out [T][H][dv]; query t sees rows [0, ctx[t]). */

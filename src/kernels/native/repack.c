@@ -441,6 +441,7 @@ typedef struct {
   uint8_t *xq;
   size_t xrow;
   int64_t T, xstride, H, rows, cols, blocks, groups, per_item;
+  int shared; /* every head reads token t's one row: T rows quantised once, not H·T */
   const packed_matrix *w;
 } heads_ctx;
 
@@ -448,7 +449,8 @@ static void heads_quantise_task(void *p, int64_t start, int64_t end) {
   heads_ctx *c = p;
   for (int64_t i = start; i < end; i++) { /* item i = (head i / T, token i mod T): each head's rows contiguous */
     int64_t h = i / c->T, t = i % c->T;
-    packed_quantise_row(c->w[0].wtype, c->x + (t * c->H + h) * c->xstride, c->cols, c->xq + (size_t)i * c->xrow);
+    const float *row = c->x + (c->shared ? t : t * c->H + h) * c->xstride;
+    packed_quantise_row(c->w[0].wtype, row, c->cols, c->xq + (size_t)i * c->xrow);
   }
 }
 
@@ -461,16 +463,17 @@ static void heads_gemm_task(void *p, int64_t start, int64_t end) {
     while (f0 < f1) {
       int64_t h = f0 / c->groups, g0 = f0 % c->groups, g1 = g0 + (f1 - f0) < c->groups ? g0 + (f1 - f0) : c->groups;
       const packed_matrix *m = &c->w[h];
-      packed_gemm_for(m->layout)(c->y + h * c->rows, c->H * c->rows, m->data, m->group_bytes, c->xq + (size_t)(h * c->T) * c->xrow,
+      packed_gemm_for(m->layout)(c->y + h * c->rows, c->H * c->rows, m->data, m->group_bytes,
+                                 c->xq + (size_t)(c->shared ? 0 : h * c->T) * c->xrow,
                                  c->blocks, c->blocks, c->T, g0, g1);
       f0 += g1 - g0;
     }
   }
 }
 
-int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int64_t H, const packed_matrix *w, int64_t rows,
-                        int64_t cols) {
-  heads_ctx c = {.y = y, .x = x, .T = T, .xstride = xstride, .H = H, .rows = rows, .cols = cols, .w = w};
+int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int shared, int64_t H, const packed_matrix *w,
+                        int64_t rows, int64_t cols) {
+  heads_ctx c = {.y = y, .x = x, .T = T, .xstride = xstride, .H = H, .rows = rows, .cols = cols, .shared = shared, .w = w};
   c.xrow = packed_act_bytes(w[0].wtype, cols);
   c.blocks = cols / quant_block_elements(w[0].wtype);
   c.groups = rows / ROW_GROUP;
@@ -482,9 +485,10 @@ int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, in
   if (c.per_item < 1) c.per_item = 1;
   c.per_item += c.per_item & 1; /* whole pairs of groups (the AMX level's 16-row tiles) */
   void *xq = NULL;
-  if (posix_memalign(&xq, 64, c.xrow * (size_t)(H * T) + 64) != 0) return -1;
+  int64_t quantised_rows = shared ? T : H * T;
+  if (posix_memalign(&xq, 64, c.xrow * (size_t)quantised_rows + 64) != 0) return -1;
   c.xq = xq;
-  pool_run(heads_quantise_task, &c, H * T, 16);
+  pool_run(heads_quantise_task, &c, quantised_rows, 16);
   pool_run(heads_gemm_task, &c, (total + c.per_item - 1) / c.per_item, 1);
   free(xq);
   return 0;

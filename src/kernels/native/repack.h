@@ -39,10 +39,12 @@ typedef struct {
 } packed_matrix;
 
 /* For h < H, t < T: y[(t·H + h)·rows + r] = Σ_c W_h[r, c] · x[(t·H + h)·xstride + c] — one product
-   per head over the same tokens (absorbed attention's W^UK and W^UV), all heads in one pool job.
-   Every W_h has one type and shape [rows, cols]. 0 on success, -1 out of memory. */
-int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int64_t H, const packed_matrix *w, int64_t rows,
-                        int64_t cols);
+   per head over the same tokens (absorbed attention's W^UK and W^UV), all heads in one pool job;
+   with `shared`, every head reads x[t·xstride + c] (prefill's decompression of one latent row into
+   every head's values), quantised once. Every W_h has one type and shape [rows, cols]. 0 on
+   success, -1 out of memory. */
+int packed_matmul_heads(float *y, const float *x, int64_t T, int64_t xstride, int shared, int64_t H, const packed_matrix *w,
+                        int64_t rows, int64_t cols);
 /* y[t·rows + r] = Σ_c W[r, c] · x[t·cols + c] over a weight packed in `layout`. 0 on success, −1
    when the layout does not belong to the type. */
 int packed_matmul(float *y, const float *x, const uint8_t *w, int layout, int wtype, int64_t rows, int64_t cols, int64_t tokens);

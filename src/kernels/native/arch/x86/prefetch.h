@@ -13,10 +13,13 @@
 #define PREFETCH_DISTANCE 4096
 #endif
 
-/* Asks for the `bytes` bytes PREFETCH_DISTANCE past p, a cache line at a time. */
-#define PREFETCH_AHEAD(p, bytes)                                                                                      \
-  do {                                                                                                                \
-    for (int pf_ = 0; pf_ < (bytes); pf_ += 64) _mm_prefetch((const char *)(p) + PREFETCH_DISTANCE + pf_, _MM_HINT_T0); \
+/* Asks for the `bytes` bytes `distance` past p, a cache line at a time. */
+#define PREFETCH_AHEAD_BY(p, bytes, distance)                                                                \
+  do {                                                                                                       \
+    for (int pf_ = 0; pf_ < (bytes); pf_ += 64) _mm_prefetch((const char *)(p) + (distance) + pf_, _MM_HINT_T0); \
   } while (0)
+
+/* Asks for the `bytes` bytes PREFETCH_DISTANCE past p. */
+#define PREFETCH_AHEAD(p, bytes) PREFETCH_AHEAD_BY(p, bytes, PREFETCH_DISTANCE)
 
 #endif
