@@ -202,6 +202,16 @@ export interface Backend {
   /** y[i] = silu(gate[i]) · up[i] for i < n. y may alias gate. */
   siluMul(y: Vec, gate: Vec, up: Vec, n: number): void;
 
+  /** y[i] = y[i] + x[i] for i < n (the residual stream). */
+  add(y: Vec, x: Vec, n: number): void;
+
+  /**
+   * dst[r·dstStride + j·repeatStride + i] = src[r·srcStride + i] for r < rows, j < repeat, i <
+   * width: parts of rows gathered or scattered, each row placed `repeat` times (a latent row's
+   * parts; a key's RoPE part, shared by all heads, into every head's key). dst and src do not overlap.
+   */
+  copyRows(dst: Vec, src: Vec, rows: number, width: number, dstStride: number, srcStride: number, repeat?: number, repeatStride?: number): void;
+
   /**
    * Multi-head attention: q [T][H][Dk], k [N][H][Dk], v [N][H][Dv] → out [T][H][Dv], where query t
    * sees key rows [0, contextLengths[t]). Softmax in at least f32.

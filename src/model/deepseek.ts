@@ -131,11 +131,11 @@ export class DeepseekModel {
     this.weights.layers.forEach((layer, l) => {
       backend.rmsNorm(normed, h, layer.attnNorm, c.rmsNormEps, T);
       multiHeadLatentAttention(ctx, layer.attention, l, normed, positions, slices, branch);
-      for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
+      backend.add(h, branch, T * d);
       backend.rmsNorm(normed, h, layer.ffnNorm, c.rmsNormEps, T);
       if (layer.moe) moeForward(ctx, layer.moe, normed, T, branch, l, options.onRouting, options.forceExperts?.(l));
       else swiglu(ctx, layer.dense!, normed, T, branch);
-      for (let i = 0; i < T * d; i++) h[i] = h[i]! + branch[i]!;
+      backend.add(h, branch, T * d);
       options.onHidden?.(l, h.subarray(0, T * d));
     });
     for (const item of items) item.cache.commit(item.tokens.length);

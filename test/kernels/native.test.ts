@@ -54,6 +54,36 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const) {
   });
 }
 
+test('add and copyRows give the reference bits (strided rows, zero rows, too-short arrays refused)', { skip }, () => {
+  const nb = native as Backend;
+  for (const n of [0, 1, 15, 16, 17, 2048, 4097]) {
+    const y0 = randomVec(n, 3);
+    const x = randomVec(n, 100);
+    const a = Float32Array.from(y0);
+    const b = Float32Array.from(y0);
+    ref.add(a, x, n);
+    nb.add(b, x, n);
+    assert.deepEqual(b, a, `add of ${n}`);
+  }
+  for (const [rows, width, dstStride, srcStride, repeat, repeatStride] of [
+    [0, 5, 5, 5, 1, 0],
+    [1, 64, 64, 576, 1, 0],
+    [37, 64, 3072, 576, 16, 192],
+    [5, 7, 9, 7, 1, 0],
+    [4, 3, 3, 0, 1, 0],
+    [3, 4, 40, 4, 3, 11],
+  ] as const) {
+    const src = randomVec(Math.max(1, (rows - 1) * srcStride + width));
+    const a = new Float32Array(Math.max(1, (rows - 1) * dstStride + (repeat - 1) * repeatStride + width)).fill(-2);
+    const b = Float32Array.from(a);
+    ref.copyRows(a, src, rows, width, dstStride, srcStride, repeat, repeatStride);
+    nb.copyRows(b, src, rows, width, dstStride, srcStride, repeat, repeatStride);
+    assert.deepEqual(b, a, `copyRows ${rows}×${width} at ${dstStride}/${srcStride}, ${repeat} times ${repeatStride} apart`);
+  }
+  assert.throws(() => nb.add(new Float32Array(3), new Float32Array(4), 4), /too short/);
+  assert.throws(() => nb.copyRows(new Float32Array(10), new Float32Array(100), 3, 4, 4, 4), /shorter than the shape/);
+});
+
 test('rmsNorm and siluMul agree with the reference', { skip }, () => {
   const nb = native as Backend;
   for (const dim of [1, 5, 64, 129]) {

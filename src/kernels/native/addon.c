@@ -115,6 +115,42 @@ static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* add(y, x, n): y[i] += x[i] */
+static napi_value js_add(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t y, x;
+  int64_t n;
+  if (argc < 3 || !get_view(env, a[0], &y) || !get_view(env, a[1], &x) || !get_i64(env, a[2], &n)) return fail(env, "add: bad arguments");
+  if (y.type != napi_float32_array || x.type != napi_float32_array) return fail(env, "add: Float32Array expected");
+  if (n < 0 || y.length < (size_t)n || x.length < (size_t)n) return fail(env, "add: too short");
+  kernel_add(y.data, x.data, n);
+  return NULL;
+}
+
+/* copyRows(dst, src, rows, width, dstStride, srcStride, repeat, repeatStride) */
+static napi_value js_copy_rows(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  view_t d, s;
+  int64_t rows, width, ds, ss, repeat, rs;
+  if (argc < 8 || !get_view(env, a[0], &d) || !get_view(env, a[1], &s) || !get_i64(env, a[2], &rows) || !get_i64(env, a[3], &width) ||
+      !get_i64(env, a[4], &ds) || !get_i64(env, a[5], &ss) || !get_i64(env, a[6], &repeat) || !get_i64(env, a[7], &rs))
+    return fail(env, "copyRows(dst, src, rows, width, dstStride, srcStride, repeat, repeatStride): bad arguments");
+  if (d.type != napi_float32_array || s.type != napi_float32_array) return fail(env, "copyRows: Float32Array expected");
+  if (rows < 0 || width < 0 || ds < 0 || ss < 0 || repeat < 0 || rs < 0) return fail(env, "copyRows: negative size");
+  if (rows > 0 && width > 0 && repeat > 0 &&
+      (d.length < (size_t)((rows - 1) * ds + (repeat - 1) * rs + width) || s.length < (size_t)((rows - 1) * ss + width)))
+    return fail(env, "copyRows: array shorter than the shape");
+  const float *src = s.data;
+  float *dst = d.data;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < repeat; j++) memcpy(dst + r * ds + j * rs, src + r * ss, (size_t)width * sizeof(float));
+  return NULL;
+}
+
 static int check_ctx(const view_t *ctx, int64_t queries, int64_t max_rows) {
   if (ctx->type != napi_int32_array || ctx->length < (size_t)queries) return 0;
   const int32_t *c = ctx->data;
@@ -815,6 +851,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"matmulTransposedHeads", NULL, js_matmul_t_heads, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
       {"siluMul", NULL, js_silu_mul, NULL, NULL, NULL, napi_default, NULL},
+      {"add", NULL, js_add, NULL, NULL, NULL, napi_default, NULL},
+      {"copyRows", NULL, js_copy_rows, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
       {"sharedKvAttention", NULL, js_shared_kv_attention, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},

@@ -35,6 +35,10 @@ interface NativeAddon extends Omit<RepackAddon, 'mapRegions'> {
   expertsForward(out: Float32Array, x: Float32Array, tokens: number, k: number, expertOf: Int32Array, weightOf: Float32Array, group: object): void;
   headGroup(matrices: Array<[Uint8Array, number, number, number, number]>): object | null;
   matmulHeads(y: Float32Array, x: Float32Array, tokens: number, xStride: number, group: object, shared: number): void;
+  add(y: Float32Array, x: Float32Array, n: number): void;
+  copyRows(
+    dst: Float32Array, src: Float32Array, rows: number, width: number, dstStride: number, srcStride: number, repeat: number, repeatStride: number,
+  ): void;
   matmulTransposedHeads(
     y: Float32Array, x: Float32Array, w: Uint8Array, wtype: number, heads: number, rows: number, cols: number, tokens: number, yStride: number,
   ): void;
@@ -427,6 +431,16 @@ export function createNativeBackend(threads = defaultThreads(), level?: string):
     siluMul(y, gate, up, count) {
       if (!isF32(y) || !isF32(gate) || !isF32(up)) return ref.siluMul(y, gate, up, count);
       n.siluMul(y, gate, up, count);
+    },
+
+    add(y, x, count) {
+      if (!isF32(y) || !isF32(x)) return ref.add(y, x, count);
+      n.add(y, x, count);
+    },
+
+    copyRows(dst, src, rows, width, dstStride, srcStride, repeat = 1, repeatStride = 0) {
+      if (!isF32(dst) || !isF32(src)) return ref.copyRows(dst, src, rows, width, dstStride, srcStride, repeat, repeatStride);
+      n.copyRows(dst, src, rows, width, dstStride, srcStride, repeat, repeatStride);
     },
 
     attention(out, q, k, v, keyWidth, valueWidth, shape) {

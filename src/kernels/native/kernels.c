@@ -491,6 +491,11 @@ void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64
 
 void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n) { active_ops->silu_mul(y, gate, up, n); }
 
+/* f32 sums as the reference's (a double sum of two floats rounds to the float sum) */
+void kernel_add(float *restrict y, const float *restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 /* ---------- attention ---------- */
 
 /* s[j] = exp(s[j] − max) (the stable softmax numerators); returns their sum (the level's kernel). */

@@ -30,6 +30,8 @@ void kernel_matmul_t_heads(float *y, int64_t ys, const float *x, const uint8_t *
                            int64_t tokens);
 void kernel_rmsnorm(float *y, const float *x, const uint8_t *w, int wtype, int64_t dim, int64_t tokens, float eps);
 void kernel_silu_mul(float *y, const float *gate, const float *up, int64_t n);
+/* y[i] += x[i] */
+void kernel_add(float *y, const float *x, int64_t n);
 /* q [T][H][dk], k [N][H][dk], v [N][H][dv] -> out [T][H][dv]; query t sees rows [0, ctx[t]). */
 void kernel_attention(float *out, const float *q, const float *k, const float *v, int64_t dk, int64_t dv, int64_t queries,
                       int64_t heads, const int32_t *ctx, float scale);

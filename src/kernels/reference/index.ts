@@ -187,6 +187,20 @@ export const referenceBackend: Backend = {
     }
   },
 
+  add(y, x, n) {
+    for (let i = 0; i < n; i++) y[i] = y[i]! + x[i]!;
+  },
+
+  copyRows(dst, src, rows, width, dstStride, srcStride, repeat = 1, repeatStride = 0) {
+    for (let r = 0; r < rows; r++) {
+      const from = r * srcStride;
+      for (let j = 0; j < repeat; j++) {
+        const to = r * dstStride + j * repeatStride;
+        for (let i = 0; i < width; i++) dst[to + i] = src[from + i]!;
+      }
+    }
+  },
+
   attention(out, q, k, v, keyWidth, valueWidth, shape) {
     const { queries, heads, contextLengths, scale } = shape;
     const p = new Float64Array(Math.max(0, ...contextLengths));
