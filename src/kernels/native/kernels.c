@@ -550,11 +550,7 @@ static void attention_task(void *p, int64_t start, int64_t end) {
       for (int64_t r = 0; r < m; r++) {
         float *row = s + r * n;
         int64_t len = c->ctx[t0 + r];
-        float max = -INFINITY;
-        for (int64_t j = 0; j < len; j++) {
-          row[j] *= c->scale;
-          if (row[j] > max) max = row[j];
-        }
+        float max = active_ops->scale_max(row, len, c->scale);
         float sum = exp_shifted(row, len, max);
         for (int64_t j = len; j < n; j++) row[j] = 0;
         inv[r] = len > 0 ? 1.0f / sum : 0.0f;

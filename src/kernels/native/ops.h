@@ -163,6 +163,9 @@ typedef struct {
   void (*silu_mul)(float *y, const float *gate, const float *up, int64_t n);
   /* s[j] = exp(s[j] − max) for j < n (softmax numerators); returns their sum. */
   float (*exp_shifted)(float *s, int64_t n, float max);
+  /* s[j] = scale · s[j] for j < n; returns the largest (NaN never taken: s > max ? s : max, as the
+     scalar loop's; −∞ for n = 0). The same value at every level: max does not depend on order. */
+  float (*scale_max)(float *s, int64_t n, float scale);
 } kernel_ops;
 
 /* The levels, best first; a level is usable when the CPU has its features. */
@@ -185,9 +188,11 @@ extern const kernel_ops *active_ops;
 void quantise_block_scalar(const float *x, int n, float *d, int8_t *q);
 void silu_mul_scalar(float *y, const float *gate, const float *up, int64_t n);
 float exp_shifted_scalar(float *s, int64_t n, float max);
+float scale_max_scalar(float *s, int64_t n, float scale);
 #if defined(__x86_64__) || defined(_M_X64)
 void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* the AVX-512 level uses these too */
 float exp_shifted_avx2(float *s, int64_t n, float max);
+float scale_max_avx2(float *s, int64_t n, float scale);
 void quantise_block_avx512(const float *x, int n, float *d, int8_t *q); /* and the AMX level this */
 void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
                          const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg); /* and this */

@@ -69,6 +69,15 @@ float exp_shifted_scalar(float *s, int64_t n, float max) {
   return sum;
 }
 
+float scale_max_scalar(float *s, int64_t n, float scale) {
+  float max = -INFINITY;
+  for (int64_t j = 0; j < n; j++) {
+    s[j] *= scale;
+    if (s[j] > max) max = s[j];
+  }
+  return max;
+}
+
 /* ---------- levels ---------- */
 
 static int cpu_has(const kernel_ops *ops) {

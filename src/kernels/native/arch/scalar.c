@@ -162,4 +162,5 @@ const kernel_ops ops_scalar = {
     .quantise_block = quantise_block_scalar,
     .silu_mul = silu_mul_scalar,
     .exp_shifted = exp_shifted_scalar,
+    .scale_max = scale_max_scalar,
 };

@@ -609,4 +609,5 @@ const kernel_ops ops_amx = {
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,
+    .scale_max = scale_max_avx2,
 };

@@ -9,6 +9,7 @@
  * pair sums and applies the scale in one instruction.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "../../ops.h"
@@ -382,6 +383,31 @@ float exp_shifted_avx2(float *s, int64_t n, float max) {
   return sum + exp_shifted_scalar(s + j, n - j, max);
 }
 
+/* _mm256_max_ps(a, m) is a > m ? a : m lane by lane (m when either is NaN): the scalar loop's rule. */
+float scale_max_avx2(float *s, int64_t n, float scale) {
+  const __m256 k = _mm256_set1_ps(scale);
+  __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(s + j), k), b = _mm256_mul_ps(_mm256_loadu_ps(s + j + 8), k);
+    _mm256_storeu_ps(s + j, a);
+    _mm256_storeu_ps(s + j + 8, b);
+    m0 = _mm256_max_ps(a, m0);
+    m1 = _mm256_max_ps(b, m1);
+  }
+  for (; j + 8 <= n; j += 8) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(s + j), k);
+    _mm256_storeu_ps(s + j, a);
+    m0 = _mm256_max_ps(a, m0);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_max_ps(m1, m0));
+  float max = scale_max_scalar(s + j, n - j, scale);
+  for (int i = 0; i < 8; i++)
+    if (lanes[i] > max) max = lanes[i];
+  return max;
+}
+
 const kernel_ops ops_avx2 = {
     .name = "avx2",
     .gemm = {[LAYOUT_Q4_0X8] = gemm_q4_0x8, [LAYOUT_Q8_0X8] = gemm_q8_0x8, [LAYOUT_Q4_KX8] = gemm_q4_kx8, [LAYOUT_Q6_K6X8] = gemm_q6_k6x8,
@@ -389,4 +415,5 @@ const kernel_ops ops_avx2 = {
     .quantise_block = quantise_block_avx2,
     .silu_mul = silu_mul_avx2,
     .exp_shifted = exp_shifted_avx2,
+    .scale_max = scale_max_avx2,
 };
