@@ -220,14 +220,17 @@ for (const level of nativeLevels().filter((l) => l.supported)) {
 
 // Prompt attention runs as register-tiled products per (head, block of 48 queries), each head's
 // keys and values packed once over the longest context; the tile is 6 queries × 16 keys or values
-// (AVX-512 and AMX: also 6 × 32 over two whole panels). Shapes cross every boundary: one query, a partial query block,
-// several blocks, a partial tile, 128 heads (V2/V3), contexts longer than the chunk's own queries.
+// (AVX-512 and AMX: also 6 × 32 over two whole panels). Shapes cross every boundary: one query, a
+// partial query block, several blocks, a partial tile, 128 heads (V2/V3), contexts longer than the
+// chunk's own queries (up to 1,100 keys), and a query whose context ends long before its block's.
 const promptShapes = [
   [1, 1, 1, 1, 1],
   [50, 3, 40, 32, 60],
   [97, 2, 192, 128, 97],
   [7, 128, 24, 16, 20],
   [13, 4, 17, 5, 300],
+  [60, 2, 72, 32, 1100],
+  [3, 1, 16, 16, 513],
 ] as const;
 
 for (const level of nativeLevels().filter((l) => l.supported)) {
