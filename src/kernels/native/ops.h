@@ -194,6 +194,7 @@ void silu_mul_avx2(float *y, const float *gate, const float *up, int64_t n); /* 
 float exp_shifted_avx2(float *s, int64_t n, float max);
 float scale_max_avx2(float *s, int64_t n, float scale);
 void quantise_block_avx512(const float *x, int n, float *d, int8_t *q); /* and the AMX level this */
+float exp_shifted_avx512(float *s, int64_t n, float max);              /* and this */
 void latent_chunk_avx512(float *rec, int64_t R, const void *const *rows, int rows_f16, int64_t m, int64_t W, int64_t va,
                          const float *queries, int queries_new, int64_t H, float scale, void (*step)(void *), void *arg); /* and this */
 void f32_tile_avx512(float out[GEMM_F32_MR][GEMM_F32_NR], const float *const rows[GEMM_F32_MR], const float *panel, int64_t ld,

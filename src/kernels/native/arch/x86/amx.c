@@ -608,6 +608,6 @@ const kernel_ops ops_amx = {
     .f32_tile2 = f32_tile2_avx512,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
-    .exp_shifted = exp_shifted_avx2,
+    .exp_shifted = exp_shifted_avx512,
     .scale_max = scale_max_avx2,
 };

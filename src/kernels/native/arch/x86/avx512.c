@@ -59,6 +59,23 @@ static inline __m512 exp512(__m512 x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
+/* exp_shifted (ops.h) 16 lanes at a time; sixteen partial sums added in a fixed order. */
+float exp_shifted_avx512(float *s, int64_t n, float max) {
+  const __m512 vmax = _mm512_set1_ps(max);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vmax));
+    _mm512_storeu_ps(s + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  __m256 half = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, half);
+  float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  return sum + exp_shifted_avx2(s + j, n - j, max);
+}
+
 /* The chunk's softmax (ops.h): 16 heads a zmm, lane-wise over the rows. */
 void latent_softmax_avx512(float *rec, int64_t R, float *s, int64_t m, int64_t H, float scale) {
   const int64_t panels = (H + 15) / 16, HS = 16 * panels;
@@ -367,6 +384,6 @@ const kernel_ops ops_avx512 = {
     .f32_tile2 = f32_tile2_avx512,
     .quantise_block = quantise_block_avx512,
     .silu_mul = silu_mul_avx2,
-    .exp_shifted = exp_shifted_avx2,
+    .exp_shifted = exp_shifted_avx512,
     .scale_max = scale_max_avx2,
 };
