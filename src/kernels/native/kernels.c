@@ -365,49 +365,12 @@ static void matmul_t_tokens_task(void *p, int64_t start, int64_t end) {
   free(row);
 }
 
-/* Wᵀx over many tokens as one f32 product: W's rows decoded once into packed panels (W is B,
-   [rows][cols]), then token blocks of the register tile on the pool. Each y element is the same
-   in-order fused sum over rows as the axpy path, so both paths give the same bits. */
-typedef struct {
-  float *y;
-  const float *x;
-  const float *panels;
-  int64_t rows, cols, tokens;
-} matmul_t_gemm_ctx;
-
-static void matmul_t_gemm_task(void *p, int64_t start, int64_t end) {
-  matmul_t_gemm_ctx *c = p;
-  int64_t t0 = start * GEMM_F32_MR, t1 = end * GEMM_F32_MR < c->tokens ? end * GEMM_F32_MR : c->tokens;
-  gemm_f32(c->y + t0 * c->cols, c->cols, c->x + t0 * c->rows, c->rows, c->panels, t1 - t0, c->cols, c->rows);
-}
-
-void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
-  matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
-  if (tokens >= GEMM_F32_MR) {
-    size_t row_bytes = kernels_span_bytes(wtype, cols);
-    float *decoded = pool_scratch(6, (size_t)(rows * cols) * sizeof(float));
-    float *panels = pool_scratch(7, (size_t)gemm_f32_panel_floats(rows, cols) * sizeof(float));
-    if (!decoded || !panels) abort();
-    for (int64_t r = 0; r < rows; r++) decode_row(w + (size_t)r * row_bytes, wtype, cols, decoded + r * cols);
-    gemm_f32_pack(panels, decoded, cols, rows, cols);
-    matmul_t_gemm_ctx g = {y, x, panels, rows, cols, tokens};
-    int64_t tiles = (tokens + GEMM_F32_MR - 1) / GEMM_F32_MR;
-    pool_run(matmul_t_gemm_task, &g, tiles, 1);
-    return;
-  }
-  if (quant_block_elements(wtype) > 0) {
-    int64_t threads = pool_threads();
-    pool_run(matmul_t_tokens_task, &c, tokens, (tokens + threads - 1) / threads);
-  } else {
-    pool_run(matmul_t_task, &c, cols, 64);
-  }
-}
-
-/* Wᵀx for H matrices over the same tokens, y[(t·H + h)·ys + c] (prefill's decompression of the
-   latent rows into every head's keys through the transposed W^UK): each head's rows decoded and
-   packed once per call on the pool (a head an item), then items of (token block, head) with the
-   heads inner, so a block's x rows stay in cache across heads, and each result lands at its
-   stride (no copy after). A head's values are the bits kernel_matmul_t gives it alone. */
+/* Wᵀx over many tokens as f32 products for H matrices of `rows` rows each (H = 1: one matrix),
+   y[(t·H + h)·ys + c]: each matrix's rows decoded and packed once per call into panels (W is B,
+   [rows][cols]) on the pool, a matrix an item, then items of (block of `block_tokens` tokens,
+   matrix) with the matrices inner, so a block's x rows stay in cache across heads, each result
+   landing at its stride. Each y element is the same in-order fused sum over rows as the axpy
+   path, so every path and split gives the same bits. */
 typedef struct {
   float *y;
   int64_t ys;
@@ -416,10 +379,10 @@ typedef struct {
   int wtype;
   int64_t H, rows, cols, tokens, panel_floats, block_tokens;
   float *panels;
-} matmul_t_heads_ctx;
+} matmul_t_gemm_ctx;
 
-static void matmul_t_heads_pack_task(void *p, int64_t start, int64_t end) {
-  matmul_t_heads_ctx *c = p;
+static void matmul_t_pack_task(void *p, int64_t start, int64_t end) {
+  matmul_t_gemm_ctx *c = p;
   size_t row_bytes = kernels_span_bytes(c->wtype, c->cols);
   float *decoded = malloc((size_t)(c->rows * c->cols) * sizeof(float));
   if (!decoded) abort();
@@ -431,8 +394,8 @@ static void matmul_t_heads_pack_task(void *p, int64_t start, int64_t end) {
   free(decoded);
 }
 
-static void matmul_t_heads_gemm_task(void *p, int64_t start, int64_t end) {
-  matmul_t_heads_ctx *c = p;
+static void matmul_t_gemm_task(void *p, int64_t start, int64_t end) {
+  matmul_t_gemm_ctx *c = p;
   for (int64_t i = start; i < end; i++) {
     int64_t b = i / c->H, h = i % c->H;
     int64_t t0 = b * c->block_tokens, t1 = t0 + c->block_tokens < c->tokens ? t0 + c->block_tokens : c->tokens;
@@ -441,10 +404,36 @@ static void matmul_t_heads_gemm_task(void *p, int64_t start, int64_t end) {
   }
 }
 
+static void matmul_t_gemm(float *y, int64_t ys, const float *x, const uint8_t *w, int wtype, int64_t H, int64_t rows, int64_t cols,
+                          int64_t tokens, int64_t block_tokens) {
+  matmul_t_gemm_ctx c = {y, ys, x, w, wtype, H, rows, cols, tokens, gemm_f32_panel_floats(rows, cols), block_tokens, NULL};
+  c.panels = pool_scratch(7, (size_t)(H * c.panel_floats) * sizeof(float));
+  if (!c.panels) abort();
+  pool_run(matmul_t_pack_task, &c, H, 1);
+  int64_t blocks = (tokens + block_tokens - 1) / block_tokens;
+  pool_run(matmul_t_gemm_task, &c, blocks * H, 1);
+}
+
+void kernel_matmul_t(float *y, const float *x, const uint8_t *w, int wtype, int64_t rows, int64_t cols, int64_t tokens) {
+  if (tokens >= GEMM_F32_MR) {
+    matmul_t_gemm(y, cols, x, w, wtype, 1, rows, cols, tokens, GEMM_F32_MR); /* one register tile of tokens an item */
+    return;
+  }
+  matmul_t_ctx c = {y, x, w, wtype, rows, cols, tokens};
+  if (quant_block_elements(wtype) > 0) {
+    int64_t threads = pool_threads();
+    pool_run(matmul_t_tokens_task, &c, tokens, (tokens + threads - 1) / threads);
+  } else {
+    pool_run(matmul_t_task, &c, cols, 64);
+  }
+}
+
+/* The same for every head of prefill's transposed W^UK (H matrices over the same tokens), blocks of
+   48 tokens an item: a head's values are the bits kernel_matmul_t gives it alone. */
 void kernel_matmul_t_heads(float *y, int64_t ys, const float *x, const uint8_t *w, int wtype, int64_t H, int64_t rows, int64_t cols,
                            int64_t tokens) {
-  size_t head_bytes = (size_t)rows * kernels_span_bytes(wtype, cols);
   if (tokens < GEMM_F32_MR) { /* a few tokens: kernel_matmul_t's own paths per head, copied out at the stride */
+    size_t head_bytes = (size_t)rows * kernels_span_bytes(wtype, cols);
     float *one = malloc((size_t)(tokens * cols) * sizeof(float));
     if (!one) abort();
     for (int64_t h = 0; h < H; h++) {
@@ -454,12 +443,7 @@ void kernel_matmul_t_heads(float *y, int64_t ys, const float *x, const uint8_t *
     free(one);
     return;
   }
-  matmul_t_heads_ctx c = {y, ys, x, w, wtype, H, rows, cols, tokens, gemm_f32_panel_floats(rows, cols), 8 * GEMM_F32_MR, NULL};
-  c.panels = pool_scratch(7, (size_t)(H * c.panel_floats) * sizeof(float));
-  if (!c.panels) abort();
-  pool_run(matmul_t_heads_pack_task, &c, H, 1);
-  int64_t blocks = (tokens + c.block_tokens - 1) / c.block_tokens;
-  pool_run(matmul_t_heads_gemm_task, &c, blocks * H, 1);
+  matmul_t_gemm(y, ys, x, w, wtype, H, rows, cols, tokens, 8 * GEMM_F32_MR);
 }
 
 /* ---------- elementwise ---------- */
