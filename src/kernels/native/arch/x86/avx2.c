@@ -160,6 +160,23 @@ INLINE __m256i pair16(int16_t lo, int16_t hi) { return _mm256_set1_epi32((int32_
 /* int32 m_r (4 lanes) to lanes 2r of 8 (odd lanes 0). */
 INLINE __m256i to_even_lanes(__m128i m) { return _mm256_cvtepu32_epi64(m); }
 
+/* Sub-block s (0, 1) of chunk pair p's scales for rows 4h..4h+3 (bytes 8h.. of the 16 at blk + 32 +
+   16p: row r's pair at 2r, 2r+1), each in the 4 int16 of its row: the `madd` multiplier of the row's
+   `maddubs` pair sums. One broadcast and one byte shuffle instead of a widening and four
+   shuffle/mask/shift/or operations. */
+INLINE __m256i k4_scales16(const uint8_t *p8, int s) {
+  const __m256i spread = s ? _mm256_setr_epi8(1, -1, 1, -1, 1, -1, 1, -1, 3, -1, 3, -1, 3, -1, 3, -1, 5, -1, 5, -1, 5, -1, 5, -1, 7, -1, 7,
+                                              -1, 7, -1, 7, -1)
+                           : _mm256_setr_epi8(0, -1, 0, -1, 0, -1, 0, -1, 2, -1, 2, -1, 2, -1, 2, -1, 4, -1, 4, -1, 4, -1, 4, -1, 6, -1, 6,
+                                              -1, 6, -1, 6, -1);
+  return _mm256_shuffle_epi8(bcast8(p8), spread);
+}
+
+/* Rows 4h..4h+3 (each half in turn) × nt tokens, one 32-element sub-block at a time: its four
+   unpacked weight vectors, its scales and the tokens' int32 sums are all the loop keeps, so a
+   4-token tile fits the 16 registers (the earlier form held a chunk pair's eight weight vectors and
+   the mins' sums at once, and spilled ~340 vectors to the stack). The mins' share is summed after
+   the quants, per token, from memory. */
 INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x, int64_t xs, int64_t blocks, const int h0, const int nh,
                       const int nt, const int pf) {
   const __m256i m4 = _mm256_set1_epi8(15);
@@ -172,38 +189,44 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
     for (int hh = 0; hh < nh; hh++) {
       const int h = h0 + hh;
       __m256i isum[4];
-      __m128i msum[4];
-      for (int t = 0; t < nt; t++) {
-        isum[t] = _mm256_setzero_si256();
-        msum[t] = _mm_setzero_si128();
-      }
+      for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
       for (int p = 0; p < 4; p++) {
-        const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 32 + 16 * p + 8 * h)));
-        const __m256i sc0 = scale16(sc, 0), sc1 = scale16(sc, 1);
-        const __m128i mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 16 * p + 8 * h)));
-        __m256i lo[4], hi[4];
-        for (int k = 0; k < 4; k++) {
-          __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 160 + (p * 4 + k) * 64 + 32 * h));
-          lo[k] = _mm256_and_si256(q, m4);
-          hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        }
-        for (int t = 0; t < nt; t++) {
-          const act_q8kx *a = x + t * xs + b;
-          const int8_t *q0 = a->q + 64 * p, *q1 = q0 + 32;
-          /* four maddubs pair sums of nibble·q stay within ±15,240 in int16 */
-          __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], bcast8(q0)), _mm256_maddubs_epi16(lo[1], bcast8(q0 + 8)));
-          p0 = _mm256_add_epi16(p0, _mm256_add_epi16(_mm256_maddubs_epi16(lo[2], bcast8(q0 + 16)), _mm256_maddubs_epi16(lo[3], bcast8(q0 + 24))));
-          __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(hi[0], bcast8(q1)), _mm256_maddubs_epi16(hi[1], bcast8(q1 + 8)));
-          p1 = _mm256_add_epi16(p1, _mm256_add_epi16(_mm256_maddubs_epi16(hi[2], bcast8(q1 + 16)), _mm256_maddubs_epi16(hi[3], bcast8(q1 + 24))));
-          isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(p0, sc0), _mm256_madd_epi16(p1, sc1)));
-          msum[t] = _mm_add_epi32(msum[t], _mm_madd_epi16(mn, _mm_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+        const uint8_t *qs = blk + 160 + p * 256 + 32 * h;
+        for (int s = 0; s < 2; s++) { /* sub-block 2p + s: the low (s = 0) or high nibbles of chunk pair p */
+          const __m256i sc = k4_scales16(blk + 32 + 16 * p + 8 * h, s);
+          __m256i w0 = _mm256_loadu_si256((const __m256i *)qs), w1 = _mm256_loadu_si256((const __m256i *)(qs + 64));
+          __m256i w2 = _mm256_loadu_si256((const __m256i *)(qs + 128)), w3 = _mm256_loadu_si256((const __m256i *)(qs + 192));
+          if (s) {
+            w0 = _mm256_srli_epi16(w0, 4);
+            w1 = _mm256_srli_epi16(w1, 4);
+            w2 = _mm256_srli_epi16(w2, 4);
+            w3 = _mm256_srli_epi16(w3, 4);
+          }
+          w0 = _mm256_and_si256(w0, m4);
+          w1 = _mm256_and_si256(w1, m4);
+          w2 = _mm256_and_si256(w2, m4);
+          w3 = _mm256_and_si256(w3, m4);
+          for (int t = 0; t < nt; t++) {
+            const int8_t *q = x[t * xs + b].q + 64 * p + 32 * s;
+            /* four maddubs pair sums of nibble·q stay within ±15,240 in int16 */
+            __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast8(q)), _mm256_maddubs_epi16(w1, bcast8(q + 8)));
+            p16 = _mm256_add_epi16(p16, _mm256_add_epi16(_mm256_maddubs_epi16(w2, bcast8(q + 16)), _mm256_maddubs_epi16(w3, bcast8(q + 24))));
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16, sc));
+          }
         }
       }
       const __m256 d = scales_half(blk, h), dmin = scales_half(blk + 16, h);
       for (int t = 0; t < nt; t++) {
-        const __m256 dx = _mm256_set1_ps(x[t * xs + b].d);
+        const act_q8kx *a = x + t * xs + b;
+        /* Σ_j min_rj · Σq over sub-block j: the mins of chunk pair p (row r's two at 2r, 2r+1) against that pair's sums */
+        __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * h))),
+                                      _mm_set1_epi32((int32_t)(uint16_t)a->bs32[0] | ((int32_t)(uint16_t)a->bs32[1] << 16)));
+        for (int p = 1; p < 4; p++)
+          msum = _mm_add_epi32(msum, _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 16 * p + 8 * h))),
+                                                    _mm_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+        const __m256 dx = _mm256_set1_ps(a->d);
         acc[hh][t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[t]), acc[hh][t]);
-        acc[hh][t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(to_even_lanes(msum[t])), acc[hh][t]);
+        acc[hh][t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(to_even_lanes(msum)), acc[hh][t]);
       }
     }
   }
