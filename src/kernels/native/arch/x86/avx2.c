@@ -190,8 +190,11 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
       const int h = h0 + hh;
       __m256i isum[4];
       for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+      /* unrolled: s a constant in each copy (its shift and shuffle mask chosen at compile time) */
+#pragma GCC unroll 4
       for (int p = 0; p < 4; p++) {
         const uint8_t *qs = blk + 160 + p * 256 + 32 * h;
+#pragma GCC unroll 2
         for (int s = 0; s < 2; s++) { /* sub-block 2p + s: the low (s = 0) or high nibbles of chunk pair p */
           const __m256i sc = k4_scales16(blk + 32 + 16 * p + 8 * h, s);
           __m256i w0 = _mm256_loadu_si256((const __m256i *)qs), w1 = _mm256_loadu_si256((const __m256i *)(qs + 64));
