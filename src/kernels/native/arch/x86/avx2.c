@@ -222,9 +222,8 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
       for (int t = 0; t < nt; t++) {
         const act_q8kx *a = x + t * xs + b;
         /* Σ_j min_rj · Σq over sub-block j: the mins of chunk pair p (row r's two at 2r, 2r+1) against that pair's sums */
-        __m128i msum = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * h))),
-                                      _mm_set1_epi32((int32_t)(uint16_t)a->bs32[0] | ((int32_t)(uint16_t)a->bs32[1] << 16)));
-        for (int p = 1; p < 4; p++)
+        __m128i msum = _mm_setzero_si128();
+        for (int p = 0; p < 4; p++)
           msum = _mm_add_epi32(msum, _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 16 * p + 8 * h))),
                                                     _mm_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
         const __m256 dx = _mm256_set1_ps(a->d);
