@@ -89,6 +89,52 @@ for (const level of levels.length ? levels : [{ name: 'native', supported: false
   });
 }
 
+/* A weight whose every quant is its type's largest (Q4_0 15, Q5_0 31, Q8_0 −127, Q4_K 15 with
+   scales and mins 63, Q6_K 63 with scales 127) and a small f16 scale: where a level sums maddubs
+   pairs in int16 before widening, these are the sums that come nearest ±2¹⁵. */
+function extremeWeight(dtype: (typeof types)[number], rows: number, cols: number): Tensor {
+  const rb = rowBytes(dtype, cols), bb = rowBytes(dtype, blockSize(dtype));
+  const data = new Uint8Array(rb * rows).fill(0xff);
+  const setHalf = (at: number): void => {
+    data[at] = 0x00;
+    data[at + 1] = 0x20; // f16 2^-7
+  };
+  for (let b = 0; b < data.length; b += bb) {
+    if (dtype === 'q4_k') {
+      setHalf(b);
+      setHalf(b + 2);
+    } else if (dtype === 'q6_k') {
+      data.fill(0x7f, b + 192, b + 208); // int8 scales 127
+      setHalf(b + 208);
+    } else {
+      setHalf(b);
+      if (dtype === 'q8_0') data.fill(0x81, b + 2, b + bb); // −127
+    }
+  }
+  return { dtype, shape: [rows, cols], data };
+}
+
+for (const level of levels.filter((l) => l.supported)) {
+  test(`${level.name}: weights at their largest quants times activations at ±127 multiply as the reference (no int16 sum wraps)`, { skip: noAddon }, () => {
+    const nb = createNativeBackend(2, level.name)!;
+    for (const dtype of types) {
+      const rows = 16, cols = 2 * blockSize(dtype);
+      const w = extremeWeight(dtype, rows, cols);
+      const pw = nb.prepareAll([w]).weights[0]!;
+      for (const sign of [1, -1]) {
+        for (const tokens of [1, 4, 9]) {
+          const x = new Float32Array(cols * tokens).fill(sign);
+          const yr = new Float32Array(rows * tokens);
+          ref.matmul(yr, x, w, tokens);
+          const yp = product(nb, pw, x, tokens);
+          assert.ok(Math.abs(yr[0]!) > 0, `${dtype}: the reference product is not zero`);
+          assert.ok(maxRelDiff(yp, yr) < 2e-5, `${level.name} ${dtype} x=${sign} ×${tokens}: ${maxRelDiff(yp, yr)}`);
+        }
+      }
+    }
+  });
+}
+
 // At the AMX level a batch of 9 or 40 tokens runs on matrix tiles (16-token tiles, a tail tile, an
 // odd fifth row group on the AVX-512 tiles) and a lone token on the AVX-512 tiles: the same bits.
 for (const level of levels.filter((l) => l.supported)) {

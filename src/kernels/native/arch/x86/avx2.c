@@ -101,11 +101,10 @@ INLINE void q5_0_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8x *x,
       const __m256i b1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4), bits_mask(blk + 40 + 4 * h));
       for (int t = 0; t < nt; t++) {
         const act_q8x *a = x + t * xs + b;
-        /* 5-bit q·q8 pair sums: two per int16 before widening (±16,002 each) */
-        __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
-        __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24)));
-        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
-        s = _mm256_add_epi32(s, bcast8(a->bias)); /* −16·Σq per lane */
+        /* 5-bit q·q8 pair sums (±7,936 each even at |q8| = 128): all four in int16 (±31,744), one widening */
+        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(a0, bcast8(a->q)), _mm256_maddubs_epi16(b0, bcast8(a->q + 8)));
+        p = _mm256_add_epi16(p, _mm256_add_epi16(_mm256_maddubs_epi16(a1, bcast8(a->q + 16)), _mm256_maddubs_epi16(b1, bcast8(a->q + 24))));
+        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(p, ones), bcast8(a->bias)); /* −16·Σq per lane */
         acc[hh][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(s), acc[hh][t]);
       }
     }
