@@ -154,7 +154,8 @@ INLINE __m256i scale16(__m256i v32, int s) {
   return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v, 16));
 }
 
-INLINE __m256i pair16(int16_t lo, int16_t hi) { return _mm256_set1_epi32((int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16)); }
+/* The int16 pair (lo, hi) in every int32 lane: a `madd` multiplier of two activation sums. */
+INLINE __m128i pair16(int16_t lo, int16_t hi) { return _mm_set1_epi32((int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16)); }
 
 /* int32 m_r (4 lanes) to lanes 2r of 8 (odd lanes 0). */
 INLINE __m256i to_even_lanes(__m128i m) { return _mm256_cvtepu32_epi64(m); }
@@ -224,7 +225,7 @@ INLINE void q4_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
         __m128i msum = _mm_setzero_si128();
         for (int p = 0; p < 4; p++)
           msum = _mm_add_epi32(msum, _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 96 + 16 * p + 8 * h))),
-                                                    _mm_set1_epi32((int32_t)(uint16_t)a->bs32[2 * p] | ((int32_t)(uint16_t)a->bs32[2 * p + 1] << 16))));
+                                                    pair16(a->bs32[2 * p], a->bs32[2 * p + 1])));
         const __m256 dx = _mm256_set1_ps(a->d);
         acc[hh][t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[t]), acc[hh][t]);
         acc[hh][t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(to_even_lanes(msum)), acc[hh][t]);
@@ -286,7 +287,7 @@ INLINE void q6_k_tile(float *y, int64_t ys, const uint8_t *wg, const act_q8kx *x
         const __m128i sc16 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(blk + 16 + 16 * p + 8 * h)));
         for (int t = 0; t < nt; t++) {
           const act_q8kx *a = x + t * xs + b;
-          corr[t] = _mm_add_epi32(corr[t], _mm_madd_epi16(sc16, _mm_set1_epi32((int32_t)(uint16_t)a->bs16[2 * p] | ((int32_t)(uint16_t)a->bs16[2 * p + 1] << 16))));
+          corr[t] = _mm_add_epi32(corr[t], _mm_madd_epi16(sc16, pair16(a->bs16[2 * p], a->bs16[2 * p + 1])));
         }
       }
       const __m256 d = scales_half(blk, h);
